@@ -1,0 +1,123 @@
+//===- Partition.h - From one model to N rank plans -------------*- C++ -*-===//
+//
+// The passes, in order (one file each under compiler/lib/):
+//   Linear.cpp     recognise Linear layers and choose a strategy per Linear
+//                  (Megatron column->row pairs, lone column, replicate);
+//                  split a row-parallel Gemm's bias off so it is added once
+//   Propagate.cpp  per-op sharding rules: placements of every value and the
+//                  placement each node needs of its inputs
+//   Lower.cpp      insert redistributions (the only source of collectives),
+//                  name the sliced constants
+//   Materialize.cpp  rank K's ONNX model; Verify: checker, shape inference,
+//                  same collective sequence on every rank
+//   Export.cpp     plan folder: plan.json, rankK.onnx, rankK.bin (atomic)
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qn/compiler/Graph.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace qn {
+
+struct PartitionOptions {
+  int tp = 2;
+  /// A Linear that is not part of a column/row pair is sharded column-wise
+  /// (then gathered) only when its weight has at least this many bytes;
+  /// smaller ones stay replicated (the gather would cost more than the
+  /// compute it saves).
+  int64_t replicateBelowBytes = 256 * 1024;
+};
+
+enum class LinearStrategy { Replicate, Column, Row };
+const char *strategyName(LinearStrategy s);
+
+/// A Linear layer: MatMul(x, W) with a constant 2-D W, or Gemm(A, B, C?) with
+/// a constant B.
+struct LinearInfo {
+  Node *node = nullptr;
+  bool isGemm = false;
+  int weightKAxis = 0, weightNAxis = 1; // axes of the weight
+  int actKAxis = -1;                    // axis of the activation holding K
+  int64_t K = 0, N = 0;
+  int64_t weightBytes = 0;
+  LinearStrategy strategy = LinearStrategy::Replicate;
+  std::string pairedWith; // label of the partner Linear of a Megatron pair
+};
+
+/// Placements a node needs of its inputs and gives its outputs.
+struct NodePlacements {
+  llvm::SmallVector<Placement, 4> in;
+  llvm::SmallVector<Placement, 2> out;
+};
+
+/// A constant of the rank graphs: a replicated or sliced copy of a source
+/// initializer, or a rank-dependent generated tensor.
+struct RankConstant {
+  std::string name;
+  const onnx::TensorProto *source = nullptr;
+  int shardAxis = -1; // -1: replicated copy
+  std::function<onnx::TensorProto(int rank, int tp)> generate;
+};
+
+struct PlannedNode {
+  onnx::NodeProto proto;
+  std::string role; // "column", "row", "replicated", "collective", "local-slice" or ""
+  llvm::SmallVector<Placement, 4> in;
+  llvm::SmallVector<Placement, 2> out;
+};
+
+/// The rank-independent result of partitioning: every rank runs the same
+/// node list; only the constants differ by rank.
+struct Plan {
+  int tp = 1;
+  std::vector<PlannedNode> nodes;
+  std::vector<RankConstant> constants;
+  std::vector<LinearInfo> linears;
+  std::map<std::string, int> collectiveCounts; // by op type
+};
+
+/// Recognises the Linear layers of `g` (in topological order).
+std::vector<LinearInfo> findLinears(const Graph &g);
+/// Chooses a strategy per Linear; fails on a dimension that tp does not
+/// divide, naming the node and the tp values that work.
+llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
+                           const PartitionOptions &opts);
+/// Rewrites each row-parallel Gemm with a bias C into Gemm (no C) followed by
+/// Add(beta*C), so the bias is added once after the reduction.
+llvm::Error splitRowGemmBias(Graph &g, std::vector<LinearInfo> &linears);
+/// Assigns a placement to every value and records what each node needs.
+llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
+                                const PartitionOptions &opts,
+                                llvm::DenseMap<const Node *, NodePlacements> &out);
+/// Builds the plan: nodes with redistributions inserted, constants named.
+llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
+                           const llvm::DenseMap<const Node *, NodePlacements> &placements,
+                           const PartitionOptions &opts);
+
+/// All of the above.
+llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts);
+
+/// Rank `rank`'s ONNX model, initializers inline.
+llvm::Expected<onnx::ModelProto> materializeRank(const Plan &plan, const Graph &g, int rank);
+/// ONNX checker and shape inference on each rank model; same collective
+/// sequence on every rank.
+llvm::Error verifyRanks(const std::vector<onnx::ModelProto> &ranks);
+
+/// One line per node with each value's placement (for FileCheck).
+void printAnnotated(const Plan &plan, const Graph &g, llvm::raw_ostream &os);
+
+/// Slices `t` (raw data) along `axis` into `parts` equal pieces and returns
+/// piece `index`. The caller checks divisibility.
+onnx::TensorProto sliceTensor(const onnx::TensorProto &t, int axis, int index, int parts);
+
+/// "1, 2, 4, 8" (at most `limit` values, then "...").
+std::string divisorsList(int64_t n, int limit = 12);
+
+} // namespace qn

@@ -1,0 +1,52 @@
+//===- Placement.h - R, S(d), P on the 1-D tensor-parallel mesh -*- C++ -*-===//
+#pragma once
+#include <string>
+
+namespace qn {
+
+/// Where a tensor lives on the N ranks of the tensor-parallel mesh.
+///   R     every rank holds the full tensor;
+///   S(d)  rank k holds the k-th of N equal slices of axis d;
+///   P     every rank holds a full-shaped partial value; the true value is the
+///         sum over ranks.
+struct Placement {
+  enum class Kind { Replicated, Shard, Partial };
+  Kind kind = Kind::Replicated;
+  int axis = -1; // only for Shard; non-negative once normalised
+
+  static Placement R() { return {Kind::Replicated, -1}; }
+  static Placement S(int d) { return {Kind::Shard, d}; }
+  static Placement P() { return {Kind::Partial, -1}; }
+
+  bool isReplicated() const { return kind == Kind::Replicated; }
+  bool isShard() const { return kind == Kind::Shard; }
+  bool isPartial() const { return kind == Kind::Partial; }
+  bool operator==(const Placement &o) const {
+    return kind == o.kind && (kind != Kind::Shard || axis == o.axis);
+  }
+  bool operator!=(const Placement &o) const { return !(*this == o); }
+  /// "R", "S(1)", "P".
+  std::string str() const;
+};
+
+/// How to move a value from one placement to another (DESIGN.md's
+/// redistribution table). The only place collectives are born.
+enum class Redistribution {
+  None,          // same placement
+  AllReduce,     // P -> R
+  ReduceScatter, // P -> S(d)
+  AllGather,     // S(d) -> R
+  LocalSlice,    // R -> S(d), no communication
+  GatherSlice,   // S(a) -> S(b), a != b: AllGather(a) then local slice (b)
+  Invalid,       // R or S -> P: never needed, never produced
+};
+
+Redistribution redistribution(const Placement &from, const Placement &to);
+const char *redistributionName(Redistribution r);
+
+/// Bytes each rank sends for a redistribution of a tensor of `bytes` (full
+/// size) over `tp` ranks with ring algorithms (for the report and the cost
+/// model).
+double redistributionBytesPerRank(Redistribution r, double bytes, int tp);
+
+} // namespace qn

@@ -1,0 +1,159 @@
+//===- Graph.cpp ----------------------------------------------------------===//
+#include "qn/compiler/Graph.h"
+
+#include <cassert>
+
+namespace qn {
+
+std::string Dim::str() const {
+  if (known())
+    return std::to_string(size);
+  return symbol.empty() ? "?" : symbol;
+}
+
+int64_t Value::dimSize(int64_t i) const {
+  if (!hasShape)
+    return -1;
+  if (i < 0)
+    i += rank();
+  if (i < 0 || i >= rank())
+    return -1;
+  return shape[i].size;
+}
+
+int64_t Value::numElements() const {
+  if (!hasShape)
+    return -1;
+  int64_t n = 1;
+  for (const Dim &d : shape) {
+    if (!d.known())
+      return -1;
+    n *= d.size;
+  }
+  return n;
+}
+
+std::string Node::label() const {
+  if (!proto.name().empty())
+    return proto.name();
+  std::string s = proto.op_type() + " producing ";
+  s += proto.output_size() ? proto.output(0) : std::string("nothing");
+  return s;
+}
+
+Value *Graph::lookup(llvm::StringRef name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? nullptr : it->second.get();
+}
+
+Value *Graph::getOrCreate(llvm::StringRef name) {
+  auto &slot = values_[name];
+  if (!slot) {
+    slot = std::make_unique<Value>();
+    slot->name = name.str();
+  }
+  return slot.get();
+}
+
+std::string Graph::uniqueName(llvm::StringRef base) {
+  std::string name = base.str();
+  while (values_.count(name))
+    name = (base + "_" + llvm::Twine(++uniqueCounter_)).str();
+  return name;
+}
+
+Value *Graph::addConstant(onnx::TensorProto tensor) {
+  Value *v = getOrCreate(tensor.name());
+  onnx::TensorProto *t = model.mutable_graph()->add_initializer();
+  *t = std::move(tensor);
+  v->constant = t;
+  v->elemType = t->data_type();
+  v->hasShape = true;
+  v->shape.clear();
+  for (int64_t d : t->dims())
+    v->shape.push_back(Dim{d, {}});
+  return v;
+}
+
+Node *Graph::insertNode(size_t pos, onnx::NodeProto proto) {
+  auto node = std::make_unique<Node>();
+  node->proto = std::move(proto);
+  for (const std::string &in : node->proto.input())
+    node->inputs.push_back(in.empty() ? nullptr : getOrCreate(in));
+  for (const std::string &out : node->proto.output()) {
+    Value *v = out.empty() ? nullptr : getOrCreate(out);
+    if (v)
+      v->producer = node.get();
+    node->outputs.push_back(v);
+  }
+  Node *raw = node.get();
+  nodes.insert(nodes.begin() + pos, std::move(node));
+  rebuildUses();
+  return raw;
+}
+
+void Graph::rebuildUses() {
+  for (auto &kv : values_)
+    kv.second->uses.clear();
+  for (auto &n : nodes) {
+    // Keep the proto's input names in sync with the IR edges.
+    for (unsigned i = 0; i < n->inputs.size(); ++i) {
+      Value *v = n->inputs[i];
+      n->proto.set_input(i, v ? v->name : std::string());
+      if (v)
+        v->uses.push_back({n.get(), i});
+    }
+    for (unsigned i = 0; i < n->outputs.size(); ++i)
+      if (Value *v = n->outputs[i])
+        v->producer = n.get();
+  }
+}
+
+size_t Graph::indexOf(const Node *n) const {
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i].get() == n)
+      return i;
+  assert(false && "node not in graph");
+  return nodes.size();
+}
+
+int64_t Graph::opsetVersion() const {
+  for (const auto &op : model.opset_import())
+    if (op.domain().empty() || op.domain() == "ai.onnx")
+      return op.version();
+  return 1;
+}
+
+std::string elemTypeName(int32_t t) {
+  switch (t) {
+  case onnx::TensorProto::FLOAT: return "float";
+  case onnx::TensorProto::FLOAT16: return "float16";
+  case onnx::TensorProto::BFLOAT16: return "bfloat16";
+  case onnx::TensorProto::DOUBLE: return "double";
+  case onnx::TensorProto::INT64: return "int64";
+  case onnx::TensorProto::INT32: return "int32";
+  case onnx::TensorProto::INT8: return "int8";
+  case onnx::TensorProto::UINT8: return "uint8";
+  case onnx::TensorProto::BOOL: return "bool";
+  default: return "type" + std::to_string(t);
+  }
+}
+
+size_t elemTypeSize(int32_t t) {
+  switch (t) {
+  case onnx::TensorProto::FLOAT: case onnx::TensorProto::INT32: return 4;
+  case onnx::TensorProto::FLOAT16: case onnx::TensorProto::BFLOAT16: return 2;
+  case onnx::TensorProto::DOUBLE: case onnx::TensorProto::INT64: return 8;
+  case onnx::TensorProto::INT8: case onnx::TensorProto::UINT8: case onnx::TensorProto::BOOL: return 1;
+  default: return 0;
+  }
+}
+
+int64_t tensorNumElements(const onnx::TensorProto &t) {
+  int64_t n = 1;
+  for (int64_t d : t.dims())
+    n *= d;
+  return n;
+}
+
+} // namespace qn

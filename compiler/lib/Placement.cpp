@@ -1,0 +1,66 @@
+//===- Placement.cpp ------------------------------------------------------===//
+#include "qn/compiler/Placement.h"
+
+namespace qn {
+
+std::string Placement::str() const {
+  switch (kind) {
+  case Kind::Replicated:
+    return "R";
+  case Kind::Partial:
+    return "P";
+  case Kind::Shard:
+    return "S(" + std::to_string(axis) + ")";
+  }
+  return "?";
+}
+
+Redistribution redistribution(const Placement &from, const Placement &to) {
+  if (from == to)
+    return Redistribution::None;
+  if (to.isPartial())
+    return Redistribution::Invalid;
+  if (from.isPartial())
+    return to.isReplicated() ? Redistribution::AllReduce : Redistribution::ReduceScatter;
+  if (from.isShard())
+    return to.isReplicated() ? Redistribution::AllGather : Redistribution::GatherSlice;
+  return Redistribution::LocalSlice; // R -> S(d)
+}
+
+const char *redistributionName(Redistribution r) {
+  switch (r) {
+  case Redistribution::None:
+    return "none";
+  case Redistribution::AllReduce:
+    return "AllReduce";
+  case Redistribution::ReduceScatter:
+    return "ReduceScatter";
+  case Redistribution::AllGather:
+    return "AllGather";
+  case Redistribution::LocalSlice:
+    return "LocalSlice";
+  case Redistribution::GatherSlice:
+    return "AllGather+LocalSlice";
+  case Redistribution::Invalid:
+    return "invalid";
+  }
+  return "?";
+}
+
+double redistributionBytesPerRank(Redistribution r, double bytes, int tp) {
+  if (tp <= 1)
+    return 0;
+  double frac = double(tp - 1) / tp;
+  switch (r) {
+  case Redistribution::AllReduce:
+    return 2 * frac * bytes; // reduce-scatter + all-gather
+  case Redistribution::ReduceScatter:
+  case Redistribution::AllGather:
+  case Redistribution::GatherSlice:
+    return frac * bytes;
+  default:
+    return 0;
+  }
+}
+
+} // namespace qn

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Deterministic generator for QuintNet's small bundled models.
+
+Writes, next to this file (or into --out-dir):
+
+  mlp_gemm.onnx       MNIST-shaped MLP 784-512-512-10, ReLU, LogSoftmax(axis=1),
+                      2-D input `input` float[batch,784] -> `output` float[batch,10].
+  mlp_matmul3d.onnx   transformer-style MLP block on 3-D activations:
+                      `x` float[batch,seq,256] -> Linear(256,1024) -> GELU (erf form)
+                      -> Linear(1024,256) -> + x -> `y` float[batch,seq,256].
+
+Each graph reproduces the structure that the PyTorch exporter
+(`torch.onnx.export`, opset 17, dynamic batch/seq axes) emits for the
+equivalent nn.Module: node and value names (`/fc1/Gemm`, `/relu/Relu`,
+`/fc1/MatMul_output_0`, ...), Gemm with alpha=beta=1 and transB=1 for nn.Linear
+on a 2-D input, MatMul against a pre-transposed initializer (`onnx::MatMul_N`)
+followed by Add(bias, ...) for nn.Linear on a 3-D input, and nn.GELU() as
+Div(sqrt 2) / Erf / Add(1) / Mul(x) / Mul(0.5) with scalar Constant nodes.
+PyTorch itself is not a dependency: the graphs are built with onnx.helper.
+
+Weights follow PyTorch's default nn.Linear init (weight and bias uniform in
+±1/sqrt(fan_in)), drawn from a fixed-seed numpy generator, so re-running the
+script produces byte-identical files. Models use ir_version 8 and opset 17 so
+the C++ side (ONNX 1.12) can read them.
+
+Usage: python3 models/gen_models.py [--out-dir DIR] [--check]
+  --check  regenerate into memory and fail if the files on disk differ.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+IR_VERSION = 8
+OPSET = 17
+SEED = 20240601
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def linear_params(rng, fan_in, fan_out):
+    """PyTorch nn.Linear default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in)
+    w = rng.uniform(-bound, bound, size=(fan_out, fan_in)).astype(np.float32)
+    b = rng.uniform(-bound, bound, size=(fan_out,)).astype(np.float32)
+    return w, b
+
+
+def init(name, arr):
+    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+
+
+def scalar_constant(node_name, out_name, value):
+    t = helper.make_tensor("value", TensorProto.FLOAT, [], [value])
+    return helper.make_node("Constant", [], [out_name], name=node_name, value=t)
+
+
+def finish(graph):
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="quintnet-gen_models",
+        producer_version="1",
+    )
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_mlp_gemm(rng):
+    w1, b1 = linear_params(rng, 784, 512)
+    w2, b2 = linear_params(rng, 512, 512)
+    w3, b3 = linear_params(rng, 512, 10)
+
+    def gemm(scope, x, out):
+        return helper.make_node(
+            "Gemm", [x, f"{scope}.weight", f"{scope}.bias"], [out],
+            name=f"/{scope}/Gemm", alpha=1.0, beta=1.0, transB=1)
+
+    nodes = [
+        gemm("fc1", "input", "/fc1/Gemm_output_0"),
+        helper.make_node("Relu", ["/fc1/Gemm_output_0"], ["/relu/Relu_output_0"],
+                         name="/relu/Relu"),
+        gemm("fc2", "/relu/Relu_output_0", "/fc2/Gemm_output_0"),
+        helper.make_node("Relu", ["/fc2/Gemm_output_0"], ["/relu_1/Relu_output_0"],
+                         name="/relu_1/Relu"),
+        gemm("fc3", "/relu_1/Relu_output_0", "/fc3/Gemm_output_0"),
+        helper.make_node("LogSoftmax", ["/fc3/Gemm_output_0"], ["output"],
+                         name="/LogSoftmax", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 784])],
+        outputs=[helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
+        initializer=[init("fc1.weight", w1), init("fc1.bias", b1),
+                     init("fc2.weight", w2), init("fc2.bias", b2),
+                     init("fc3.weight", w3), init("fc3.bias", b3)],
+    )
+    return finish(graph)
+
+
+def build_mlp_matmul3d(rng):
+    hidden, inner = 256, 1024
+    w1, b1 = linear_params(rng, hidden, inner)   # torch layout [out, in]
+    w2, b2 = linear_params(rng, inner, hidden)
+    # The exporter stores the MatMul operand transposed ([in, out]) under an
+    # anonymous name; the biases keep their parameter names.
+    w1_name, w2_name = "onnx::MatMul_22", "onnx::MatMul_23"
+
+    nodes = [
+        helper.make_node("MatMul", ["x", w1_name], ["/fc1/MatMul_output_0"], name="/fc1/MatMul"),
+        helper.make_node("Add", ["fc1.bias", "/fc1/MatMul_output_0"], ["/fc1/Add_output_0"],
+                         name="/fc1/Add"),
+        # nn.GELU() (approximate='none') at opset 17: 0.5 * x * (1 + erf(x / sqrt(2)))
+        scalar_constant("/act/Constant", "/act/Constant_output_0", 1.4142135381698608),
+        helper.make_node("Div", ["/fc1/Add_output_0", "/act/Constant_output_0"],
+                         ["/act/Div_output_0"], name="/act/Div"),
+        helper.make_node("Erf", ["/act/Div_output_0"], ["/act/Erf_output_0"], name="/act/Erf"),
+        scalar_constant("/act/Constant_1", "/act/Constant_1_output_0", 1.0),
+        helper.make_node("Add", ["/act/Erf_output_0", "/act/Constant_1_output_0"],
+                         ["/act/Add_output_0"], name="/act/Add"),
+        helper.make_node("Mul", ["/fc1/Add_output_0", "/act/Add_output_0"],
+                         ["/act/Mul_output_0"], name="/act/Mul"),
+        scalar_constant("/act/Constant_2", "/act/Constant_2_output_0", 0.5),
+        helper.make_node("Mul", ["/act/Mul_output_0", "/act/Constant_2_output_0"],
+                         ["/act/Mul_1_output_0"], name="/act/Mul_1"),
+        helper.make_node("MatMul", ["/act/Mul_1_output_0", w2_name], ["/fc2/MatMul_output_0"],
+                         name="/fc2/MatMul"),
+        helper.make_node("Add", ["fc2.bias", "/fc2/MatMul_output_0"], ["/fc2/Add_output_0"],
+                         name="/fc2/Add"),
+        helper.make_node("Add", ["x", "/fc2/Add_output_0"], ["y"], name="/Add"),
+    ]
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        initializer=[init("fc1.bias", b1), init("fc2.bias", b2),
+                     init(w1_name, w1.T), init(w2_name, w2.T)],
+    )
+    return finish(graph)
+
+
+def build_all():
+    # One generator per model so adding a model never changes the others' weights.
+    return {
+        "mlp_gemm.onnx": build_mlp_gemm(np.random.default_rng(SEED)),
+        "mlp_matmul3d.onnx": build_mlp_matmul3d(np.random.default_rng(SEED + 1)),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out-dir", default=HERE)
+    ap.add_argument("--check", action="store_true",
+                    help="fail if the files in --out-dir differ from a fresh generation")
+    args = ap.parse_args()
+    bad = 0
+    for name, model in build_all().items():
+        data = model.SerializeToString()
+        path = os.path.join(args.out_dir, name)
+        if args.check:
+            try:
+                with open(path, "rb") as f:
+                    same = f.read() == data
+            except OSError:
+                same = False
+            if not same:
+                print(f"gen_models: {path} is stale or missing", file=sys.stderr)
+                bad += 1
+            continue
+        os.makedirs(args.out_dir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        print(f"wrote {path} ({len(data)} bytes)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

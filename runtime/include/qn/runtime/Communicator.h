@@ -1,0 +1,62 @@
+//===- Communicator.h - Collectives between tensor-parallel ranks -*- C++ -*-===//
+#pragma once
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qn/runtime/Tensor.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+namespace qn::rt {
+
+/// One interface for every engine (Gloo for CPU ranks; NCCL and an
+/// in-process engine later). Every rank must call the same collectives in
+/// the same order with tensors of the same shape and dtype.
+class Communicator {
+public:
+  virtual ~Communicator();
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  /// In place: t = sum over ranks of t. All ranks end with bitwise identical
+  /// values.
+  virtual llvm::Error allReduceSum(Tensor &t) = 0;
+  /// out = concat over ranks (in rank order) of `in` along `axis`; `out` is
+  /// allocated here.
+  virtual llvm::Error allGather(const Tensor &in, Tensor &out, int axis) = 0;
+  /// out = rank's slice along `axis` of the sum over ranks of `in`; in.dim(axis)
+  /// must be divisible by size().
+  virtual llvm::Error reduceScatterSum(const Tensor &in, Tensor &out, int axis) = 0;
+  /// Small metadata exchange through the rendezvous store: every rank posts
+  /// `value` under `key`; returns all ranks' values in rank order.
+  virtual llvm::Expected<std::vector<std::string>> exchange(llvm::StringRef key,
+                                                            llvm::StringRef value) = 0;
+  /// Says this rank is done with the communicator; call it after the last
+  /// collective (the destructor calls it when it was not called, and reports
+  /// a failure on stderr). For the Gloo engine, rank 0 serves the rendezvous
+  /// store and waits here (bounded by the timeout) until every rank has
+  /// finished, so that no rank loses the store while it may still need it.
+  /// No collective may follow. Engines with nothing to do keep this default.
+  virtual llvm::Error finish() { return llvm::Error::success(); }
+};
+
+struct RendezvousOptions {
+  int rank = 0;
+  int worldSize = 1;
+  /// Rank 0 serves the rendezvous store on masterAddr:masterPort (TCP);
+  /// the others connect to it.
+  std::string masterAddr = "127.0.0.1";
+  int masterPort = 29500;
+  /// Every rank must present the same plan id; a mismatch is an error that
+  /// names both ids.
+  std::string planId;
+  /// Bound on rendezvous and on each collective.
+  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+};
+
+/// Rendezvous over TCP, plan-id check, then a Gloo full-mesh context.
+llvm::Expected<std::unique_ptr<Communicator>>
+createGlooCommunicator(const RendezvousOptions &opts);
+
+} // namespace qn::rt

@@ -1,0 +1,52 @@
+//===- Plan.h - Loading a plan folder ---------------------------*- C++ -*-===//
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qn/runtime/Tensor.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Error.h"
+#include <onnx/onnx_pb.h>
+
+namespace qn::rt {
+
+/// A graph input or output as plan.json describes it.
+struct PlanValue {
+  std::string name;
+  DType dtype = DType::Undefined;
+  std::vector<int64_t> dims;        // -1 where symbolic or unknown
+  std::vector<std::string> symbols; // the symbol where dims[i] == -1 ("" if unknown)
+  /// "float32[batch,784]"
+  std::string describe() const;
+};
+
+/// plan.json.
+struct PlanManifest {
+  std::string dir;
+  int tp = 0;
+  std::string planId;
+  std::vector<std::string> rankModels, rankWeights;
+  std::vector<PlanValue> inputs, outputs;
+};
+
+/// Reads and checks `dir`/plan.json (format, version, tp, file names that
+/// stay inside the folder).
+llvm::Expected<PlanManifest> loadManifest(llvm::StringRef dir);
+
+/// One rank's program: its ONNX graph and its weights, mapped from rankK.bin.
+struct RankProgram {
+  onnx::ModelProto model;
+  llvm::StringMap<Tensor> constants;
+};
+
+/// Loads rank `rank` of the plan: parses rankK.onnx, maps rankK.bin and
+/// checks every external-data reference (file name, offset, length).
+llvm::Expected<RankProgram> loadRank(const PlanManifest &plan, int rank);
+
+/// Checks bound inputs against the plan: every input given once, no unknown
+/// names, dtypes and static dims as declared, symbolic dims consistent.
+/// Errors list what the plan expects.
+llvm::Error checkInputs(const PlanManifest &plan, const llvm::StringMap<Tensor> &inputs);
+
+} // namespace qn::rt

@@ -1,0 +1,370 @@
+//===- Driver.cpp - qn-run: launcher and rank main ------------------------===//
+#include "qn/runtime/Driver.h"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cblas.h>
+#include <csignal>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "qn/runtime/Communicator.h"
+#include "qn/runtime/Executor.h"
+#include "qn/runtime/Npy.h"
+#include "qn/runtime/Plan.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/SHA256.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+extern char **environ;
+
+namespace qn::rt {
+namespace cl = llvm::cl;
+namespace {
+
+cl::OptionCategory category("qn-run options");
+cl::opt<std::string> planDir(cl::Positional, cl::Required, cl::desc("<plan folder>"),
+                             cl::cat(category));
+cl::opt<int> nproc("nproc",
+                   cl::desc("Ranks to launch on this host (default: the plan's tp). Without it, "
+                            "and with RANK set, run as that one rank (torchrun convention: "
+                            "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)"),
+                   cl::init(0), cl::value_desc("N"), cl::cat(category));
+cl::list<std::string> inputArgs("input", cl::desc("Bind a graph input to a .npy file"),
+                                cl::value_desc("NAME=FILE.npy"), cl::cat(category));
+cl::opt<std::string> outputDir("output-dir",
+                               cl::desc("Folder for the outputs, one NAME.npy each (rank 0 "
+                                        "writes them; default: qn-out)"),
+                               cl::init("qn-out"), cl::value_desc("DIR"), cl::cat(category));
+cl::opt<std::string> device("device", cl::desc("Device to run on: cpu"), cl::init("cpu"),
+                            cl::cat(category));
+cl::opt<int> benchRuns("bench",
+                       cl::desc("After the run, time K more runs and print per rank the median "
+                                "latency and the time spent in collectives"),
+                       cl::init(0), cl::value_desc("K"), cl::cat(category));
+cl::opt<int> threads("threads-per-rank", cl::desc("BLAS threads per rank (default 1)"), cl::init(1),
+                     cl::cat(category));
+cl::opt<double> timeoutSec("timeout",
+                           cl::desc("Seconds to wait for rendezvous and for each collective "
+                                    "(default 60)"),
+                           cl::init(60), cl::cat(category));
+cl::opt<bool> quiet("quiet", cl::desc("No progress messages"), cl::cat(category));
+
+int error(const llvm::Twine &msg) {
+  llvm::WithColor::error(llvm::errs(), "qn-run") << msg << "\n";
+  return 1;
+}
+
+llvm::Error fail(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+std::string sanitize(llvm::StringRef name) {
+  std::string s;
+  for (char c : name)
+    s += (llvm::isAlnum(c) || c == '_' || c == '-' || c == '.') ? c : '_';
+  if (s.empty() || s == "." || s == "..")
+    s = "_" + s;
+  return s;
+}
+
+/// Reads every --input, then checks the set against the plan.
+llvm::Expected<llvm::StringMap<Tensor>> readInputs(const PlanManifest &plan) {
+  llvm::StringMap<Tensor> inputs;
+  for (const std::string &arg : inputArgs) {
+    auto [name, file] = llvm::StringRef(arg).split('=');
+    if (name.empty() || file.empty())
+      return fail("--input '" + arg + "' is not NAME=FILE.npy");
+    if (inputs.count(name))
+      return fail("input '" + name + "' is given twice");
+    auto t = readNpy(file);
+    if (!t)
+      return fail("input '" + name + "': " + llvm::toString(t.takeError()));
+    inputs[name] = std::move(*t);
+  }
+  if (auto err = checkInputs(plan, inputs))
+    return std::move(err);
+  return inputs;
+}
+
+std::string digest(const Tensor &t) {
+  llvm::SHA256 h;
+  h.update(t.describe());
+  h.update(llvm::ArrayRef<uint8_t>(static_cast<const uint8_t *>(t.raw()), t.nbytes()));
+  return llvm::toHex(h.final(), true);
+}
+
+llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vector<Tensor> &outs) {
+  if (std::error_code ec = llvm::sys::fs::create_directories(outputDir))
+    return fail("cannot create output folder '" + outputDir + "': " + ec.message());
+  // Write every file aside first, then rename them all: no half-written set.
+  std::vector<std::pair<std::string, std::string>> done;
+  for (size_t i = 0; i < names.size(); ++i) {
+    llvm::SmallString<256> path(outputDir.getValue());
+    llvm::sys::path::append(path, sanitize(names[i]) + ".npy");
+    std::string tmp = (path + ".qn-tmp").str();
+    if (auto err = writeNpy(tmp, outs[i])) {
+      for (auto &d : done)
+        llvm::sys::fs::remove(d.first);
+      llvm::sys::fs::remove(tmp);
+      return err;
+    }
+    done.push_back({tmp, path.str().str()});
+  }
+  for (auto &d : done)
+    if (std::error_code ec = llvm::sys::fs::rename(d.first, d.second))
+      return fail("cannot write '" + d.second + "': " + ec.message());
+  if (!quiet)
+    for (size_t i = 0; i < names.size(); ++i)
+      llvm::errs() << "qn-run: wrote " << outputDir << "/" << sanitize(names[i]) << ".npy "
+                   << outs[i].describe() << "\n";
+  return llvm::Error::success();
+}
+
+/// One rank: load, rendezvous, run, check that replicated outputs agree, write.
+int rankMain(int rank, int world, const std::string &masterAddr, int masterPort) {
+  auto fails = [&](const llvm::Twine &msg) {
+    return error(world > 1 ? "rank " + llvm::Twine(rank) + ": " + msg : msg);
+  };
+  openblas_set_num_threads(std::max(1, threads.getValue()));
+  auto plan = loadManifest(planDir);
+  if (!plan)
+    return fails(llvm::toString(plan.takeError()));
+  if (world != plan->tp)
+    return fails("the plan in '" + planDir + "' is for " + llvm::Twine(plan->tp) +
+                 " ranks but WORLD_SIZE is " + llvm::Twine(world));
+  auto inputs = readInputs(*plan);
+  if (!inputs)
+    return fails(llvm::toString(inputs.takeError()));
+  auto program = loadRank(*plan, rank);
+  if (!program)
+    return fails(llvm::toString(program.takeError()));
+  std::unique_ptr<Communicator> comm;
+  if (world > 1) {
+    RendezvousOptions ro;
+    ro.rank = rank;
+    ro.worldSize = world;
+    ro.masterAddr = masterAddr;
+    ro.masterPort = masterPort;
+    ro.planId = plan->planId;
+    ro.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSec * 1000));
+    auto c = createGlooCommunicator(ro);
+    if (!c)
+      return fails(llvm::toString(c.takeError()));
+    comm = std::move(*c);
+  }
+  KernelRegistry kernels;
+  registerCpuKernels(kernels);
+  auto exec = Executor::create(std::move(*program), kernels, comm.get());
+  if (!exec)
+    return fails(llvm::toString(exec.takeError()));
+  auto outs = (*exec)->run(*inputs);
+  if (!outs)
+    return fails(llvm::toString(outs.takeError()));
+  const auto &names = (*exec)->outputNames();
+  if (comm) {
+    // Replicated outputs must be bitwise identical on every rank.
+    std::string mine;
+    for (const Tensor &t : *outs)
+      mine += digest(t) + ";";
+    auto all = comm->exchange("qn/outputs", mine);
+    if (!all)
+      return fails(llvm::toString(all.takeError()));
+    for (int r = 1; r < world; ++r)
+      if ((*all)[r] != (*all)[0])
+        return fails("outputs differ between rank 0 and rank " + llvm::Twine(r) +
+                     "; replicated outputs must be identical (a bug: please report it)");
+  }
+  if (rank == 0)
+    if (auto err = writeOutputs(names, *outs))
+      return fails(llvm::toString(std::move(err)));
+  if (benchRuns > 0) {
+    for (int i = 0; i < 2; ++i) // warm-up beyond the first run
+      if (auto o = (*exec)->run(*inputs); !o)
+        return fails(llvm::toString(o.takeError()));
+    std::vector<double> total, coll;
+    for (int i = 0; i < benchRuns; ++i) {
+      RunStats st;
+      auto o = (*exec)->run(*inputs, &st);
+      if (!o)
+        return fails(llvm::toString(o.takeError()));
+      total.push_back(st.totalMs);
+      coll.push_back(st.collectiveMs);
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    llvm::outs() << llvm::formatv("bench rank={0} runs={1} median_ms={2:F3} collective_ms={3:F3}\n",
+                                  rank, benchRuns.getValue(), median(total), median(coll));
+    llvm::outs().flush();
+  }
+  return 0;
+}
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+/// Spawns `n` copies of this program as ranks 0..n-1 and waits for them. When
+/// one fails, the others are stopped and the failure is reported.
+int launch(int argc, char **argv, int n) {
+  int port = freePort();
+  if (port < 0)
+    return error("cannot find a free TCP port on 127.0.0.1 for the rendezvous");
+  std::string exe = llvm::sys::fs::getMainExecutable(argv[0], (void *)&freePort);
+  std::vector<std::string> baseEnv;
+  for (char **e = environ; *e; ++e) {
+    llvm::StringRef kv(*e);
+    if (kv.startswith("RANK=") || kv.startswith("WORLD_SIZE=") || kv.startswith("MASTER_ADDR=") ||
+        kv.startswith("MASTER_PORT=") || kv.startswith("LOCAL_RANK=") ||
+        kv.startswith("OPENBLAS_NUM_THREADS="))
+      continue;
+    baseEnv.push_back(kv.str());
+  }
+  std::vector<pid_t> pids;
+  for (int r = 0; r < n; ++r) {
+    std::vector<std::string> env = baseEnv;
+    env.push_back("RANK=" + std::to_string(r));
+    env.push_back("LOCAL_RANK=" + std::to_string(r));
+    env.push_back("WORLD_SIZE=" + std::to_string(n));
+    env.push_back("MASTER_ADDR=127.0.0.1");
+    env.push_back("MASTER_PORT=" + std::to_string(port));
+    env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(std::max(1, threads.getValue())));
+    env.push_back("QN_LAUNCHED=1");
+    std::vector<char *> envp, args;
+    for (auto &s : env)
+      envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::string exeCopy = exe;
+    args.push_back(exeCopy.data());
+    for (int i = 1; i < argc; ++i) {
+      llvm::StringRef a(argv[i]);
+      if (a.startswith("--nproc") || a.startswith("-nproc")) {
+        if (!a.contains('=') && i + 1 < argc)
+          ++i; // drop its value too
+        continue;
+      }
+      args.push_back(argv[i]);
+    }
+    args.push_back(nullptr);
+    pid_t pid;
+    if (int rc = posix_spawn(&pid, exe.c_str(), nullptr, nullptr, args.data(), envp.data())) {
+      for (pid_t p : pids)
+        ::kill(p, SIGKILL);
+      return error("cannot start rank " + llvm::Twine(r) + ": " + std::strerror(rc));
+    }
+    pids.push_back(pid);
+  }
+  int failures = 0;
+  std::string firstFailure;
+  size_t alive = pids.size();
+  while (alive > 0) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    auto it = std::find(pids.begin(), pids.end(), pid);
+    if (it == pids.end())
+      continue;
+    int r = static_cast<int>(it - pids.begin());
+    *it = -1;
+    --alive;
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (ok)
+      continue;
+    std::string why = WIFSIGNALED(status)
+                          ? "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+                                strsignal(WTERMSIG(status)) + ")"
+                          : "exited with code " + std::to_string(WEXITSTATUS(status));
+    if (failures++ == 0) {
+      firstFailure = "rank " + std::to_string(r) + " " + why;
+      // Stop the others: they would otherwise wait in a collective until the
+      // timeout.
+      for (pid_t p : pids)
+        if (p > 0)
+          ::kill(p, SIGTERM);
+    }
+  }
+  if (failures)
+    return error(firstFailure + "; stopped the other ranks");
+  return 0;
+}
+
+} // namespace
+
+int runnerMain(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "QuintNet runner: runs a plan written by qn-compile on N ranks.\n\n"
+      "  qn-run plan/ --nproc 2 --input x=x.npy --output-dir out/\n"
+      "  RANK=1 WORLD_SIZE=2 MASTER_ADDR=host0 MASTER_PORT=29500 qn-run plan/ --input x=x.npy\n");
+  if (device != "cpu")
+    return error("--device " + device + " is not available in this build (only cpu)");
+  if (threads < 1)
+    return error("--threads-per-rank must be at least 1");
+  if (timeoutSec <= 0)
+    return error("--timeout must be positive");
+  auto envInt = [](const char *name, int &out) -> bool {
+    const char *v = std::getenv(name);
+    return v && !llvm::StringRef(v).getAsInteger(10, out);
+  };
+  int rank = -1, world = -1, port = -1;
+  bool launched = std::getenv("QN_LAUNCHED") != nullptr;
+  bool rankEnv = std::getenv("RANK") != nullptr;
+  if (launched || (rankEnv && nproc == 0)) {
+    if (!envInt("RANK", rank) || !envInt("WORLD_SIZE", world) || rank < 0 || world < 1 ||
+        rank >= world)
+      return error("RANK and WORLD_SIZE must be integers with 0 <= RANK < WORLD_SIZE");
+    std::string addr = std::getenv("MASTER_ADDR") ? std::getenv("MASTER_ADDR") : "127.0.0.1";
+    port = 29500;
+    if (std::getenv("MASTER_PORT") && (!envInt("MASTER_PORT", port) || port <= 0 || port > 65535))
+      return error("MASTER_PORT must be a TCP port number");
+    return rankMain(rank, world, addr, port);
+  }
+  auto plan = loadManifest(planDir);
+  if (!plan)
+    return error(llvm::toString(plan.takeError()));
+  int n = nproc ? nproc.getValue() : plan->tp;
+  if (n != plan->tp)
+    return error("--nproc " + llvm::Twine(n) + " does not match the plan, which was compiled for " +
+                 llvm::Twine(plan->tp) + " ranks (qn-compile --tp " + llvm::Twine(n) +
+                 " makes a plan for " + llvm::Twine(n) + ")");
+  // Check the inputs once here, so that a mistake is reported before any
+  // rank starts.
+  if (auto inputs = readInputs(*plan); !inputs)
+    return error(llvm::toString(inputs.takeError()));
+  if (n == 1)
+    return rankMain(0, 1, "127.0.0.1", 0);
+  return launch(argc, argv, n);
+}
+
+} // namespace qn::rt

@@ -1,0 +1,249 @@
+//===- Plan.cpp - plan.json and rank files --------------------------------===//
+#include "qn/runtime/Plan.h"
+
+#include "qn/runtime/TensorProto.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
+namespace qn::rt {
+namespace {
+
+llvm::Error fail(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+DType dtypeFromName(llvm::StringRef s) {
+  return llvm::StringSwitch<DType>(s)
+      .Case("float32", DType::Float)
+      .Case("float16", DType::Float16)
+      .Case("bfloat16", DType::BFloat16)
+      .Case("float64", DType::Double)
+      .Case("int64", DType::Int64)
+      .Case("int32", DType::Int32)
+      .Case("int8", DType::Int8)
+      .Case("uint8", DType::UInt8)
+      .Case("bool", DType::Bool)
+      .Default(DType::Undefined);
+}
+
+/// A file name of the plan: a plain name, no folders, no "..".
+bool plainName(llvm::StringRef s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == llvm::StringRef::npos &&
+         s.find('\\') == llvm::StringRef::npos;
+}
+
+llvm::Expected<std::vector<PlanValue>> readValues(const llvm::json::Object &o,
+                                                  llvm::StringRef key,
+                                                  llvm::StringRef where) {
+  const llvm::json::Array *arr = o.getArray(key);
+  if (!arr)
+    return fail(where + ": missing '" + key + "'");
+  std::vector<PlanValue> out;
+  for (const llvm::json::Value &v : *arr) {
+    const llvm::json::Object *vo = v.getAsObject();
+    if (!vo)
+      return fail(where + ": malformed entry in '" + key + "'");
+    PlanValue pv;
+    auto name = vo->getString("name");
+    auto dtype = vo->getString("dtype");
+    const llvm::json::Array *shape = vo->getArray("shape");
+    if (!name || !dtype || !shape)
+      return fail(where + ": entry of '" + key + "' lacks name, dtype or shape");
+    pv.name = name->str();
+    pv.dtype = dtypeFromName(*dtype);
+    if (pv.dtype == DType::Undefined)
+      return fail(where + ": " + key + " '" + pv.name + "' has unsupported dtype '" + *dtype + "'");
+    for (const llvm::json::Value &d : *shape) {
+      if (auto i = d.getAsInteger()) {
+        pv.dims.push_back(*i);
+        pv.symbols.emplace_back();
+      } else {
+        pv.dims.push_back(-1);
+        auto s = d.getAsString();
+        pv.symbols.push_back(s ? s->str() : std::string());
+      }
+    }
+    out.push_back(std::move(pv));
+  }
+  return out;
+}
+
+} // namespace
+
+std::string PlanValue::describe() const {
+  std::string s = std::string(dtypeName(dtype)) + "[";
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i)
+      s += ",";
+    s += dims[i] >= 0 ? std::to_string(dims[i]) : (symbols[i].empty() ? "?" : symbols[i]);
+  }
+  return s + "]";
+}
+
+llvm::Expected<PlanManifest> loadManifest(llvm::StringRef dir) {
+  llvm::SmallString<256> path(dir);
+  llvm::sys::path::append(path, "plan.json");
+  auto buf = llvm::MemoryBuffer::getFile(path);
+  if (!buf)
+    return fail("cannot read '" + path + "': " + buf.getError().message() +
+                " (is '" + dir + "' a plan folder written by qn-compile?)");
+  auto json = llvm::json::parse((*buf)->getBuffer());
+  if (!json)
+    return fail("'" + path + "' is not valid JSON: " + llvm::toString(json.takeError()));
+  const llvm::json::Object *o = json->getAsObject();
+  if (!o || o->getString("format") != llvm::Optional<llvm::StringRef>("quintnet-plan"))
+    return fail("'" + path + "' is not a QuintNet plan manifest");
+  if (o->getInteger("format_version") != llvm::Optional<int64_t>(1))
+    return fail("'" + path + "': unsupported format_version (this qn-run reads version 1)");
+  PlanManifest m;
+  m.dir = dir.str();
+  auto tp = o->getInteger("tp");
+  auto id = o->getString("plan_id");
+  const llvm::json::Array *ranks = o->getArray("ranks");
+  if (!tp || *tp < 1 || *tp > 4096 || !id || !ranks)
+    return fail("'" + path + "': missing or invalid tp, plan_id or ranks");
+  m.tp = static_cast<int>(*tp);
+  m.planId = id->str();
+  if (ranks->size() != static_cast<size_t>(m.tp))
+    return fail("'" + path + "': tp is " + llvm::Twine(m.tp) + " but " +
+                llvm::Twine(ranks->size()) + " ranks are listed");
+  for (const llvm::json::Value &r : *ranks) {
+    const llvm::json::Object *ro = r.getAsObject();
+    auto model = ro ? ro->getString("model") : llvm::None;
+    auto weights = ro ? ro->getString("weights") : llvm::None;
+    if (!model || !weights || !plainName(*model) || !plainName(*weights))
+      return fail("'" + path + "': a rank entry lacks model/weights or names a file outside the "
+                  "plan folder");
+    m.rankModels.push_back(model->str());
+    m.rankWeights.push_back(weights->str());
+  }
+  auto ins = readValues(*o, "inputs", path);
+  if (!ins)
+    return ins.takeError();
+  auto outs = readValues(*o, "outputs", path);
+  if (!outs)
+    return outs.takeError();
+  m.inputs = std::move(*ins);
+  m.outputs = std::move(*outs);
+  return m;
+}
+
+llvm::Expected<RankProgram> loadRank(const PlanManifest &plan, int rank) {
+  if (rank < 0 || rank >= plan.tp)
+    return fail("rank " + llvm::Twine(rank) + " is outside the plan's " + llvm::Twine(plan.tp) +
+                " ranks");
+  llvm::SmallString<256> modelPath(plan.dir), binPath(plan.dir);
+  llvm::sys::path::append(modelPath, plan.rankModels[rank]);
+  llvm::sys::path::append(binPath, plan.rankWeights[rank]);
+  RankProgram prog;
+  {
+    auto buf = llvm::MemoryBuffer::getFile(modelPath, false, false);
+    if (!buf)
+      return fail("cannot read '" + modelPath + "': " + buf.getError().message());
+    llvm::StringRef bytes = (*buf)->getBuffer();
+    if (bytes.size() > INT32_MAX ||
+        !prog.model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+      return fail("'" + modelPath + "' is not a valid ONNX model");
+  }
+  // The weights stay mapped for the life of the program; tensors view them.
+  auto binOr = llvm::MemoryBuffer::getFile(binPath, false, false);
+  if (!binOr)
+    return fail("cannot read '" + binPath + "': " + binOr.getError().message());
+  std::shared_ptr<llvm::MemoryBuffer> bin(std::move(*binOr));
+  const uint64_t binSize = bin->getBufferSize();
+  for (const onnx::TensorProto &t : prog.model.graph().initializer()) {
+    if (t.data_location() != onnx::TensorProto::EXTERNAL) {
+      auto tensor = tensorFromProto(t);
+      if (!tensor)
+        return fail("'" + modelPath + "': " + llvm::toString(tensor.takeError()));
+      prog.constants[t.name()] = std::move(*tensor);
+      continue;
+    }
+    std::string location;
+    uint64_t offset = 0, length = 0;
+    bool haveLength = false;
+    for (const auto &kv : t.external_data()) {
+      if (kv.key() == "location")
+        location = kv.value();
+      else if (kv.key() == "offset" && llvm::StringRef(kv.value()).getAsInteger(10, offset))
+        return fail("'" + modelPath + "': tensor '" + t.name() + "' has a malformed offset");
+      else if (kv.key() == "length") {
+        if (llvm::StringRef(kv.value()).getAsInteger(10, length))
+          return fail("'" + modelPath + "': tensor '" + t.name() + "' has a malformed length");
+        haveLength = true;
+      }
+    }
+    if (location != plan.rankWeights[rank])
+      return fail("'" + modelPath + "': tensor '" + t.name() + "' refers to '" + location +
+                  "'; a rank plan may only use its own weights file '" +
+                  plan.rankWeights[rank] + "'");
+    DType dt = dtypeFromOnnx(t.data_type());
+    if (dt == DType::Undefined)
+      return fail("'" + modelPath + "': tensor '" + t.name() + "' has an unsupported type");
+    std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
+    uint64_t numel = 1;
+    for (int64_t d : dims) {
+      if (d < 0 || (d && numel > UINT64_MAX / static_cast<uint64_t>(d)))
+        return fail("'" + modelPath + "': tensor '" + t.name() + "' has invalid dims");
+      numel *= static_cast<uint64_t>(d);
+    }
+    uint64_t need = numel * dtypeSize(dt);
+    if (!haveLength)
+      length = need;
+    if (length != need || offset > binSize || length > binSize - offset)
+      return fail("'" + modelPath + "': tensor '" + t.name() + "' needs bytes [" +
+                  llvm::Twine(offset) + ", " + llvm::Twine(offset + need) + ") of '" + binPath +
+                  "' (" + llvm::Twine(binSize) + " bytes); the plan is damaged");
+    void *data = const_cast<char *>(bin->getBufferStart() + offset);
+    prog.constants[t.name()] = Tensor::view(dt, dims, data, bin);
+  }
+  return prog;
+}
+
+llvm::Error checkInputs(const PlanManifest &plan, const llvm::StringMap<Tensor> &inputs) {
+  auto expected = [&] {
+    std::string s;
+    for (const PlanValue &v : plan.inputs)
+      s += (s.empty() ? "" : ", ") + v.name + ": " + v.describe();
+    return s;
+  };
+  llvm::StringSet<> known;
+  for (const PlanValue &v : plan.inputs)
+    known.insert(v.name);
+  for (const auto &kv : inputs)
+    if (!known.contains(kv.getKey()))
+      return fail("unknown input '" + kv.getKey() + "'; the plan expects " + expected());
+  llvm::StringMap<int64_t> symbols;
+  for (const PlanValue &v : plan.inputs) {
+    auto it = inputs.find(v.name);
+    if (it == inputs.end())
+      return fail("missing input '" + v.name + "' (" + v.describe() +
+                  "); pass it with --input " + v.name + "=FILE.npy; the plan expects " +
+                  expected());
+    const Tensor &t = it->second;
+    auto mismatch = [&](const llvm::Twine &what) {
+      return fail("input '" + v.name + "': " + what + ": expected " + v.describe() + ", got " +
+                  t.describe());
+    };
+    if (t.dtype() != v.dtype)
+      return mismatch("wrong dtype");
+    if (t.rank() != static_cast<int64_t>(v.dims.size()))
+      return mismatch("wrong rank");
+    for (size_t i = 0; i < v.dims.size(); ++i) {
+      int64_t got = t.shape()[i];
+      if (v.dims[i] >= 0 && got != v.dims[i])
+        return mismatch("wrong size of axis " + llvm::Twine(i));
+      if (v.dims[i] < 0 && !v.symbols[i].empty()) {
+        auto [sit, inserted] = symbols.insert({v.symbols[i], got});
+        if (!inserted && sit->second != got)
+          return mismatch("'" + v.symbols[i] + "' is " + llvm::Twine(sit->second) +
+                          " in another input but " + llvm::Twine(got) + " here");
+      }
+    }
+  }
+  return llvm::Error::success();
+}
+
+} // namespace qn::rt

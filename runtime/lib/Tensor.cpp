@@ -1,0 +1,235 @@
+//===- Tensor.cpp - Host tensors of the QuintNet runtime ------------------===//
+#include "qn/runtime/Tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "llvm/Support/ErrorHandling.h"
+
+namespace qn::rt {
+
+size_t dtypeSize(DType t) {
+  switch (t) {
+  case DType::Float:
+  case DType::Int32:
+    return 4;
+  case DType::UInt8:
+  case DType::Int8:
+  case DType::Bool:
+    return 1;
+  case DType::Int64:
+  case DType::Double:
+    return 8;
+  case DType::Float16:
+  case DType::BFloat16:
+    return 2;
+  case DType::Undefined:
+    return 0;
+  }
+  return 0;
+}
+
+const char *dtypeName(DType t) {
+  switch (t) {
+  case DType::Float:
+    return "float32";
+  case DType::UInt8:
+    return "uint8";
+  case DType::Int8:
+    return "int8";
+  case DType::Int32:
+    return "int32";
+  case DType::Int64:
+    return "int64";
+  case DType::Bool:
+    return "bool";
+  case DType::Float16:
+    return "float16";
+  case DType::Double:
+    return "float64";
+  case DType::BFloat16:
+    return "bfloat16";
+  case DType::Undefined:
+    return "undefined";
+  }
+  return "unknown";
+}
+
+bool isSupported(DType t) { return t != DType::Undefined && dtypeSize(t) != 0; }
+
+bool checkedNumel(llvm::ArrayRef<int64_t> shape, size_t elemSize, int64_t &numel) {
+  int64_t n = 1;
+  bool zero = false;
+  for (int64_t d : shape) {
+    if (d < 0)
+      return false;
+    if (d == 0)
+      zero = true;
+    // Keep checking the remaining dims for negativity, but a zero dim makes
+    // the product 0 whatever the others are.
+    if (!zero && __builtin_mul_overflow(n, d, &n))
+      return false;
+  }
+  if (zero)
+    n = 0;
+  int64_t bytes;
+  if (__builtin_mul_overflow(n, static_cast<int64_t>(elemSize == 0 ? 1 : elemSize), &bytes))
+    return false;
+  numel = n;
+  return true;
+}
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape_)
+    n *= d;
+  return n;
+}
+
+static constexpr size_t kAlign = 64;
+
+static Tensor allocate(DType dtype, llvm::ArrayRef<int64_t> shape, bool zero) {
+  int64_t n = 0;
+  size_t es = dtypeSize(dtype);
+  if (es == 0)
+    llvm::report_fatal_error("Tensor: cannot allocate a tensor of undefined dtype");
+  if (!checkedNumel(shape, es, n))
+    llvm::report_fatal_error("Tensor: invalid shape (negative dim or size overflow)");
+  size_t bytes = static_cast<size_t>(n) * es;
+  // Round up to the alignment (aligned_alloc requires it); never 0 bytes so
+  // that data() is non-null even for empty tensors.
+  size_t alloc = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (alloc == 0)
+    alloc = kAlign;
+  void *p = std::aligned_alloc(kAlign, alloc);
+  if (!p)
+    llvm::report_bad_alloc_error("Tensor: out of memory");
+  if (zero)
+    std::memset(p, 0, alloc);
+  std::shared_ptr<void> owner(p, [](void *q) { std::free(q); });
+  return Tensor::view(dtype, shape, p, std::move(owner));
+}
+
+Tensor Tensor::zeros(DType dtype, llvm::ArrayRef<int64_t> shape) {
+  return allocate(dtype, shape, /*zero=*/true);
+}
+
+Tensor Tensor::empty(DType dtype, llvm::ArrayRef<int64_t> shape) {
+  return allocate(dtype, shape, /*zero=*/false);
+}
+
+Tensor Tensor::view(DType dtype, llvm::ArrayRef<int64_t> shape, void *data,
+                    std::shared_ptr<void> owner) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_.assign(shape.begin(), shape.end());
+  t.data_ = data;
+  t.owner_ = std::move(owner);
+  return t;
+}
+
+Tensor Tensor::reshaped(llvm::ArrayRef<int64_t> shape) const {
+  int64_t n = 0;
+  if (!checkedNumel(shape, dtypeSize(dtype_), n) || n != numel())
+    llvm::report_fatal_error("Tensor::reshaped: element count mismatch");
+  Tensor t = *this;
+  t.shape_.assign(shape.begin(), shape.end());
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  if (!defined())
+    return Tensor();
+  Tensor t = empty(dtype_, shape_);
+  if (nbytes())
+    std::memcpy(t.raw(), data_, nbytes());
+  return t;
+}
+
+std::string Tensor::describe() const {
+  std::string s = dtypeName(dtype_);
+  s += '[';
+  for (size_t i = 0; i < shape_.size(); ++i) {
+    if (i)
+      s += ',';
+    s += std::to_string(shape_[i]);
+  }
+  s += ']';
+  return s;
+}
+
+//===----------------------------------------------------------------------===//
+// half / bfloat16
+//===----------------------------------------------------------------------===//
+
+static inline uint32_t bitsOf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+static inline float floatOf(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+float halfToFloat(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  if (exp == 0) {
+    if (man == 0)
+      return floatOf(sign);
+    // Subnormal: man * 2^-24, exact in float.
+    float v = static_cast<float>(man) * 5.9604644775390625e-08f;
+    return sign ? -v : v;
+  }
+  if (exp == 31)
+    return floatOf(sign | 0x7f800000u | (man << 13));
+  return floatOf(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+uint16_t floatToHalf(float f) {
+  uint32_t x = bitsOf(f);
+  uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  uint32_t a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) {
+    if (a > 0x7f800000u) // NaN: keep the top payload bits, force quiet.
+      return sign | 0x7e00u | static_cast<uint16_t>((a >> 13) & 0x3ffu);
+    return sign | 0x7c00u;
+  }
+  if (a >= 0x477ff000u) // >= 65520 rounds to infinity
+    return sign | 0x7c00u;
+  if (a < 0x38800000u) { // below 2^-14: half subnormal or zero
+    if (a <= 0x33000000u) // <= 2^-25 rounds (ties to even) to zero
+      return sign;
+    uint32_t e = a >> 23;
+    uint32_t m = (a & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - e; // 14..24
+    uint32_t r = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1u);
+    uint32_t halfway = 1u << (shift - 1u);
+    if (rem > halfway || (rem == halfway && (r & 1u)))
+      ++r;
+    return sign | static_cast<uint16_t>(r);
+  }
+  uint32_t r = (a - 0x38000000u) >> 13;
+  uint32_t rem = a & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1u)))
+    ++r;
+  return sign | static_cast<uint16_t>(r);
+}
+
+float bf16ToFloat(uint16_t h) { return floatOf(static_cast<uint32_t>(h) << 16); }
+
+uint16_t floatToBf16(float f) {
+  uint32_t x = bitsOf(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) // NaN: keep sign and payload top, force quiet
+    return static_cast<uint16_t>((x >> 16) | 0x0040u);
+  uint32_t lsb = (x >> 16) & 1u;
+  x += 0x7fffu + lsb;
+  return static_cast<uint16_t>(x >> 16);
+}
+
+} // namespace qn::rt

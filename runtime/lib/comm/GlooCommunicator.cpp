@@ -1,0 +1,537 @@
+//===- GlooCommunicator.cpp - CPU collectives over Gloo ------------------===//
+//
+// Rendezvous through a TcpStore served by rank 0, plan-id check, then a Gloo
+// full-mesh context over the TCP transport. Gloo reports failures (timeouts,
+// dead peers) by throwing; every entry point here catches and returns an
+// llvm::Error instead.
+//
+//===----------------------------------------------------------------------===//
+#include "TcpStore.h"
+
+#include "qn/runtime/Communicator.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/prefix_store.h>
+#include <gloo/transport/tcp/device.h>
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace std::chrono;
+
+namespace qn::rt {
+
+Communicator::~Communicator() = default;
+
+namespace {
+
+llvm::Error makeError(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg.str());
+}
+
+std::string shapeText(const Tensor &t) { return t.describe(); }
+
+// Element-wise sums for gloo's reduce callback: c = a + b (c may alias a or
+// b). Integers wrap (computed unsigned) instead of overflowing.
+template <typename T> void sumFn(void *c, const void *a, const void *b, size_t n) {
+  T *pc = static_cast<T *>(c);
+  const T *pa = static_cast<const T *>(a);
+  const T *pb = static_cast<const T *>(b);
+  for (size_t i = 0; i < n; ++i)
+    pc[i] = pa[i] + pb[i];
+}
+template <typename T, typename U>
+void wrapSumFn(void *c, const void *a, const void *b, size_t n) {
+  T *pc = static_cast<T *>(c);
+  const T *pa = static_cast<const T *>(a);
+  const T *pb = static_cast<const T *>(b);
+  for (size_t i = 0; i < n; ++i)
+    pc[i] = static_cast<T>(static_cast<U>(pa[i]) + static_cast<U>(pb[i]));
+}
+void halfSumFn(void *c, const void *a, const void *b, size_t n) {
+  uint16_t *pc = static_cast<uint16_t *>(c);
+  const uint16_t *pa = static_cast<const uint16_t *>(a);
+  const uint16_t *pb = static_cast<const uint16_t *>(b);
+  for (size_t i = 0; i < n; ++i)
+    pc[i] = floatToHalf(halfToFloat(pa[i]) + halfToFloat(pb[i]));
+}
+void bf16SumFn(void *c, const void *a, const void *b, size_t n) {
+  uint16_t *pc = static_cast<uint16_t *>(c);
+  const uint16_t *pa = static_cast<const uint16_t *>(a);
+  const uint16_t *pb = static_cast<const uint16_t *>(b);
+  for (size_t i = 0; i < n; ++i)
+    pc[i] = floatToBf16(bf16ToFloat(pa[i]) + bf16ToFloat(pb[i]));
+}
+
+using ReduceFn = void (*)(void *, const void *, const void *, size_t);
+
+/// The sum for `t`, or null when summing `t` makes no sense (Bool, unknown).
+ReduceFn sumFor(DType t) {
+  switch (t) {
+  case DType::Float: return &sumFn<float>;
+  case DType::Double: return &sumFn<double>;
+  case DType::Float16: return &halfSumFn;
+  case DType::BFloat16: return &bf16SumFn;
+  case DType::Int32: return &wrapSumFn<int32_t, uint32_t>;
+  case DType::Int64: return &wrapSumFn<int64_t, uint64_t>;
+  case DType::Int8: return &wrapSumFn<int8_t, uint8_t>;
+  case DType::UInt8: return &wrapSumFn<uint8_t, uint8_t>;
+  default: return nullptr;
+  }
+}
+
+/// gloo's options are typed only by element size.
+template <typename T>
+void glooAllreduce(const std::shared_ptr<gloo::Context> &ctx, void *data,
+                   size_t elements, ReduceFn fn, uint32_t tag,
+                   milliseconds timeout) {
+  gloo::AllreduceOptions o(ctx);
+  o.setOutput<T>(static_cast<T *>(data), elements);
+  o.setReduceFunction(fn);
+  // Ring: each segment is reduced by one rank and then copied to the
+  // others, so every rank ends with bitwise identical values.
+  o.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+  o.setTag(tag);
+  o.setTimeout(timeout);
+  gloo::allreduce(o);
+}
+
+/// The address other ranks should use to reach this host: the local address
+/// of a (UDP, nothing sent) route towards the master, else gethostname().
+std::string localAddressTowards(const std::string &masterAddr, int port) {
+  std::string host = masterAddr;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo *res = nullptr;
+  std::string found;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) == 0) {
+    for (addrinfo *ai = res; ai && found.empty(); ai = ai->ai_next) {
+      int fd = ::socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (fd < 0)
+        continue;
+      sockaddr_storage ss{};
+      socklen_t len = sizeof(ss);
+      char buf[INET6_ADDRSTRLEN] = {0};
+      if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+          ::getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) == 0) {
+        const void *a = ss.ss_family == AF_INET6
+                            ? static_cast<const void *>(
+                                  &reinterpret_cast<sockaddr_in6 *>(&ss)->sin6_addr)
+                            : static_cast<const void *>(
+                                  &reinterpret_cast<sockaddr_in *>(&ss)->sin_addr);
+        if (::inet_ntop(ss.ss_family, a, buf, sizeof(buf)))
+          found = buf;
+      }
+      ::close(fd);
+    }
+    ::freeaddrinfo(res);
+  }
+  if (!found.empty() && found != "0.0.0.0" && found != "::")
+    return found;
+  char name[256] = {0};
+  if (::gethostname(name, sizeof(name) - 1) == 0 && name[0])
+    return name;
+  return "127.0.0.1";
+}
+
+class GlooCommunicator final : public Communicator {
+public:
+  GlooCommunicator(const RendezvousOptions &opts, std::unique_ptr<TcpStore> store,
+                   std::shared_ptr<gloo::transport::Device> device,
+                   std::shared_ptr<gloo::rendezvous::Context> ctx)
+      : opts_(opts), store_(std::move(store)), device_(std::move(device)),
+        ctx_(std::move(ctx)) {}
+
+  ~GlooCommunicator() override {
+    if (!finished_)
+      if (llvm::Error e = finish())
+        llvm::errs() << "qn: warning: " << llvm::toString(std::move(e)) << "\n";
+    ctx_.reset();
+    device_.reset();
+    store_.reset();
+  }
+
+  int rank() const override { return opts_.rank; }
+  int size() const override { return opts_.worldSize; }
+
+  llvm::Error allReduceSum(Tensor &t) override {
+    if (llvm::Error e = usable("allReduceSum"))
+      return e;
+    if (!t.defined())
+      return fail("allReduceSum", "the tensor is undefined");
+    ReduceFn fn = sumFor(t.dtype());
+    if (!fn)
+      return fail("allReduceSum", std::string("cannot sum ") + shapeText(t) +
+                                      " (unsupported dtype)");
+    if (size() == 1 || t.numel() == 0)
+      return llvm::Error::success();
+    size_t n = static_cast<size_t>(t.numel());
+    return guarded("allReduceSum(" + shapeText(t) + ")", [&] {
+      uint32_t tag = nextTag();
+      switch (dtypeSize(t.dtype())) {
+      case 1: glooAllreduce<uint8_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
+      case 2: glooAllreduce<uint16_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
+      case 4: glooAllreduce<uint32_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
+      default: glooAllreduce<uint64_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
+      }
+    });
+  }
+
+  llvm::Error allGather(const Tensor &in, Tensor &out, int axis) override {
+    if (llvm::Error e = usable("allGather"))
+      return e;
+    int64_t ax;
+    if (llvm::Error e = checkAxis("allGather", in, axis, ax))
+      return e;
+    if (dtypeSize(in.dtype()) == 0)
+      return fail("allGather", "unsupported dtype of " + shapeText(in));
+    std::vector<int64_t> outShape = in.shape();
+    outShape[ax] *= size();
+    Tensor result = Tensor::empty(in.dtype(), outShape);
+    size_t localBytes = in.nbytes();
+    if (localBytes == 0) {
+      out = result;
+      return llvm::Error::success();
+    }
+    // The data of rank r forms, along `ax`, the r-th block of the output:
+    // outer x [size x block] where block = dim(ax) * inner elements.
+    int64_t outer = 1;
+    for (int64_t i = 0; i < ax; ++i)
+      outer *= in.dim(i);
+    size_t block = localBytes / static_cast<size_t>(outer);
+    const char *src = static_cast<const char *>(in.raw());
+    char *dst = static_cast<char *>(result.raw());
+    if (size() == 1) {
+      std::memcpy(dst, src, localBytes);
+      out = result;
+      return llvm::Error::success();
+    }
+    // gloo::allgather concatenates along the outermost dimension; when
+    // nothing lies outside `ax` that is already the answer.
+    std::vector<char> staging;
+    char *gathered = dst;
+    if (outer != 1) {
+      staging.resize(localBytes * static_cast<size_t>(size()));
+      gathered = staging.data();
+    }
+    llvm::Error err = guarded("allGather(" + shapeText(in) + ", axis " +
+                                  std::to_string(ax) + ")",
+                              [&] {
+                                gloo::AllgatherOptions o(ctx_);
+                                o.setInput<char>(const_cast<char *>(src), localBytes);
+                                o.setOutput<char>(gathered, localBytes * size());
+                                o.setTag(nextTag());
+                                o.setTimeout(opts_.timeout);
+                                gloo::allgather(o);
+                              });
+    if (err)
+      return err;
+    if (outer != 1) {
+      // staging is [size][outer][block]; the output is [outer][size][block].
+      for (int r = 0; r < size(); ++r)
+        for (int64_t o = 0; o < outer; ++o)
+          std::memcpy(dst + (static_cast<size_t>(o) * size() + r) * block,
+                      gathered + r * localBytes + static_cast<size_t>(o) * block,
+                      block);
+    }
+    out = result;
+    return llvm::Error::success();
+  }
+
+  // Implemented as an all-reduce of the whole tensor followed by taking this
+  // rank's slice: twice the traffic of a true reduce-scatter but simple, and
+  // every rank's slice is bitwise identical to the all-reduced one.
+  llvm::Error reduceScatterSum(const Tensor &in, Tensor &out, int axis) override {
+    if (llvm::Error e = usable("reduceScatterSum"))
+      return e;
+    int64_t ax;
+    if (llvm::Error e = checkAxis("reduceScatterSum", in, axis, ax))
+      return e;
+    if (!sumFor(in.dtype()))
+      return fail("reduceScatterSum", "cannot sum " + shapeText(in) +
+                                          " (unsupported dtype)");
+    if (in.dim(ax) % size() != 0)
+      return fail("reduceScatterSum",
+                  "axis " + std::to_string(ax) + " of " + shapeText(in) +
+                      " has size " + std::to_string(in.dim(ax)) +
+                      ", which is not divisible by the " +
+                      std::to_string(size()) + " ranks");
+    Tensor sum = in.clone();
+    if (llvm::Error e = allReduceSum(sum))
+      return e;
+    std::vector<int64_t> outShape = in.shape();
+    outShape[ax] /= size();
+    Tensor result = Tensor::empty(in.dtype(), outShape);
+    if (result.nbytes() != 0) {
+      int64_t outer = 1;
+      for (int64_t i = 0; i < ax; ++i)
+        outer *= in.dim(i);
+      size_t fullBlock = sum.nbytes() / static_cast<size_t>(outer);
+      size_t block = fullBlock / static_cast<size_t>(size());
+      const char *src = static_cast<const char *>(sum.raw());
+      char *dst = static_cast<char *>(result.raw());
+      for (int64_t o = 0; o < outer; ++o)
+        std::memcpy(dst + static_cast<size_t>(o) * block,
+                    src + static_cast<size_t>(o) * fullBlock + rank() * block,
+                    block);
+    }
+    out = result;
+    return llvm::Error::success();
+  }
+
+  llvm::Expected<std::vector<std::string>> exchange(llvm::StringRef key,
+                                                    llvm::StringRef value) override {
+    if (llvm::Error e = usable("exchange"))
+      return e;
+    // A sequence number keeps a reused key from reading a previous round.
+    std::string prefix = "qn/x/" + std::to_string(exchangeSeq_++) + "/" +
+                         key.str() + "/";
+    auto where = [&](llvm::Error e) {
+      return makeError("exchange('" + key + "') on rank " +
+                       std::to_string(rank()) + ": " +
+                       llvm::toString(std::move(e)));
+    };
+    if (llvm::Error e = store_->trySet(prefix + std::to_string(rank()), value))
+      return where(std::move(e));
+    std::vector<std::string> values;
+    auto deadline = steady_clock::now() + opts_.timeout;
+    for (int r = 0; r < size(); ++r) {
+      auto left = duration_cast<milliseconds>(deadline - steady_clock::now());
+      auto v = store_->tryGet(prefix + std::to_string(r),
+                              std::max(left, milliseconds(0)));
+      if (!v)
+        return where(v.takeError());
+      values.push_back(std::move(*v));
+    }
+    return values;
+  }
+
+  llvm::Error finish() override {
+    if (finished_)
+      return llvm::Error::success();
+    finished_ = true;
+    return finishRendezvous(*store_, rank(), size(), opts_.timeout);
+  }
+
+  /// Posts "qn/done/<rank>"; rank 0 then waits (bounded) until every rank
+  /// has posted, so that it does not take the store away from a rank that
+  /// may still need it.
+  static llvm::Error finishRendezvous(TcpStore &store, int rank, int worldSize,
+                                      milliseconds timeout) {
+    llvm::Error posted = store.trySet("qn/done/" + std::to_string(rank), "1");
+    if (rank != 0 || posted)
+      return posted;
+    std::vector<std::string> keys;
+    for (int r = 1; r < worldSize; ++r)
+      keys.push_back("qn/done/" + std::to_string(r));
+    if (keys.empty())
+      return llvm::Error::success();
+    if (llvm::Error e = store.tryWait(keys, timeout))
+      return makeError("rank 0 stopped waiting for the other ranks to finish "
+                       "before shutting down the rendezvous store: " +
+                       llvm::toString(std::move(e)));
+    return llvm::Error::success();
+  }
+
+private:
+  llvm::Error fail(llvm::StringRef op, const std::string &why) {
+    return makeError(op + " on rank " + std::to_string(rank()) + " of " +
+                     std::to_string(size()) + ": " + why);
+  }
+
+  llvm::Error usable(llvm::StringRef op) {
+    if (finished_)
+      return fail(op, "the communicator is finished");
+    if (!broken_.empty())
+      return fail(op, "an earlier collective failed (" + broken_ +
+                          "); the communicator is unusable");
+    return llvm::Error::success();
+  }
+
+  llvm::Error checkAxis(llvm::StringRef op, const Tensor &t, int axis,
+                        int64_t &ax) {
+    if (!t.defined())
+      return fail(op, "the tensor is undefined");
+    if (t.rank() == 0)
+      return fail(op, "a scalar has no axis " + std::to_string(axis));
+    ax = axis < 0 ? axis + t.rank() : axis;
+    if (ax < 0 || ax >= t.rank())
+      return fail(op, "axis " + std::to_string(axis) + " is out of range for " +
+                          shapeText(t));
+    return llvm::Error::success();
+  }
+
+  /// Runs a Gloo call, turning anything it throws into an llvm::Error. After
+  /// a failure the context may be out of step with the other ranks, so the
+  /// communicator refuses further collectives.
+  template <typename F> llvm::Error guarded(const std::string &what, F &&f) {
+    std::string cause;
+    try {
+      f();
+      return llvm::Error::success();
+    } catch (const std::exception &e) {
+      cause = e.what();
+    } catch (...) {
+      cause = "unknown exception";
+    }
+    broken_ = what + " failed";
+    return fail(what, "Gloo failed: " + cause +
+                          " (timeout " + std::to_string(opts_.timeout.count()) +
+                          " ms; did another rank fail or exit?)");
+  }
+
+  uint32_t nextTag() { return tag_++; }
+
+  RendezvousOptions opts_;
+  std::unique_ptr<TcpStore> store_;
+  std::shared_ptr<gloo::transport::Device> device_;
+  std::shared_ptr<gloo::rendezvous::Context> ctx_;
+  uint64_t exchangeSeq_ = 0;
+  uint32_t tag_ = 0;
+  bool finished_ = false;
+  std::string broken_;
+};
+
+/// Posts this rank's world size and plan id, reads every rank's, and checks
+/// they agree.
+llvm::Error checkPlans(TcpStore &store, const RendezvousOptions &opts,
+                       steady_clock::time_point deadline) {
+  std::string mine = std::to_string(opts.worldSize) + " " + opts.planId;
+  if (llvm::Error e =
+          store.trySet("qn/plan/" + std::to_string(opts.rank), mine))
+    return e;
+  for (int r = 0; r < opts.worldSize; ++r) {
+    if (r == opts.rank)
+      continue;
+    auto left = duration_cast<milliseconds>(deadline - steady_clock::now());
+    auto theirs = store.tryGet("qn/plan/" + std::to_string(r),
+                               std::max(left, milliseconds(0)));
+    if (!theirs)
+      return makeError("rendezvous: rank " + std::to_string(r) +
+                       " did not join within " +
+                       std::to_string(opts.timeout.count()) + " ms (rank " +
+                       std::to_string(opts.rank) + " is waiting): " +
+                       llvm::toString(theirs.takeError()));
+    auto [wsText, plan] = llvm::StringRef(*theirs).split(' ');
+    int ws = -1;
+    wsText.getAsInteger(10, ws);
+    if (ws != opts.worldSize)
+      return makeError("rendezvous: rank " + std::to_string(opts.rank) +
+                       " was started with world size " +
+                       std::to_string(opts.worldSize) + " but rank " +
+                       std::to_string(r) + " with world size " + wsText +
+                       ": start every rank with the same number of ranks");
+    if (plan != opts.planId)
+      return makeError("rendezvous: rank " + std::to_string(opts.rank) +
+                       " runs plan '" + opts.planId + "' but rank " +
+                       std::to_string(r) + " runs plan '" + plan +
+                       "': start every rank from the same plan folder");
+  }
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Expected<std::unique_ptr<Communicator>>
+createGlooCommunicator(const RendezvousOptions &opts) {
+  if (opts.worldSize < 1)
+    return makeError("rendezvous: world size must be at least 1, not " +
+                     std::to_string(opts.worldSize));
+  if (opts.rank < 0 || opts.rank >= opts.worldSize)
+    return makeError("rendezvous: rank " + std::to_string(opts.rank) +
+                     " is out of range for world size " +
+                     std::to_string(opts.worldSize));
+  if (opts.masterPort <= 0 || opts.masterPort > 65535)
+    return makeError("rendezvous: invalid master port " +
+                     std::to_string(opts.masterPort));
+  if (opts.timeout.count() <= 0)
+    return makeError("rendezvous: the timeout must be positive");
+  auto deadline = steady_clock::now() + opts.timeout;
+
+  auto storeOr = TcpStore::create(opts.masterAddr, opts.masterPort,
+                                  opts.rank == 0, opts.timeout);
+  if (!storeOr)
+    return makeError("rendezvous of rank " + std::to_string(opts.rank) + ": " +
+                     llvm::toString(storeOr.takeError()));
+  std::unique_ptr<TcpStore> store = std::move(*storeOr);
+
+  // On failure after this point rank 0 still serves the store until the
+  // ranks that joined have given up too, so that they see the real cause
+  // (e.g. the plan mismatch) rather than a lost connection.
+  auto abandon = [&](llvm::Error e) -> llvm::Error {
+    if (opts.rank != 0) {
+      llvm::consumeError(store->trySet("qn/done/" + std::to_string(opts.rank), "1"));
+      return e;
+    }
+    std::vector<std::string> joined;
+    for (int r = 1; r < opts.worldSize; ++r) {
+      auto v = store->tryGet("qn/plan/" + std::to_string(r), milliseconds(0));
+      if (v)
+        joined.push_back("qn/done/" + std::to_string(r));
+      else
+        llvm::consumeError(v.takeError());
+    }
+    if (!joined.empty())
+      llvm::consumeError(store->tryWait(joined, opts.timeout));
+    return e;
+  };
+
+  // Two processes claiming the same rank would corrupt the rendezvous.
+  auto claims = store->tryAdd("qn/join/" + std::to_string(opts.rank), 1);
+  if (!claims)
+    return makeError("rendezvous of rank " + std::to_string(opts.rank) + ": " +
+                     llvm::toString(claims.takeError()));
+  if (*claims > 1)
+    return makeError("rendezvous: two processes were started as rank " +
+                     std::to_string(opts.rank) + " (store " +
+                     store->endpoint() + ")");
+
+  if (llvm::Error e = checkPlans(*store, opts, deadline))
+    return abandon(std::move(e));
+
+  std::shared_ptr<gloo::transport::Device> device;
+  std::shared_ptr<gloo::rendezvous::Context> ctx;
+  std::string cause;
+  try {
+    gloo::transport::tcp::attr attr;
+    if (const char *ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+      attr.iface = ifname;
+    else if (isLoopbackAddress(opts.masterAddr))
+      attr.hostname = opts.masterAddr.find(':') != std::string::npos ? "::1"
+                                                                     : "127.0.0.1";
+    else
+      attr.hostname = localAddressTowards(opts.masterAddr, opts.masterPort);
+    device = gloo::transport::tcp::CreateDevice(attr);
+    ctx = std::make_shared<gloo::rendezvous::Context>(opts.rank, opts.worldSize);
+    ctx->setTimeout(opts.timeout);
+    gloo::rendezvous::PrefixStore prefixed("qn/gloo", *store);
+    ctx->connectFullMesh(prefixed, device);
+  } catch (const std::exception &e) {
+    cause = e.what();
+  } catch (...) {
+    cause = "unknown exception";
+  }
+  if (!cause.empty())
+    return abandon(makeError("rendezvous of rank " + std::to_string(opts.rank) +
+                             ": connecting the Gloo full mesh failed: " + cause));
+
+  return std::unique_ptr<Communicator>(
+      new GlooCommunicator(opts, std::move(store), std::move(device), std::move(ctx)));
+}
+
+} // namespace qn::rt

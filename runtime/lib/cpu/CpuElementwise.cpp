@@ -1,0 +1,961 @@
+//===- CpuElementwise.cpp - Elementwise CPU kernels ------------------------===//
+//
+// Binary ops with NumPy broadcasting (fast paths: same shape, scalar operand,
+// an operand broadcast over leading axes ("bias over the last axis"), an
+// operand broadcast over trailing axes), unary ops, Softmax/LogSoftmax, Cast.
+// Every op is a functor template instantiated per element type: no per-element
+// indirect calls. float16/bfloat16 are computed in float32 and rounded back.
+//
+//===----------------------------------------------------------------------===//
+#include "CpuCommon.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "onnx/onnx_pb.h"
+#include "qn/runtime/TensorProto.h"
+#include "llvm/Support/FormatVariadic.h"
+
+namespace qn::rt::cpu {
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Broadcasting plan
+//===----------------------------------------------------------------------===//
+
+struct BinaryPlan {
+  enum Kind { Same, ScalarA, ScalarB, RowsA, RowsB, ColsA, ColsB, General } kind = General;
+  std::vector<int64_t> outShape;
+  int64_t numel = 0;
+  // RowsX: X has `inner` elements, repeated for each of `outer` rows.
+  // ColsX: X has `outer` elements, each repeated `inner` times.
+  int64_t outer = 0, inner = 0;
+  // General: coalesced dims and element strides of A and B.
+  llvm::SmallVector<int64_t, 8> dims, sa, sb;
+};
+
+/// Shape of `s` left-padded with 1s to rank r.
+llvm::SmallVector<int64_t, 8> padShape(llvm::ArrayRef<int64_t> s, size_t r) {
+  llvm::SmallVector<int64_t, 8> p(r - s.size(), 1);
+  p.append(s.begin(), s.end());
+  return p;
+}
+
+/// If `x` (padded) equals [1,..,1, out[j:]], returns prod(out[j:]) (the
+/// rows case); `leading` chooses that pattern, otherwise [out[:j], 1,..,1]
+/// (the columns case) and returns prod(out[:j]). -1 when neither.
+int64_t matchPartial(llvm::ArrayRef<int64_t> xp, llvm::ArrayRef<int64_t> out, bool leading) {
+  size_t r = out.size();
+  if (leading) {
+    size_t j = 0;
+    while (j < r && xp[j] == 1)
+      ++j;
+    int64_t n = 1;
+    for (size_t k = j; k < r; ++k) {
+      if (xp[k] != out[k])
+        return -1;
+      n *= out[k];
+    }
+    return n;
+  }
+  size_t j = r;
+  while (j > 0 && xp[j - 1] == 1)
+    --j;
+  int64_t n = 1;
+  for (size_t k = 0; k < j; ++k) {
+    if (xp[k] != out[k])
+      return -1;
+    n *= out[k];
+  }
+  return n;
+}
+
+llvm::Error planBinary(const KernelContext &ctx, const Tensor &a, const Tensor &b,
+                       BinaryPlan &p) {
+  if (!broadcastShapes(a.shape(), b.shape(), p.outShape))
+    return kernelError(ctx, "shapes do not broadcast: A " + a.describe() + ", B " +
+                                b.describe());
+  int64_t n;
+  if (!checkedNumel(p.outShape, 8, n))
+    return kernelError(ctx, "output shape overflows: " + shapeStr(p.outShape));
+  p.numel = n;
+  int64_t na = a.numel(), nb = b.numel();
+  if (n == 0)
+    return llvm::Error::success();
+  if (a.shape() == b.shape()) {
+    p.kind = BinaryPlan::Same;
+    return llvm::Error::success();
+  }
+  if (na == 1 && nb == n) {
+    p.kind = BinaryPlan::ScalarA;
+    return llvm::Error::success();
+  }
+  if (nb == 1 && na == n) {
+    p.kind = BinaryPlan::ScalarB;
+    return llvm::Error::success();
+  }
+  size_t r = p.outShape.size();
+  auto ap = padShape(a.shape(), r), bp = padShape(b.shape(), r);
+  if (na == n) {
+    int64_t inner = matchPartial(bp, p.outShape, true);
+    if (inner > 0 && inner == nb) {
+      p.kind = BinaryPlan::RowsB;
+      p.inner = inner;
+      p.outer = n / inner;
+      return llvm::Error::success();
+    }
+    int64_t outer = matchPartial(bp, p.outShape, false);
+    if (outer > 0 && outer == nb) {
+      p.kind = BinaryPlan::ColsB;
+      p.outer = outer;
+      p.inner = n / outer;
+      return llvm::Error::success();
+    }
+  }
+  if (nb == n) {
+    int64_t inner = matchPartial(ap, p.outShape, true);
+    if (inner > 0 && inner == na) {
+      p.kind = BinaryPlan::RowsA;
+      p.inner = inner;
+      p.outer = n / inner;
+      return llvm::Error::success();
+    }
+    int64_t outer = matchPartial(ap, p.outShape, false);
+    if (outer > 0 && outer == na) {
+      p.kind = BinaryPlan::ColsA;
+      p.outer = outer;
+      p.inner = n / outer;
+      return llvm::Error::success();
+    }
+  }
+  // General: element strides (0 on broadcast dims), size-1 dims dropped,
+  // mergeable neighbours merged.
+  p.kind = BinaryPlan::General;
+  auto csa = contiguousStrides(ap), csb = contiguousStrides(bp);
+  for (size_t k = 0; k < r; ++k) {
+    int64_t d = p.outShape[k];
+    if (d == 1)
+      continue;
+    int64_t sa = ap[k] == 1 ? 0 : csa[k];
+    int64_t sb = bp[k] == 1 ? 0 : csb[k];
+    if (!p.dims.empty() && p.sa.back() == sa * d && p.sb.back() == sb * d) {
+      p.dims.back() *= d;
+      p.sa.back() = sa;
+      p.sb.back() = sb;
+      continue;
+    }
+    p.dims.push_back(d);
+    p.sa.push_back(sa);
+    p.sb.push_back(sb);
+  }
+  return llvm::Error::success();
+}
+
+template <class Op, class T, class R>
+inline void loopVV(const T *__restrict a, const T *__restrict b, R *__restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = Op::apply(a[i], b[i]);
+}
+template <class Op, class T, class R>
+inline void loopSV(T a, const T *__restrict b, R *__restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = Op::apply(a, b[i]);
+}
+template <class Op, class T, class R>
+inline void loopVS(const T *__restrict a, T b, R *__restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = Op::apply(a[i], b);
+}
+
+template <class Op, class T, class R>
+void runBinary(const BinaryPlan &p, const T *a, const T *b, R *o) {
+  switch (p.kind) {
+  case BinaryPlan::Same:
+    return loopVV<Op>(a, b, o, p.numel);
+  case BinaryPlan::ScalarA:
+    return loopSV<Op>(a[0], b, o, p.numel);
+  case BinaryPlan::ScalarB:
+    return loopVS<Op>(a, b[0], o, p.numel);
+  case BinaryPlan::RowsB:
+    for (int64_t i = 0; i < p.outer; ++i)
+      loopVV<Op>(a + i * p.inner, b, o + i * p.inner, p.inner);
+    return;
+  case BinaryPlan::RowsA:
+    for (int64_t i = 0; i < p.outer; ++i)
+      loopVV<Op>(a, b + i * p.inner, o + i * p.inner, p.inner);
+    return;
+  case BinaryPlan::ColsB:
+    for (int64_t i = 0; i < p.outer; ++i)
+      loopVS<Op>(a + i * p.inner, b[i], o + i * p.inner, p.inner);
+    return;
+  case BinaryPlan::ColsA:
+    for (int64_t i = 0; i < p.outer; ++i)
+      loopSV<Op>(a[i], b + i * p.inner, o + i * p.inner, p.inner);
+    return;
+  case BinaryPlan::General:
+    break;
+  }
+  if (p.numel == 0)
+    return;
+  size_t r = p.dims.size();
+  if (r == 0) { // everything was size 1
+    o[0] = Op::apply(a[0], b[0]);
+    return;
+  }
+  int64_t inner = p.dims[r - 1], ia = p.sa[r - 1], ib = p.sb[r - 1];
+  llvm::SmallVector<int64_t, 8> idx(r, 0);
+  int64_t offA = 0, offB = 0;
+  while (true) {
+    const T *pa = a + offA, *pb = b + offB;
+    if (ia == 1 && ib == 1)
+      loopVV<Op>(pa, pb, o, inner);
+    else if (ia == 1 && ib == 0)
+      loopVS<Op>(pa, *pb, o, inner);
+    else if (ia == 0 && ib == 1)
+      loopSV<Op>(*pa, pb, o, inner);
+    else
+      for (int64_t j = 0; j < inner; ++j)
+        o[j] = Op::apply(pa[j * ia], pb[j * ib]);
+    o += inner;
+    int64_t k = static_cast<int64_t>(r) - 2;
+    for (; k >= 0; --k) {
+      offA += p.sa[k];
+      offB += p.sb[k];
+      if (++idx[k] < p.dims[k])
+        break;
+      offA -= p.sa[k] * p.dims[k];
+      offB -= p.sb[k] * p.dims[k];
+      idx[k] = 0;
+    }
+    if (k < 0)
+      return;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Binary functors. Integer arithmetic wraps (two's complement) instead of
+// being undefined on overflow.
+//===----------------------------------------------------------------------===//
+
+template <class T> using Unsigned = std::make_unsigned_t<T>;
+
+struct AddOp {
+  template <class T> static inline T apply(T a, T b) {
+    if constexpr (std::is_integral_v<T>)
+      return static_cast<T>(static_cast<Unsigned<T>>(a) + static_cast<Unsigned<T>>(b));
+    else
+      return a + b;
+  }
+};
+struct SubOp {
+  template <class T> static inline T apply(T a, T b) {
+    if constexpr (std::is_integral_v<T>)
+      return static_cast<T>(static_cast<Unsigned<T>>(a) - static_cast<Unsigned<T>>(b));
+    else
+      return a - b;
+  }
+};
+struct MulOp {
+  template <class T> static inline T apply(T a, T b) {
+    if constexpr (std::is_integral_v<T>)
+      return static_cast<T>(static_cast<Unsigned<T>>(a) * static_cast<Unsigned<T>>(b));
+    else
+      return a * b;
+  }
+};
+struct DivOp {
+  template <class T> static inline T apply(T a, T b) {
+    if constexpr (std::is_integral_v<T>) {
+      // b != 0 is checked beforehand; MIN / -1 wraps.
+      if (b == -1)
+        return static_cast<T>(Unsigned<T>(0) - static_cast<Unsigned<T>>(a));
+      return a / b;
+    } else {
+      return a / b;
+    }
+  }
+};
+struct PowOp {
+  template <class T> static inline T apply(T a, T b) { return std::pow(a, b); }
+};
+struct SquareOp { // Pow with exponent 2
+  template <class T> static inline T apply(T a, T) { return a * a; }
+};
+struct CubeOp { // Pow with exponent 3
+  template <class T> static inline T apply(T a, T) { return a * a * a; }
+};
+struct EqualOp {
+  template <class T> static inline uint8_t apply(T a, T b) { return a == b; }
+};
+struct LessOp {
+  template <class T> static inline uint8_t apply(T a, T b) { return a < b; }
+};
+struct GreaterOp {
+  template <class T> static inline uint8_t apply(T a, T b) { return a > b; }
+};
+
+enum class BinKind { Add, Sub, Mul, Div, Pow, Equal, Less, Greater };
+
+bool isCompare(BinKind k) { return k == BinKind::Equal || k == BinKind::Less || k == BinKind::Greater; }
+
+template <class T, class R>
+void dispatchBinary(BinKind k, const BinaryPlan &p, const T *a, const T *b, R *o) {
+  if constexpr (std::is_same_v<R, uint8_t> && !std::is_same_v<T, uint8_t>) {
+    switch (k) {
+    case BinKind::Equal:
+      return runBinary<EqualOp>(p, a, b, o);
+    case BinKind::Less:
+      return runBinary<LessOp>(p, a, b, o);
+    case BinKind::Greater:
+      return runBinary<GreaterOp>(p, a, b, o);
+    default:
+      llvm_unreachable("arithmetic op with bool output");
+    }
+  } else if constexpr (std::is_same_v<T, uint8_t>) { // bool / uint8 inputs: Equal only
+    (void)k;
+    return runBinary<EqualOp>(p, a, b, o);
+  } else {
+    switch (k) {
+    case BinKind::Add:
+      return runBinary<AddOp>(p, a, b, o);
+    case BinKind::Sub:
+      return runBinary<SubOp>(p, a, b, o);
+    case BinKind::Mul:
+      return runBinary<MulOp>(p, a, b, o);
+    case BinKind::Div:
+      return runBinary<DivOp>(p, a, b, o);
+    case BinKind::Pow:
+      if constexpr (std::is_floating_point_v<T>)
+        return runBinary<PowOp>(p, a, b, o);
+      llvm_unreachable("integer Pow");
+    default:
+      llvm_unreachable("compare op with non-bool output");
+    }
+  }
+}
+
+/// Casts every element of a float/double/int32/int64 tensor to `to`
+/// (float32 or float64): for Pow's exponent.
+Tensor castExponent(const Tensor &t, DType to) {
+  Tensor r = Tensor::empty(to, t.shape());
+  int64_t n = t.numel();
+  auto run = [&](auto *dst) {
+    using D = std::remove_pointer_t<decltype(dst)>;
+    switch (t.dtype()) {
+    case DType::Float:
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = static_cast<D>(t.data<float>()[i]);
+      break;
+    case DType::Double:
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = static_cast<D>(t.data<double>()[i]);
+      break;
+    case DType::Int32:
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = static_cast<D>(t.data<int32_t>()[i]);
+      break;
+    case DType::Int64:
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = static_cast<D>(t.data<int64_t>()[i]);
+      break;
+    case DType::Float16:
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = static_cast<D>(halfToFloat(t.data<uint16_t>()[i]));
+      break;
+    case DType::BFloat16:
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = static_cast<D>(bf16ToFloat(t.data<uint16_t>()[i]));
+      break;
+    default:
+      break;
+    }
+  };
+  if (to == DType::Float)
+    run(r.data<float>());
+  else
+    run(r.data<double>());
+  return r;
+}
+
+template <class T> bool anyZero(const Tensor &t) {
+  const T *p = t.data<T>();
+  for (int64_t i = 0, n = t.numel(); i < n; ++i)
+    if (p[i] == 0)
+      return true;
+  return false;
+}
+
+llvm::Error binaryKernel(KernelContext &ctx, BinKind kind) {
+  if (auto e = checkArity(ctx, 2, 2))
+    return e;
+  const Tensor *a = input(ctx, 0), *b = input(ctx, 1);
+  DType dt = a->dtype();
+  Tensor bConv;
+  if (kind == BinKind::Pow) {
+    // Pow(T, T1): the exponent may have another numeric type.
+    if (dt != DType::Float && dt != DType::Double && !isHalfLike(dt))
+      return unsupportedDType(ctx, *a, "float32, float64, float16, bfloat16");
+    DType eb = b->dtype();
+    if (eb != DType::Float && eb != DType::Double && eb != DType::Int32 && eb != DType::Int64 &&
+        !isHalfLike(eb))
+      return kernelError(ctx, "unsupported exponent dtype: " + b->describe());
+    DType work = dt == DType::Double ? DType::Double : DType::Float;
+    if (eb != work) {
+      bConv = castExponent(*b, work);
+      b = &bConv;
+    }
+  } else if (b->dtype() != dt) {
+    return kernelError(ctx, "input dtypes differ: A " + a->describe() + ", B " + b->describe());
+  }
+
+  const bool cmp = isCompare(kind);
+  bool ok;
+  switch (dt) {
+  case DType::Float:
+  case DType::Double:
+  case DType::Float16:
+  case DType::BFloat16:
+    ok = true;
+    break;
+  case DType::Int32:
+  case DType::Int64:
+    ok = kind != BinKind::Pow;
+    break;
+  case DType::Bool:
+  case DType::UInt8:
+  case DType::Int8:
+    ok = kind == BinKind::Equal;
+    break;
+  default:
+    ok = false;
+  }
+  if (!ok)
+    return unsupportedDType(ctx, *a,
+                            kind == BinKind::Pow ? "float32, float64, float16, bfloat16"
+                            : cmp ? "float32, float64, float16, bfloat16, int32, int64"
+                                  " (Equal also bool, int8, uint8)"
+                                  : "float32, float64, float16, bfloat16, int32, int64");
+
+  BinaryPlan p;
+  if (auto e = planBinary(ctx, *a, *b, p))
+    return e;
+  if (kind == BinKind::Div && p.numel > 0 &&
+      ((dt == DType::Int32 && anyZero<int32_t>(*b)) || (dt == DType::Int64 && anyZero<int64_t>(*b))))
+    return kernelError(ctx, "integer division by zero (divisor " + b->describe() + ")");
+
+  DType outType = cmp ? DType::Bool : dt;
+  Tensor y = Tensor::empty(outType, p.outShape);
+  if (p.numel > 0) {
+    Tensor af, bf, yf;
+    const Tensor *aa = a, *bb = b;
+    Tensor *yy = &y;
+    if (isHalfLike(dt)) {
+      af = toFloat32(*a);
+      aa = &af;
+      if (b->dtype() != DType::Float) {
+        bf = toFloat32(*b);
+        bb = &bf;
+      }
+      if (!cmp) {
+        yf = Tensor::empty(DType::Float, p.outShape);
+        yy = &yf;
+      }
+    }
+    DType work = aa->dtype();
+    bool handled = false;
+    // Pow with a scalar exponent 2 or 3: multiplications.
+    if (kind == BinKind::Pow && p.kind == BinaryPlan::ScalarB) {
+      double e = work == DType::Float ? bb->data<float>()[0] : bb->data<double>()[0];
+      if (e == 2.0 || e == 3.0) {
+        handled = true;
+        if (work == DType::Float) {
+          if (e == 2.0)
+            runBinary<SquareOp>(p, aa->data<float>(), bb->data<float>(), yy->data<float>());
+          else
+            runBinary<CubeOp>(p, aa->data<float>(), bb->data<float>(), yy->data<float>());
+        } else {
+          if (e == 2.0)
+            runBinary<SquareOp>(p, aa->data<double>(), bb->data<double>(), yy->data<double>());
+          else
+            runBinary<CubeOp>(p, aa->data<double>(), bb->data<double>(), yy->data<double>());
+        }
+      }
+    }
+    if (handled) {
+    } else if (cmp) {
+      uint8_t *o = yy->data<uint8_t>();
+      switch (work) {
+      case DType::Float:
+        dispatchBinary(kind, p, aa->data<float>(), bb->data<float>(), o);
+        break;
+      case DType::Double:
+        dispatchBinary(kind, p, aa->data<double>(), bb->data<double>(), o);
+        break;
+      case DType::Int32:
+        dispatchBinary(kind, p, aa->data<int32_t>(), bb->data<int32_t>(), o);
+        break;
+      case DType::Int64:
+        dispatchBinary(kind, p, aa->data<int64_t>(), bb->data<int64_t>(), o);
+        break;
+      case DType::Int8:
+        dispatchBinary(kind, p, aa->data<int8_t>(), bb->data<int8_t>(), o);
+        break;
+      default: // bool, uint8
+        dispatchBinary(kind, p, aa->data<uint8_t>(), bb->data<uint8_t>(), o);
+        break;
+      }
+    } else {
+      switch (work) {
+      case DType::Float:
+        dispatchBinary(kind, p, aa->data<float>(), bb->data<float>(), yy->data<float>());
+        break;
+      case DType::Double:
+        dispatchBinary(kind, p, aa->data<double>(), bb->data<double>(), yy->data<double>());
+        break;
+      case DType::Int32:
+        dispatchBinary(kind, p, aa->data<int32_t>(), bb->data<int32_t>(), yy->data<int32_t>());
+        break;
+      case DType::Int64:
+        dispatchBinary(kind, p, aa->data<int64_t>(), bb->data<int64_t>(), yy->data<int64_t>());
+        break;
+      default:
+        llvm_unreachable("checked above");
+      }
+    }
+    if (yy != &y)
+      y = fromFloat32(*yy, dt);
+  }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Unary ops
+//===----------------------------------------------------------------------===//
+
+struct ReluOp {
+  template <class T> static inline T apply(T x) { return x < T(0) ? T(0) : x; }
+};
+struct NegOp {
+  template <class T> static inline T apply(T x) {
+    if constexpr (std::is_integral_v<T>)
+      return static_cast<T>(Unsigned<T>(0) - static_cast<Unsigned<T>>(x));
+    else
+      return -x;
+  }
+};
+struct AbsOp {
+  template <class T> static inline T apply(T x) {
+    if constexpr (std::is_integral_v<T>)
+      return x < 0 ? NegOp::apply(x) : x;
+    else
+      return std::fabs(x);
+  }
+};
+struct TanhOp {
+  template <class T> static inline T apply(T x) { return std::tanh(x); }
+};
+struct SigmoidOp {
+  template <class T> static inline T apply(T x) {
+    if (x >= T(0))
+      return T(1) / (T(1) + std::exp(-x));
+    T e = std::exp(x);
+    return e / (T(1) + e);
+  }
+};
+struct ErfOp {
+  template <class T> static inline T apply(T x) { return std::erf(x); }
+};
+struct ExpOp {
+  template <class T> static inline T apply(T x) { return std::exp(x); }
+};
+struct LogOp {
+  template <class T> static inline T apply(T x) { return std::log(x); }
+};
+struct SqrtOp {
+  template <class T> static inline T apply(T x) { return std::sqrt(x); }
+};
+struct ReciprocalOp {
+  template <class T> static inline T apply(T x) { return T(1) / x; }
+};
+struct GeluOp {
+  template <class T> static inline T apply(T x) {
+    return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+  }
+};
+struct GeluTanhOp {
+  template <class T> static inline T apply(T x) {
+    const T k = T(0.79788456080286535588); // sqrt(2/pi)
+    return T(0.5) * x * (T(1) + std::tanh(k * (x + T(0.044715) * x * x * x)));
+  }
+};
+
+template <class Op, class T> void runUnary(const T *__restrict x, T *__restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = Op::apply(x[i]);
+}
+
+template <class Op> llvm::Error unaryKernel(KernelContext &ctx, bool allowInt) {
+  if (auto e = checkArity(ctx, 1, 1))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DType dt = x.dtype();
+  int64_t n = x.numel();
+  switch (dt) {
+  case DType::Float: {
+    Tensor y = Tensor::empty(dt, x.shape());
+    runUnary<Op>(x.data<float>(), y.data<float>(), n);
+    ctx.outputs[0] = std::move(y);
+    return llvm::Error::success();
+  }
+  case DType::Double: {
+    Tensor y = Tensor::empty(dt, x.shape());
+    runUnary<Op>(x.data<double>(), y.data<double>(), n);
+    ctx.outputs[0] = std::move(y);
+    return llvm::Error::success();
+  }
+  case DType::Float16:
+  case DType::BFloat16: {
+    Tensor xf = toFloat32(x);
+    runUnary<Op>(xf.data<float>(), xf.data<float>(), n); // in place on the copy
+    ctx.outputs[0] = fromFloat32(xf, dt);
+    return llvm::Error::success();
+  }
+  default:
+    break;
+  }
+  if constexpr (std::is_same_v<Op, ReluOp> || std::is_same_v<Op, NegOp> ||
+                std::is_same_v<Op, AbsOp>) {
+    if (allowInt) {
+      Tensor y = Tensor::empty(dt, x.shape());
+      switch (dt) {
+      case DType::Int32:
+        runUnary<Op>(x.data<int32_t>(), y.data<int32_t>(), n);
+        ctx.outputs[0] = std::move(y);
+        return llvm::Error::success();
+      case DType::Int64:
+        runUnary<Op>(x.data<int64_t>(), y.data<int64_t>(), n);
+        ctx.outputs[0] = std::move(y);
+        return llvm::Error::success();
+      case DType::Int8:
+        runUnary<Op>(x.data<int8_t>(), y.data<int8_t>(), n);
+        ctx.outputs[0] = std::move(y);
+        return llvm::Error::success();
+      default:
+        break;
+      }
+      return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16, int32, int64, int8");
+    }
+  }
+  return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16");
+}
+
+llvm::Error geluKernel(KernelContext &ctx) {
+  std::string approx = attrString(ctx.node, "approximate", "none");
+  if (approx == "none")
+    return unaryKernel<GeluOp>(ctx, false);
+  if (approx == "tanh")
+    return unaryKernel<GeluTanhOp>(ctx, false);
+  return kernelError(ctx, "unsupported approximate='" + approx + "' (expected none or tanh)");
+}
+
+//===----------------------------------------------------------------------===//
+// Softmax / LogSoftmax
+//===----------------------------------------------------------------------===//
+
+/// x viewed as [outer, n, inner]; normalises along n.
+template <class T, bool Log>
+void runSoftmax(const T *x, T *y, int64_t outer, int64_t n, int64_t inner) {
+  if (inner == 1) {
+    for (int64_t o = 0; o < outer; ++o) {
+      const T *xr = x + o * n;
+      T *yr = y + o * n;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int64_t i = 0; i < n; ++i)
+        mx = xr[i] > mx ? xr[i] : mx;
+      if (std::isinf(mx) && mx < 0)
+        mx = T(0); // all -inf: avoid inf - inf
+      T sum = T(0);
+      if constexpr (Log) {
+        for (int64_t i = 0; i < n; ++i)
+          sum += std::exp(xr[i] - mx);
+        T lse = std::log(sum);
+        for (int64_t i = 0; i < n; ++i)
+          yr[i] = xr[i] - mx - lse;
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          T e = std::exp(xr[i] - mx);
+          yr[i] = e;
+          sum += e;
+        }
+        T inv = T(1) / sum;
+        for (int64_t i = 0; i < n; ++i)
+          yr[i] *= inv;
+      }
+    }
+    return;
+  }
+  // Strided along n: process one [n, inner] block at a time, vectorised over inner.
+  std::vector<T> mx(static_cast<size_t>(inner)), sum(static_cast<size_t>(inner));
+  for (int64_t o = 0; o < outer; ++o) {
+    const T *xb = x + o * n * inner;
+    T *yb = y + o * n * inner;
+    std::fill(mx.begin(), mx.end(), -std::numeric_limits<T>::infinity());
+    std::fill(sum.begin(), sum.end(), T(0));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < inner; ++j)
+        mx[j] = xb[i * inner + j] > mx[j] ? xb[i * inner + j] : mx[j];
+    for (int64_t j = 0; j < inner; ++j)
+      if (std::isinf(mx[j]) && mx[j] < 0)
+        mx[j] = T(0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < inner; ++j) {
+        T e = std::exp(xb[i * inner + j] - mx[j]);
+        if constexpr (!Log)
+          yb[i * inner + j] = e;
+        sum[j] += e;
+      }
+    if constexpr (Log) {
+      for (int64_t j = 0; j < inner; ++j)
+        sum[j] = std::log(sum[j]);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < inner; ++j)
+          yb[i * inner + j] = xb[i * inner + j] - mx[j] - sum[j];
+    } else {
+      for (int64_t j = 0; j < inner; ++j)
+        sum[j] = T(1) / sum[j];
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < inner; ++j)
+          yb[i * inner + j] *= sum[j];
+    }
+  }
+}
+
+template <bool Log> llvm::Error softmaxKernel(KernelContext &ctx) {
+  if (auto e = checkArity(ctx, 1, 1))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DType dt = x.dtype();
+  if (dt != DType::Float && dt != DType::Double && !isHalfLike(dt))
+    return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16");
+  bool legacy = ctx.opsetVersion < 13; // coerce to 2-D at axis
+  int64_t axis = attrInt(ctx.node, "axis", legacy ? 1 : -1);
+  int64_t r = x.rank();
+  if (r == 0)
+    return kernelError(ctx, "input must have rank >= 1, got " + x.describe());
+  if (auto e = normalizeAxis(ctx, axis, r, "axis", /*inclusive=*/legacy))
+    return e;
+  int64_t outer = 1, n = 1, inner = 1;
+  for (int64_t k = 0; k < axis; ++k)
+    outer *= x.dim(k);
+  if (legacy) {
+    for (int64_t k = axis; k < r; ++k)
+      n *= x.dim(k);
+  } else {
+    n = x.dim(axis);
+    for (int64_t k = axis + 1; k < r; ++k)
+      inner *= x.dim(k);
+  }
+  if (dt == DType::Double) {
+    Tensor y = Tensor::empty(dt, x.shape());
+    if (x.numel())
+      runSoftmax<double, Log>(x.data<double>(), y.data<double>(), outer, n, inner);
+    ctx.outputs[0] = std::move(y);
+    return llvm::Error::success();
+  }
+  Tensor xf = dt == DType::Float ? x : toFloat32(x);
+  Tensor y = Tensor::empty(DType::Float, x.shape());
+  if (x.numel())
+    runSoftmax<float, Log>(xf.data<float>(), y.data<float>(), outer, n, inner);
+  ctx.outputs[0] = dt == DType::Float ? std::move(y) : fromFloat32(y, dt);
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Cast
+//===----------------------------------------------------------------------===//
+
+struct Half {
+  uint16_t bits;
+};
+struct BF16 {
+  uint16_t bits;
+};
+struct Bool8 {
+  uint8_t v;
+};
+
+template <class T> inline double toWide(T v) { return static_cast<double>(v); }
+
+/// One element: From -> To, with NaN/out-of-range floats -> integers
+/// saturating (NaN -> 0) instead of being undefined.
+template <class To, class From> inline To castElem(From v) {
+  if constexpr (std::is_same_v<From, Half>) {
+    return castElem<To>(halfToFloat(v.bits));
+  } else if constexpr (std::is_same_v<From, BF16>) {
+    return castElem<To>(bf16ToFloat(v.bits));
+  } else if constexpr (std::is_same_v<From, Bool8>) {
+    return castElem<To>(static_cast<int32_t>(v.v != 0));
+  } else if constexpr (std::is_same_v<To, Half>) {
+    if constexpr (std::is_same_v<From, float>)
+      return Half{floatToHalf(v)};
+    else
+      return Half{floatToHalf(static_cast<float>(v))};
+  } else if constexpr (std::is_same_v<To, BF16>) {
+    if constexpr (std::is_same_v<From, float>)
+      return BF16{floatToBf16(v)};
+    else
+      return BF16{floatToBf16(static_cast<float>(v))};
+  } else if constexpr (std::is_same_v<To, Bool8>) {
+    return Bool8{static_cast<uint8_t>(v != From(0))};
+  } else if constexpr (std::is_floating_point_v<From> && std::is_integral_v<To>) {
+    if (std::isnan(v))
+      return To(0);
+    // Saturate; the bounds are exact powers of two in any float type.
+    const double lo = static_cast<double>(std::numeric_limits<To>::min());
+    const double hiExclusive = -lo; // 2^(bits-1) for signed types
+    double d = static_cast<double>(v);
+    if constexpr (std::is_signed_v<To>) {
+      if (d <= lo)
+        return std::numeric_limits<To>::min();
+      if (d >= hiExclusive)
+        return std::numeric_limits<To>::max();
+    } else {
+      if (d <= 0.0)
+        return To(0);
+      if (d >= static_cast<double>(std::numeric_limits<To>::max()) + 1.0)
+        return std::numeric_limits<To>::max();
+    }
+    return static_cast<To>(v);
+  } else {
+    // Integer narrowing wraps (two's complement), as in NumPy / ONNX Runtime.
+    return static_cast<To>(v);
+  }
+}
+
+template <class To, class From> void castLoop(const void *src, void *dst, int64_t n) {
+  const From *s = static_cast<const From *>(src);
+  To *d = static_cast<To *>(dst);
+  for (int64_t i = 0; i < n; ++i)
+    d[i] = castElem<To>(s[i]);
+}
+
+template <class From> bool castFrom(DType to, const void *src, void *dst, int64_t n) {
+  switch (to) {
+  case DType::Float:
+    castLoop<float, From>(src, dst, n);
+    return true;
+  case DType::Double:
+    castLoop<double, From>(src, dst, n);
+    return true;
+  case DType::Float16:
+    castLoop<Half, From>(src, dst, n);
+    return true;
+  case DType::BFloat16:
+    castLoop<BF16, From>(src, dst, n);
+    return true;
+  case DType::Int64:
+    castLoop<int64_t, From>(src, dst, n);
+    return true;
+  case DType::Int32:
+    castLoop<int32_t, From>(src, dst, n);
+    return true;
+  case DType::Int8:
+    castLoop<int8_t, From>(src, dst, n);
+    return true;
+  case DType::UInt8:
+    castLoop<uint8_t, From>(src, dst, n);
+    return true;
+  case DType::Bool:
+    castLoop<Bool8, From>(src, dst, n);
+    return true;
+  default:
+    return false;
+  }
+}
+
+bool castAny(DType from, DType to, const void *src, void *dst, int64_t n) {
+  switch (from) {
+  case DType::Float:
+    return castFrom<float>(to, src, dst, n);
+  case DType::Double:
+    return castFrom<double>(to, src, dst, n);
+  case DType::Float16:
+    return castFrom<Half>(to, src, dst, n);
+  case DType::BFloat16:
+    return castFrom<BF16>(to, src, dst, n);
+  case DType::Int64:
+    return castFrom<int64_t>(to, src, dst, n);
+  case DType::Int32:
+    return castFrom<int32_t>(to, src, dst, n);
+  case DType::Int8:
+    return castFrom<int8_t>(to, src, dst, n);
+  case DType::UInt8:
+    return castFrom<uint8_t>(to, src, dst, n);
+  case DType::Bool:
+    return castFrom<Bool8>(to, src, dst, n);
+  default:
+    return false;
+  }
+}
+
+llvm::Error castKernel(KernelContext &ctx) {
+  if (auto e = checkArity(ctx, 1, 1))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  if (!hasAttr(ctx.node, "to"))
+    return kernelError(ctx, "missing attribute 'to'");
+  int64_t toCode = attrInt(ctx.node, "to", 0);
+  DType to = dtypeFromOnnx(static_cast<int32_t>(toCode));
+  if (to == DType::Undefined)
+    return kernelError(ctx, llvm::formatv("unsupported target type to={0}", toCode));
+  if (!isSupported(x.dtype()))
+    return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16, int64, int32, int8, "
+                                    "uint8, bool");
+  if (to == x.dtype()) {
+    ctx.outputs[0] = x;
+    return llvm::Error::success();
+  }
+  Tensor y = Tensor::empty(to, x.shape());
+  if (!castAny(x.dtype(), to, x.raw(), y.raw(), x.numel()))
+    return kernelError(ctx, llvm::formatv("unsupported cast {0} -> {1}", dtypeName(x.dtype()),
+                                          dtypeName(to)));
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+void registerElementwiseKernels(KernelRegistry &reg) {
+  static_assert(sizeof(Half) == 2 && sizeof(BF16) == 2 && sizeof(Bool8) == 1, "layout");
+  reg.add("", "Add", [](KernelContext &c) { return binaryKernel(c, BinKind::Add); });
+  reg.add("", "Sub", [](KernelContext &c) { return binaryKernel(c, BinKind::Sub); });
+  reg.add("", "Mul", [](KernelContext &c) { return binaryKernel(c, BinKind::Mul); });
+  reg.add("", "Div", [](KernelContext &c) { return binaryKernel(c, BinKind::Div); });
+  reg.add("", "Pow", [](KernelContext &c) { return binaryKernel(c, BinKind::Pow); });
+  reg.add("", "Equal", [](KernelContext &c) { return binaryKernel(c, BinKind::Equal); });
+  reg.add("", "Less", [](KernelContext &c) { return binaryKernel(c, BinKind::Less); });
+  reg.add("", "Greater", [](KernelContext &c) { return binaryKernel(c, BinKind::Greater); });
+
+  reg.add("", "Relu", [](KernelContext &c) { return unaryKernel<ReluOp>(c, true); });
+  reg.add("", "Neg", [](KernelContext &c) { return unaryKernel<NegOp>(c, true); });
+  reg.add("", "Abs", [](KernelContext &c) { return unaryKernel<AbsOp>(c, true); });
+  reg.add("", "Tanh", [](KernelContext &c) { return unaryKernel<TanhOp>(c, false); });
+  reg.add("", "Sigmoid", [](KernelContext &c) { return unaryKernel<SigmoidOp>(c, false); });
+  reg.add("", "Erf", [](KernelContext &c) { return unaryKernel<ErfOp>(c, false); });
+  reg.add("", "Exp", [](KernelContext &c) { return unaryKernel<ExpOp>(c, false); });
+  reg.add("", "Log", [](KernelContext &c) { return unaryKernel<LogOp>(c, false); });
+  reg.add("", "Sqrt", [](KernelContext &c) { return unaryKernel<SqrtOp>(c, false); });
+  reg.add("", "Reciprocal",
+          [](KernelContext &c) { return unaryKernel<ReciprocalOp>(c, false); });
+  reg.add("", "Gelu", geluKernel);
+
+  reg.add("", "Softmax", softmaxKernel<false>);
+  reg.add("", "LogSoftmax", softmaxKernel<true>);
+  reg.add("", "Cast", castKernel);
+}
+
+} // namespace qn::rt::cpu

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what QuintNet needs on a fresh Debian 12 machine (idempotent).
+# Debian packages: ONNX, Protobuf, Gloo, OpenBLAS (LLVM 14, GoogleTest, CUDA are preinstalled
+# on our machines but are listed too so a bare Debian 12 gets them).
+# Python (pyenv's python3): onnx, onnxruntime, numpy for the model generator, the
+# end-to-end reference and the benchmarks; lit for the regression suite.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+pkgs=(cmake g++ make libonnx-dev libprotobuf-dev protobuf-compiler libgloo-dev
+      libopenblas-dev llvm-14-dev llvm-14-tools libgtest-dev pkg-config)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[install-deps] apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import onnx, onnxruntime, numpy, lit" 2>/dev/null; then
+  echo "[install-deps] pip install onnx onnxruntime numpy lit"
+  "$PY" -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/requirements.txt"
+fi
+echo "[install-deps] ok"

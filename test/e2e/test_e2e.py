@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""End-to-end tests: qn-compile + qn-run against onnxruntime on the bundled models.
+
+Usage:
+  python3 test/e2e/test_e2e.py [--bin build/bin] [unittest args, e.g. -v or -k gemm]
+The tools directory is taken from --bin, else $QN_BIN, else <repo>/build/bin.
+Plans and outputs go to a temporary folder that is removed afterwards.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODELS = os.path.join(REPO, "models")
+BIN = os.environ.get("QN_BIN", os.path.join(REPO, "build", "bin"))
+TIMEOUT_S = 300
+
+# Pass criterion: max|qn - ort| <= RTOL * max|ort|, a normwise (max-norm) relative
+# bound of 1e-5, which fp32 comfortably meets for these sizes even though the
+# partitioned sums are reassociated. An elementwise relative bound is meaningless
+# for outputs near zero, so it is not used.
+RTOL = 1e-5
+
+# Per bundled model: input name, the input shapes to run (same plan for all), and
+# the initializers a sensible plan may keep whole on every rank (used for the rank
+# size check; everything else must be split 1/N).
+MODEL_CASES = {
+    "mlp_gemm": dict(
+        inputs={"input": [(3, 784), (64, 784)]},
+        # fc3 is [10,512]: 10 outputs do not split 4 ways, so it may be replicated;
+        # biases of row-parallel layers are added once after the reduction.
+        may_replicate={"fc1.bias", "fc2.bias", "fc3.weight", "fc3.bias"},
+    ),
+    "mlp_matmul3d": dict(
+        inputs={"x": [(2, 7, 256), (3, 16, 256)]},
+        may_replicate={"fc1.bias", "fc2.bias"},
+    ),
+}
+TP_SIZES = (1, 2, 4)
+COLLECTIVE_DOMAIN = "ai.quintnet"
+COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
+
+
+def tool(name):
+    return os.path.join(BIN, name)
+
+
+def run_tool(args, timeout=TIMEOUT_S):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout, env=env)
+
+
+def describe(proc):
+    return (f"\n$ {' '.join(proc.args)}\nexit {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
+
+
+def sanitize(name):
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def weight_bytes(model):
+    return {t.name: onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
+
+
+def listing(path):
+    """Files under path (relative), or [] if it does not exist."""
+    out = []
+    for root, _, files in os.walk(path):
+        out += [os.path.relpath(os.path.join(root, f), path) for f in files]
+    return sorted(out)
+
+
+def find_tp(plan):
+    for key in ("tp", "tp_size", "world_size"):
+        if isinstance(plan.get(key), int):
+            return plan[key]
+    return None
+
+
+class ToolsTestCase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        for t in ("qn-compile", "qn-run"):
+            if not os.access(tool(t), os.X_OK):
+                raise RuntimeError(f"{tool(t)} not found or not executable "
+                                   f"(build first, or pass --bin DIR / set QN_BIN)")
+        cls.tmp = tempfile.mkdtemp(prefix=f"qn-e2e-{cls.__name__}-")
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def path(self, *parts):
+        return os.path.join(self.tmp, *parts)
+
+    def compile(self, model_path, tp, out):
+        return run_tool([tool("qn-compile"), model_path, "--tp", str(tp), "-o", out])
+
+    def qn_run(self, plan_dir, nproc, inputs, out_dir):
+        args = [tool("qn-run"), plan_dir, "--nproc", str(nproc)]
+        for name, f in inputs:
+            args += ["--input", f"{name}={f}"]
+        return run_tool(args + ["--output-dir", out_dir])
+
+
+class TestBundledModels(ToolsTestCase):
+    """qn-compile --tp N + qn-run --nproc N matches onnxruntime, for N in 1, 2, 4."""
+
+    def check_plan_files(self, model, plan_dir, tp, case):
+        with open(os.path.join(plan_dir, "plan.json")) as f:
+            plan = json.load(f)
+        self.assertEqual(find_tp(plan), tp, f"plan.json tp (keys: {sorted(plan)})")
+        files = set(os.listdir(plan_dir))
+        for k in range(tp):
+            self.assertIn(f"rank{k}.onnx", files)
+            self.assertIn(f"rank{k}.bin", files)
+        self.assertFalse({f"rank{tp}.onnx", f"rank{tp}.bin"} & files,
+                         f"more rank files than tp={tp}: {sorted(files)}")
+
+        # Each rank holds ~1/N of the weights, plus what may be replicated.
+        wb = weight_bytes(model)
+        total = sum(wb.values())
+        replicable = sum(wb[n] for n in case["may_replicate"])
+        slack = 4096 * (len(wb) + 2)  # alignment padding, small constants
+        upper = total / tp + replicable * (tp - 1) / tp + slack
+        lower = (total - replicable) / tp - slack
+        collective_seqs = []
+        for k in range(tp):
+            size = os.path.getsize(os.path.join(plan_dir, f"rank{k}.bin"))
+            self.assertLessEqual(size, upper, f"rank{k}.bin: {size} bytes; model weights "
+                                 f"{total}, tp {tp}, replicable {replicable}")
+            self.assertGreaterEqual(size, lower, f"rank{k}.bin: {size} bytes; model weights "
+                                    f"{total}, tp {tp}")
+            rank_path = os.path.join(plan_dir, f"rank{k}.onnx")
+            onnx.checker.check_model(rank_path)  # valid ONNX, external data resolvable
+            rank_model = onnx.load(rank_path, load_external_data=False)
+            seq = [n.op_type for n in rank_model.graph.node if n.domain == COLLECTIVE_DOMAIN]
+            self.assertTrue(set(seq) <= COLLECTIVES, f"rank{k}: unknown collectives {seq}")
+            collective_seqs.append(seq)
+        self.assertTrue(all(s == collective_seqs[0] for s in collective_seqs),
+                        f"ranks issue different collective sequences: {collective_seqs}")
+        if tp == 1:
+            self.assertEqual(collective_seqs[0], [], "tp=1 plan has collectives")
+
+    def check_model(self, name, tp):
+        case = MODEL_CASES[name]
+        model_path = os.path.join(MODELS, name + ".onnx")
+        model = onnx.load(model_path)
+        out_names = [o.name for o in model.graph.output]
+        plan_dir = self.path(f"{name}-tp{tp}", "plan")
+        proc = self.compile(model_path, tp, plan_dir)
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        self.check_plan_files(model, plan_dir, tp, case)
+
+        sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        (in_name, shapes), = case["inputs"].items()
+        rng = np.random.default_rng(1234 + tp)
+        for i, shape in enumerate(shapes):
+            x = rng.standard_normal(shape).astype(np.float32)
+            x_path = self.path(f"{name}-tp{tp}", f"x{i}.npy")
+            np.save(x_path, x)
+            out_dir = self.path(f"{name}-tp{tp}", f"out{i}")
+            proc = self.qn_run(plan_dir, tp, [(in_name, x_path)], out_dir)
+            self.assertEqual(proc.returncode, 0, describe(proc))
+            self.assertEqual(listing(out_dir), sorted(sanitize(n) + ".npy" for n in out_names))
+            refs = sess.run(out_names, {in_name: x})
+            for out_name, ref in zip(out_names, refs):
+                got = np.load(os.path.join(out_dir, sanitize(out_name) + ".npy"))
+                self.assertEqual(got.dtype, ref.dtype, out_name)
+                self.assertEqual(got.shape, ref.shape, out_name)
+                err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+                scale = float(np.max(np.abs(ref)))
+                self.assertLessEqual(err, RTOL * scale,
+                                     f"{name} tp={tp} input {shape} output {out_name}: "
+                                     f"max|qn-ort| = {err:.3e}, max|ort| = {scale:.3e}")
+
+
+def _add_model_tests():
+    for name in MODEL_CASES:
+        for tp in TP_SIZES:
+            def test(self, name=name, tp=tp):
+                self.check_model(name, tp)
+            test.__name__ = f"test_{name}_tp{tp}"
+            setattr(TestBundledModels, test.__name__, test)
+
+
+_add_model_tests()
+
+
+class TestCompileErrors(ToolsTestCase):
+    def assert_failed_cleanly(self, proc, out_dir):
+        self.assertNotEqual(proc.returncode, 0, describe(proc))
+        self.assertTrue(proc.stderr.strip(), "no message on stderr" + describe(proc))
+        self.assertFalse(os.path.exists(out_dir), "output dir created on error" + describe(proc))
+        self.assertNotIn("Traceback", proc.stderr)
+        self.assertNotRegex(proc.stderr, r"(?i)segmentation|core dumped|terminate called")
+        self.assertGreater(proc.returncode, 0, "killed by a signal" + describe(proc))
+
+    def test_missing_file(self):
+        missing = self.path("no_such_model.onnx")
+        out = self.path("plan-missing")
+        proc = self.compile(missing, 2, out)
+        self.assert_failed_cleanly(proc, out)
+        self.assertIn("no_such_model.onnx", proc.stderr)
+
+    def test_garbage_file(self):
+        garbage = self.path("garbage_bytes.onnx")
+        with open(garbage, "wb") as f:
+            f.write(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        out = self.path("plan-garbage")
+        proc = self.compile(garbage, 2, out)
+        self.assert_failed_cleanly(proc, out)
+        self.assertIn("garbage_bytes.onnx", proc.stderr)
+
+    def test_tp_not_dividing(self):
+        model_path = os.path.join(MODELS, "mlp_gemm.onnx")
+        out = self.path("plan-tp3")
+        proc = self.compile(model_path, 3, out)
+        self.assert_failed_cleanly(proc, out)
+        nodes = [n.name for n in onnx.load(model_path, load_external_data=False).graph.node]
+        self.assertTrue(any(n in proc.stderr for n in nodes),
+                        "message names no node" + describe(proc))
+        # It should list the tp values that work.
+        self.assertRegex(proc.stderr, r"\b2\b")
+        self.assertRegex(proc.stderr, r"\b4\b")
+
+
+PROBE_INPUT = "qn_probe_pixels"  # distinctive, so "message mentions the input" means something
+
+
+class TestRunErrors(ToolsTestCase):
+    """qn-run rejects bad inputs with a message naming the input and writes nothing."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # mlp_gemm with its input renamed.
+        model = onnx.load(os.path.join(MODELS, "mlp_gemm.onnx"))
+        old = model.graph.input[0].name
+        model.graph.input[0].name = PROBE_INPUT
+        for node in model.graph.node:
+            node.input[:] = [PROBE_INPUT if i == old else i for i in node.input]
+        cls.model_path = os.path.join(cls.tmp, "probe.onnx")
+        onnx.checker.check_model(model)
+        onnx.save(model, cls.model_path)
+        cls.plan = os.path.join(cls.tmp, "probe-plan")
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+        cls.compile_proc = subprocess.run(
+            [tool("qn-compile"), cls.model_path, "--tp", "2", "-o", cls.plan],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT_S, env=env)
+        cls.good = os.path.join(cls.tmp, "good.npy")
+        np.save(cls.good, np.random.default_rng(3).standard_normal((4, 784)).astype(np.float32))
+
+    def setUp(self):
+        self.assertEqual(self.compile_proc.returncode, 0, describe(self.compile_proc))
+
+    def run_bad(self, inputs, nproc=2, must_mention=PROBE_INPUT):
+        out = tempfile.mkdtemp(prefix="out-", dir=self.tmp)
+        shutil.rmtree(out)
+        proc = self.qn_run(self.plan, nproc, inputs, out)
+        self.assertNotEqual(proc.returncode, 0, describe(proc))
+        self.assertGreater(proc.returncode, 0, "killed by a signal" + describe(proc))
+        self.assertEqual(listing(out), [], "outputs written on error" + describe(proc))
+        self.assertNotRegex(proc.stderr, r"(?i)segmentation|core dumped|terminate called")
+        if must_mention:
+            self.assertIn(must_mention, proc.stderr, describe(proc))
+        return proc
+
+    def write_npy(self, name, arr):
+        p = self.path(name)
+        np.save(p, arr)
+        return p
+
+    def test_good_input_runs(self):
+        # Guards the error tests: the probe plan itself must work.
+        out = self.path("out-good")
+        proc = self.qn_run(self.plan, 2, [(PROBE_INPUT, self.good)], out)
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        self.assertEqual(listing(out), ["output.npy"])
+
+    def test_unknown_input_name(self):
+        self.run_bad([(PROBE_INPUT, self.good), ("no_such_input", self.good)],
+                     must_mention="no_such_input")
+
+    def test_missing_input(self):
+        self.run_bad([])
+
+    def test_wrong_dtype_float64(self):
+        p = self.write_npy("f64.npy", np.zeros((4, 784), np.float64))
+        self.run_bad([(PROBE_INPUT, p)])
+
+    def test_wrong_dtype_int64(self):
+        p = self.write_npy("i64.npy", np.zeros((4, 784), np.int64))
+        self.run_bad([(PROBE_INPUT, p)])
+
+    def test_wrong_shape(self):
+        p = self.write_npy("short.npy", np.zeros((4, 783), np.float32))
+        self.run_bad([(PROBE_INPUT, p)])
+
+    def test_wrong_rank(self):
+        p = self.write_npy("rank3.npy", np.zeros((1, 4, 784), np.float32))
+        self.run_bad([(PROBE_INPUT, p)])
+
+    def test_not_npy_text(self):
+        p = self.path("pixels.txt")
+        with open(p, "w") as f:
+            f.write("0.5 0.25 0.125\n")
+        self.run_bad([(PROBE_INPUT, p)])
+
+    def test_not_npy_garbage_with_npy_suffix(self):
+        p = self.path("garbage.npy")
+        with open(p, "wb") as f:
+            f.write(b"\x93NUMPY\x01\x00" + bytes(range(256)) * 4)
+        self.run_bad([(PROBE_INPUT, p)])
+
+    def test_missing_input_file(self):
+        self.run_bad([(PROBE_INPUT, self.path("does_not_exist.npy"))])
+
+    def test_nproc_mismatch(self):
+        self.run_bad([(PROBE_INPUT, self.good)], nproc=4, must_mention=None)
+
+
+def main():
+    global BIN
+    argv = [sys.argv[0]]
+    args = iter(sys.argv[1:])
+    for a in args:
+        if a == "--bin":
+            BIN = next(args, BIN)
+        elif a.startswith("--bin="):
+            BIN = a.split("=", 1)[1]
+        else:
+            argv.append(a)
+    BIN = os.path.abspath(BIN)
+    unittest.main(argv=argv)
+
+
+if __name__ == "__main__":
+    main()
