@@ -7,6 +7,7 @@
 #include <onnx/shape_inference/implementation.h>
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -288,6 +289,22 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
       readType(*v, vi.type());
     v->isGraphOutput = true;
     g->outputs.push_back(v);
+  }
+  // Every node gets a name, so messages and plans can point at it.
+  llvm::StringSet<> nodeNames;
+  for (const auto &np : gp.node())
+    if (!np.name().empty())
+      nodeNames.insert(np.name());
+  unsigned unnamed = 0;
+  for (auto &np : *gp.mutable_node()) {
+    if (!np.name().empty())
+      continue;
+    std::string name;
+    do
+      name = np.op_type() + "_" + std::to_string(unnamed++);
+    while (nodeNames.contains(name));
+    nodeNames.insert(name);
+    np.set_name(name);
   }
   for (const auto &np : gp.node()) {
     auto node = std::make_unique<Node>();

@@ -159,6 +159,7 @@ class TestBundledModels(ToolsTestCase):
         model_path = os.path.join(MODELS, name + ".onnx")
         model = onnx.load(model_path)
         out_names = [o.name for o in model.graph.output]
+        os.makedirs(self.path(f"{name}-tp{tp}"))
         plan_dir = self.path(f"{name}-tp{tp}", "plan")
         proc = self.compile(model_path, tp, plan_dir)
         self.assertEqual(proc.returncode, 0, describe(proc))

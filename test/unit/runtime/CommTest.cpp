@@ -414,6 +414,59 @@ TEST(CommRendezvous, RankZeroWaitsForOthersToFinish) {
   EXPECT_GE(rank0FinishMs.load(), 500);
 }
 
+TEST(CommRendezvous, PeerGoneIsAnErrorNotACrash) {
+  // Rank 1 leaves without taking part; rank 0's all-reduce must fail with an
+  // llvm::Error (Gloo's exception caught), and the communicator refuses
+  // further collectives.
+  int port = freePort();
+  std::string first = "not run", second = "not run";
+  std::thread t1([&] {
+    auto c = createGlooCommunicator(options(1, 2, port, "p", seconds(3)));
+    ASSERT_TRUE(!!c) << llvm::toString(c.takeError());
+  });
+  std::thread t0([&] {
+    auto c = createGlooCommunicator(options(0, 2, port, "p", seconds(3)));
+    ASSERT_TRUE(!!c) << llvm::toString(c.takeError());
+    t1.join();
+    Tensor t = Tensor::zeros(DType::Float, {1000});
+    first = errText((*c)->allReduceSum(t));
+    second = errText((*c)->allReduceSum(t));
+  });
+  t0.join();
+  EXPECT_NE(first.find("allReduceSum(float32[1000]) on rank 0 of 2"),
+            std::string::npos)
+      << first;
+  EXPECT_NE(second.find("earlier collective failed"), std::string::npos) << second;
+}
+
+TEST(CommRendezvous, SilentPeerTimesOut) {
+  // Rank 1 stays connected but never joins the all-reduce: rank 0 must get
+  // an error after about the timeout instead of hanging.
+  int port = freePort();
+  std::string err = "not run";
+  long tookMs = -1;
+  std::thread t1([&] {
+    auto c = createGlooCommunicator(options(1, 2, port, "p", seconds(1)));
+    ASSERT_TRUE(!!c) << llvm::toString(c.takeError());
+    std::this_thread::sleep_for(milliseconds(1500));
+  });
+  std::thread t0([&] {
+    auto c = createGlooCommunicator(options(0, 2, port, "p", seconds(1)));
+    ASSERT_TRUE(!!c) << llvm::toString(c.takeError());
+    Tensor t = Tensor::zeros(DType::Int64, {10});
+    auto start = steady_clock::now();
+    err = errText((*c)->allReduceSum(t));
+    tookMs = duration_cast<milliseconds>(steady_clock::now() - start).count();
+  });
+  t0.join();
+  t1.join();
+  EXPECT_NE(err.find("allReduceSum(int64[10]) on rank 0 of 2: Gloo failed"),
+            std::string::npos)
+      << err;
+  EXPECT_GE(tookMs, 900);
+  EXPECT_LT(tookMs, 3000);
+}
+
 TEST(CommTcpStore, GetWaitTimeoutsAndLateServer) {
   int port = freePort();
   // The client starts first and retries until the server appears.
