@@ -16,7 +16,12 @@
 
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/Support/FileSystem.h"
+// GCC 12 reports a false -Wmaybe-uninitialized inside LLVM 14's integer
+// format provider.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "llvm/Support/FormatVariadic.h"
+#pragma GCC diagnostic pop
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
