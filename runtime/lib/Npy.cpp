@@ -10,18 +10,13 @@
 // parser must never read past the buffer nor allocate absurd amounts.
 //===----------------------------------------------------------------------===//
 #include "qn/runtime/Npy.h"
+#include "StrCat.h"
 
 #include <cstring>
 #include <optional>
 
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/Support/FileSystem.h"
-// GCC 12 reports a false -Wmaybe-uninitialized inside LLVM 14's integer
-// format provider.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include "llvm/Support/FormatVariadic.h"
-#pragma GCC diagnostic pop
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -29,8 +24,7 @@ namespace qn::rt {
 namespace {
 
 llvm::Error npyError(llvm::StringRef what, const llvm::Twine &msg) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                 (what + ": " + msg).str());
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), (what + ": " + msg).str());
 }
 
 /// A tiny parser for the Python literal subset used by .npy headers.
@@ -39,8 +33,8 @@ public:
   explicit HeaderParser(llvm::StringRef s) : s_(s) {}
 
   void skipSpace() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' ||
-                                s_[pos_] == '\r'))
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
       ++pos_;
   }
   bool atEnd() {
@@ -131,13 +125,13 @@ struct Descr {
 /// Maps a descr string to a dtype; sets `why` on failure.
 std::optional<Descr> parseDescr(llvm::StringRef d, std::string &why) {
   if (d.size() < 2) {
-    why = llvm::formatv("unsupported dtype '{0}'", d).str();
+    why = strCat("unsupported dtype '", d, "'");
     return std::nullopt;
   }
   char order = d[0];
   llvm::StringRef kind = d.drop_front();
   if (order != '<' && order != '>' && order != '|' && order != '=') {
-    why = llvm::formatv("unsupported dtype '{0}'", d).str();
+    why = strCat("unsupported dtype '", d, "'");
     return std::nullopt;
   }
   struct Entry {
@@ -155,18 +149,17 @@ std::optional<Descr> parseDescr(llvm::StringRef d, std::string &why) {
       continue;
     if (e.size > 1) {
       if (order == '>') {
-        why = llvm::formatv("big-endian dtype '{0}' is not supported", d).str();
+        why = strCat("big-endian dtype '", d, "' is not supported");
         return std::nullopt;
       }
       if (order == '|') {
-        why = llvm::formatv("invalid dtype '{0}' (multi-byte type without byte order)", d)
-                  .str();
+        why = strCat("invalid dtype '", d, "' (multi-byte type without byte order)");
         return std::nullopt;
       }
     }
     return Descr{e.dtype, e.size};
   }
-  why = llvm::formatv("unsupported dtype '{0}'", d).str();
+  why = strCat("unsupported dtype '", d, "'");
   return std::nullopt;
 }
 
@@ -206,7 +199,8 @@ llvm::Expected<Tensor> parseNpy(llvm::StringRef bytes, llvm::StringRef what) {
   uint64_t headerLen = 0;
   size_t headerStart = 0;
   if (major == 1) {
-    headerLen = static_cast<uint8_t>(bytes[8]) | (static_cast<uint64_t>(static_cast<uint8_t>(bytes[9])) << 8);
+    headerLen = static_cast<uint8_t>(bytes[8]) |
+                (static_cast<uint64_t>(static_cast<uint8_t>(bytes[9])) << 8);
     headerStart = 10;
   } else if (major == 2 || major == 3) {
     if (bytes.size() < 12)
@@ -215,12 +209,11 @@ llvm::Expected<Tensor> parseNpy(llvm::StringRef bytes, llvm::StringRef what) {
       headerLen |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[8 + i])) << (8 * i);
     headerStart = 12;
   } else {
-    return npyError(what, llvm::formatv("unsupported .npy format version {0}.{1}", major, minor));
+    return npyError(what, strCat("unsupported .npy format version ", major, ".", minor));
   }
   if (headerLen > bytes.size() - headerStart)
-    return npyError(what, llvm::formatv("header length {0} runs past the end of the file "
-                                        "({1} bytes)",
-                                        headerLen, bytes.size()));
+    return npyError(what, strCat("header length ", headerLen, " runs past the end of the file (",
+                                 bytes.size(), " bytes)"));
   llvm::StringRef header = bytes.substr(headerStart, headerLen);
   size_t dataOffset = headerStart + headerLen;
 
@@ -304,9 +297,8 @@ llvm::Expected<Tensor> parseNpy(llvm::StringRef bytes, llvm::StringRef what) {
   uint64_t need = static_cast<uint64_t>(numel) * d->size;
   uint64_t have = bytes.size() - dataOffset;
   if (have < need)
-    return npyError(what, llvm::formatv("truncated data: shape needs {0} bytes, the file "
-                                        "holds {1}",
-                                        need, have));
+    return npyError(what,
+                    strCat("truncated data: shape needs ", need, " bytes, the file holds ", have));
   Tensor t = Tensor::empty(d->dtype, *shape);
   if (need)
     std::memcpy(t.raw(), bytes.data() + dataOffset, need);
@@ -380,8 +372,8 @@ std::string serializeNpy(const Tensor &t) {
 
 llvm::Error writeNpy(llvm::StringRef path, const Tensor &t) {
   if (!t.defined() || (!descrOf(t.dtype()) && t.dtype() != DType::BFloat16))
-    return npyError(path, llvm::formatv("cannot write a tensor of dtype {0} as .npy",
-                                        dtypeName(t.dtype())));
+    return npyError(path,
+                    strCat("cannot write a tensor of dtype ", dtypeName(t.dtype()), " as .npy"));
   std::string bytes = serializeNpy(t);
   std::error_code ec;
   llvm::raw_fd_ostream os(path, ec, llvm::sys::fs::OF_None);

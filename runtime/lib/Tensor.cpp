@@ -3,6 +3,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
 
 #include "llvm/Support/ErrorHandling.h"
@@ -89,6 +91,103 @@ int64_t Tensor::numel() const {
 
 static constexpr size_t kAlign = 64;
 
+//===----------------------------------------------------------------------===//
+// Buffer cache. A model run allocates the same large buffers again and again;
+// handing them back to the C library returns them to the kernel (mmap /
+// trim), and every reuse then pays a page fault per 4 KiB. Large freed buffers
+// are kept (up to a budget) and reused for requests of about the same size,
+// like ONNX Runtime's arena. Disabled under AddressSanitizer so that it still
+// sees use-after-free.
+//===----------------------------------------------------------------------===//
+
+namespace {
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCacheEnabled = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kCacheEnabled = false;
+#else
+constexpr bool kCacheEnabled = true;
+#endif
+#else
+constexpr bool kCacheEnabled = true;
+#endif
+constexpr size_t kCacheMinBytes = size_t(256) << 10; // smaller buffers: plain malloc
+constexpr size_t kCacheBudget = size_t(1) << 30;     // bytes kept at most
+
+class BufferCache {
+public:
+  /// A cached block of at least `bytes` (at most 1/8 more; its size in
+  /// `size`), or null.
+  void *take(size_t bytes, size_t &size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.lower_bound(bytes);
+    if (it == free_.end() || it->first > bytes + bytes / 8)
+      return nullptr;
+    void *p = it->second;
+    size = it->first;
+    cached_ -= it->first;
+    free_.erase(it);
+    return p;
+  }
+  /// Keeps `p` for reuse; false when over budget (the caller frees it).
+  bool give(void *p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cached_ + bytes > kCacheBudget)
+      return false;
+    free_.emplace(bytes, p);
+    cached_ += bytes;
+    return true;
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto &e : free_)
+      std::free(e.second);
+    free_.clear();
+    cached_ = 0;
+  }
+
+private:
+  std::mutex mu_;
+  std::multimap<size_t, void *> free_;
+  size_t cached_ = 0;
+};
+
+BufferCache &bufferCache() {
+  // Never destroyed: tensors may outlive static destruction.
+  static BufferCache *c = new BufferCache;
+  return *c;
+}
+
+std::shared_ptr<void> allocateBuffer(size_t bytes) {
+  // aligned_alloc needs a multiple of the alignment; never 0 bytes so that
+  // data() is non-null even for empty tensors.
+  size_t alloc = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (alloc == 0)
+    alloc = kAlign;
+  if (kCacheEnabled && alloc >= kCacheMinBytes) {
+    alloc = (alloc + 4095) / 4096 * 4096;
+    size_t size = alloc;
+    void *p = bufferCache().take(alloc, size);
+    if (!p) {
+      p = std::aligned_alloc(kAlign, alloc);
+      if (!p)
+        llvm::report_bad_alloc_error("Tensor: out of memory");
+    }
+    return std::shared_ptr<void>(p, [size](void *q) {
+      if (!bufferCache().give(q, size))
+        std::free(q);
+    });
+  }
+  void *p = std::aligned_alloc(kAlign, alloc);
+  if (!p)
+    llvm::report_bad_alloc_error("Tensor: out of memory");
+  return std::shared_ptr<void>(p, [](void *q) { std::free(q); });
+}
+} // namespace
+
+void releaseTensorBufferCache() { bufferCache().release(); }
+
 static Tensor allocate(DType dtype, llvm::ArrayRef<int64_t> shape, bool zero) {
   int64_t n = 0;
   size_t es = dtypeSize(dtype);
@@ -97,17 +196,10 @@ static Tensor allocate(DType dtype, llvm::ArrayRef<int64_t> shape, bool zero) {
   if (!checkedNumel(shape, es, n))
     llvm::report_fatal_error("Tensor: invalid shape (negative dim or size overflow)");
   size_t bytes = static_cast<size_t>(n) * es;
-  // Round up to the alignment (aligned_alloc requires it); never 0 bytes so
-  // that data() is non-null even for empty tensors.
-  size_t alloc = (bytes + kAlign - 1) / kAlign * kAlign;
-  if (alloc == 0)
-    alloc = kAlign;
-  void *p = std::aligned_alloc(kAlign, alloc);
-  if (!p)
-    llvm::report_bad_alloc_error("Tensor: out of memory");
-  if (zero)
-    std::memset(p, 0, alloc);
-  std::shared_ptr<void> owner(p, [](void *q) { std::free(q); });
+  std::shared_ptr<void> owner = allocateBuffer(bytes);
+  void *p = owner.get();
+  if (zero && bytes)
+    std::memset(p, 0, bytes);
   return Tensor::view(dtype, shape, p, std::move(owner));
 }
 
@@ -201,7 +293,7 @@ uint16_t floatToHalf(float f) {
   }
   if (a >= 0x477ff000u) // >= 65520 rounds to infinity
     return sign | 0x7c00u;
-  if (a < 0x38800000u) { // below 2^-14: half subnormal or zero
+  if (a < 0x38800000u) {  // below 2^-14: half subnormal or zero
     if (a <= 0x33000000u) // <= 2^-25 rounds (ties to even) to zero
       return sign;
     uint32_t e = a >> 23;

@@ -1,10 +1,10 @@
 //===- TensorProto.cpp - ONNX TensorProto <-> Tensor ----------------------===//
 #include "qn/runtime/TensorProto.h"
+#include "StrCat.h"
 
 #include <cstring>
 
 #include "onnx/onnx_pb.h"
-#include "llvm/Support/FormatVariadic.h"
 
 namespace qn::rt {
 
@@ -65,7 +65,7 @@ llvm::Expected<Tensor> tensorFromProto(const onnx::TensorProto &p) {
                                  static_cast<onnx::TensorProto_DataType>(p.data_type()))
                                  .c_str()
                            : "invalid";
-    return protoError(p, llvm::formatv("unsupported data type {0} ({1})", p.data_type(), name));
+    return protoError(p, strCat("unsupported data type ", p.data_type(), " (", name, ")"));
   }
   std::vector<int64_t> dims(p.dims().begin(), p.dims().end());
   size_t es = dtypeSize(dt);
@@ -77,15 +77,15 @@ llvm::Expected<Tensor> tensorFromProto(const onnx::TensorProto &p) {
   Tensor t = Tensor::empty(dt, dims);
   size_t nbytes = static_cast<size_t>(numel) * es;
   auto countMismatch = [&](llvm::StringRef field, size_t have) {
-    return protoError(p, llvm::formatv("{0} holds {1} elements but dims {2} ({3}) need {4}",
-                                       field, have, shapeString(dims), dtypeName(dt), numel));
+    return protoError(p, strCat(field, " holds ", have, " elements but dims ", shapeString(dims),
+                                " (", dtypeName(dt), ") need ", numel));
   };
 
   if (p.has_raw_data()) {
     const std::string &raw = p.raw_data();
     if (raw.size() != nbytes)
-      return protoError(p, llvm::formatv("raw_data holds {0} bytes but dims {1} ({2}) need {3}",
-                                         raw.size(), shapeString(dims), dtypeName(dt), nbytes));
+      return protoError(p, strCat("raw_data holds ", raw.size(), " bytes but dims ",
+                                  shapeString(dims), " (", dtypeName(dt), ") need ", nbytes));
     if (nbytes)
       std::memcpy(t.raw(), raw.data(), nbytes);
     if (dt == DType::Bool) {
@@ -150,7 +150,7 @@ llvm::Expected<Tensor> tensorFromProto(const onnx::TensorProto &p) {
     break;
   }
   default:
-    return protoError(p, llvm::formatv("unsupported data type {0}", dtypeName(dt)));
+    return protoError(p, strCat("unsupported data type ", dtypeName(dt)));
   }
   return t;
 }

@@ -39,10 +39,13 @@ MODEL_CASES = {
         # fc3 is [10,512]: 10 outputs do not split 4 ways, so it may be replicated;
         # biases of row-parallel layers are added once after the reduction.
         may_replicate={"fc1.bias", "fc2.bias", "fc3.weight", "fc3.bias"},
+        # fc1 column + fc2 row (Megatron pair): one AllReduce; fc3 replicated.
+        collectives=["AllReduce"],
     ),
     "mlp_matmul3d": dict(
         inputs={"x": [(2, 7, 256), (3, 16, 256)]},
         may_replicate={"fc1.bias", "fc2.bias"},
+        collectives=["AllReduce"],
     ),
 }
 TP_SIZES = (1, 2, 4)
@@ -151,8 +154,8 @@ class TestBundledModels(ToolsTestCase):
             collective_seqs.append(seq)
         self.assertTrue(all(s == collective_seqs[0] for s in collective_seqs),
                         f"ranks issue different collective sequences: {collective_seqs}")
-        if tp == 1:
-            self.assertEqual(collective_seqs[0], [], "tp=1 plan has collectives")
+        expected = [] if tp == 1 else case["collectives"]
+        self.assertEqual(collective_seqs[0], expected, f"collectives of the tp={tp} plan")
 
     def check_model(self, name, tp):
         case = MODEL_CASES[name]

@@ -5,11 +5,11 @@
 // the identity.
 //
 //===----------------------------------------------------------------------===//
+#include "../StrCat.h"
 #include "CpuCommon.h"
 
 #include "onnx/onnx_pb.h"
 #include "qn/runtime/Communicator.h"
-#include "llvm/Support/FormatVariadic.h"
 
 namespace qn::rt::cpu {
 namespace {
@@ -78,8 +78,8 @@ llvm::Error reduceScatterKernel(KernelContext &ctx) {
   }
   int n = ctx.comm->size();
   if (n <= 0 || x.dim(axis) % n != 0)
-    return kernelError(ctx, llvm::formatv("axis {0} of {1} is not divisible by the {2} ranks",
-                                          axis, x.describe(), n));
+    return kernelError(
+        ctx, strCat("axis ", axis, " of ", x.describe(), " is not divisible by the ", n, " ranks"));
   Tensor y;
   if (auto e = wrapCommError(ctx, ctx.comm->reduceScatterSum(x, y, static_cast<int>(axis))))
     return e;

@@ -8,12 +8,12 @@
 //   CpuCollectives.cpp  ai.quintnet AllReduce, AllGather, ReduceScatter
 //
 //===----------------------------------------------------------------------===//
+#include "../StrCat.h"
 #include "CpuCommon.h"
 
 #include <cstring>
 
 #include "onnx/onnx_pb.h"
-#include "llvm/Support/FormatVariadic.h"
 
 namespace qn::rt {
 
@@ -52,29 +52,27 @@ llvm::Error checkArity(const KernelContext &ctx, size_t required, size_t maxInpu
     if (ctx.inputs[i] && ctx.inputs[i]->defined())
       last = i + 1;
   if (last > maxInputs)
-    return kernelError(ctx, llvm::formatv("expects at most {0} inputs, got {1}", maxInputs, last));
+    return kernelError(ctx, strCat("expects at most ", maxInputs, " inputs, got ", last));
   for (size_t i = 0; i < required; ++i)
     if (!input(ctx, i))
-      return kernelError(ctx, llvm::formatv("expects {0} input{1}, input {2} is missing",
-                                            required, required == 1 ? "" : "s", i));
+      return kernelError(ctx, strCat("expects ", required, " input", required == 1 ? "" : "s",
+                                     ", input ", i, " is missing"));
   if (ctx.outputs.size() < outputs)
-    return kernelError(ctx, llvm::formatv("expects {0} output{1}, got {2}", outputs,
-                                          outputs == 1 ? "" : "s", ctx.outputs.size()));
+    return kernelError(ctx, strCat("expects ", outputs, " output", outputs == 1 ? "" : "s",
+                                   ", got ", ctx.outputs.size()));
   return llvm::Error::success();
 }
 
-llvm::Error unsupportedDType(const KernelContext &ctx, const Tensor &t,
-                             llvm::StringRef supported) {
-  return kernelError(ctx, llvm::formatv("unsupported dtype {0} (input {1}); supported: {2}",
-                                        dtypeName(t.dtype()), t.describe(), supported));
+llvm::Error unsupportedDType(const KernelContext &ctx, const Tensor &t, llvm::StringRef supported) {
+  return kernelError(ctx, strCat("unsupported dtype ", dtypeName(t.dtype()), " (input ",
+                                 t.describe(), "); supported: ", supported));
 }
 
 llvm::Error normalizeAxis(const KernelContext &ctx, int64_t &axis, int64_t rank,
                           llvm::StringRef what, bool inclusive) {
   int64_t hi = inclusive ? rank : rank - 1;
   if (axis < -rank || axis > hi)
-    return kernelError(ctx, llvm::formatv("{0} {1} is out of range for rank {2}", what, axis,
-                                          rank));
+    return kernelError(ctx, strCat(what, " ", axis, " is out of range for rank ", rank));
   if (axis < 0)
     axis += rank;
   return llvm::Error::success();
@@ -83,18 +81,17 @@ llvm::Error normalizeAxis(const KernelContext &ctx, int64_t &axis, int64_t rank,
 llvm::Expected<std::vector<int64_t>> readInts(const KernelContext &ctx, const Tensor &t,
                                               llvm::StringRef what) {
   if (t.rank() > 1)
-    return kernelError(ctx, llvm::formatv("{0} must be a 1-D tensor, got {1}", what,
-                                          t.describe()));
+    return kernelError(ctx, strCat(what, " must be a 1-D tensor, got ", t.describe()));
   std::vector<int64_t> v(static_cast<size_t>(t.numel()));
   if (t.dtype() == DType::Int64) {
-    std::memcpy(v.data(), t.raw(), v.size() * 8);
+    if (!v.empty())
+      std::memcpy(v.data(), t.raw(), v.size() * 8);
   } else if (t.dtype() == DType::Int32) {
     const int32_t *p = t.data<int32_t>();
     for (size_t i = 0; i < v.size(); ++i)
       v[i] = p[i];
   } else {
-    return kernelError(ctx, llvm::formatv("{0} must be int64 (or int32), got {1}", what,
-                                          t.describe()));
+    return kernelError(ctx, strCat(what, " must be int64 (or int32), got ", t.describe()));
   }
   return v;
 }

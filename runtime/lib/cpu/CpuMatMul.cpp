@@ -1,4 +1,5 @@
 //===- CpuMatMul.cpp - MatMul and Gemm through OpenBLAS -------------------===//
+#include "../StrCat.h"
 #include "CpuCommon.h"
 
 #include <climits>
@@ -7,7 +8,6 @@
 #include <cblas.h>
 
 #include "onnx/onnx_pb.h"
-#include "llvm/Support/FormatVariadic.h"
 
 namespace qn::rt::cpu {
 namespace {
@@ -20,9 +20,8 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
               static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
               static_cast<blasint>(ldc));
 }
-inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
-                 const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
-                 double *C, int64_t ldc) {
+inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+                 int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
               static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
@@ -37,13 +36,12 @@ bool fitsBlas(int64_t v) { return v <= static_cast<int64_t>(INT_MAX); }
 
 struct MatMulPlan {
   int64_t M, N, K;
-  std::vector<int64_t> batch;                  // broadcast batch shape
+  std::vector<int64_t> batch;                     // broadcast batch shape
   llvm::SmallVector<int64_t, 8> strideA, strideB; // per batch dim, in matrices (0: broadcast)
   std::vector<int64_t> outShape;
 };
 
-template <typename T>
-void runMatMul(const MatMulPlan &p, const T *A, const T *B, T *Y) {
+template <typename T> void runMatMul(const MatMulPlan &p, const T *A, const T *B, T *Y) {
   const int64_t M = p.M, N = p.N, K = p.K;
   int64_t nb = 1;
   for (int64_t d : p.batch)
@@ -70,8 +68,8 @@ void runMatMul(const MatMulPlan &p, const T *A, const T *B, T *Y) {
   llvm::SmallVector<int64_t, 8> idx(r, 0);
   int64_t offA = 0, offB = 0;
   for (int64_t b = 0; b < nb; ++b) {
-    gemm(false, false, M, N, K, T(1), A + offA * M * K, K, B + offB * K * N, N, T(0),
-         Y + b * M * N, N);
+    gemm(false, false, M, N, K, T(1), A + offA * M * K, K, B + offB * K * N, N, T(0), Y + b * M * N,
+         N);
     for (int64_t k = static_cast<int64_t>(r) - 1; k >= 0; --k) {
       offA += p.strideA[k];
       offB += p.strideB[k];
@@ -102,11 +100,12 @@ llvm::Error matMulKernel(KernelContext &ctx) {
   int64_t kb = b.rank() == 1 ? b.dim(0) : b.dim(-2);
   p.N = b.rank() == 1 ? 1 : b.dim(-1);
   if (p.K != kb)
-    return kernelError(ctx, llvm::formatv("inner dimensions differ: A {0} has K={1}, B {2} has "
-                                          "K={3}",
-                                          a.describe(), p.K, b.describe(), kb));
-  llvm::ArrayRef<int64_t> batchA = llvm::ArrayRef<int64_t>(a.shape()).drop_back(std::min<int64_t>(2, a.rank()));
-  llvm::ArrayRef<int64_t> batchB = llvm::ArrayRef<int64_t>(b.shape()).drop_back(std::min<int64_t>(2, b.rank()));
+    return kernelError(ctx, strCat("inner dimensions differ: A ", a.describe(), " has K=", p.K,
+                                   ", B ", b.describe(), " has K=", kb));
+  llvm::ArrayRef<int64_t> batchA =
+      llvm::ArrayRef<int64_t>(a.shape()).drop_back(std::min<int64_t>(2, a.rank()));
+  llvm::ArrayRef<int64_t> batchB =
+      llvm::ArrayRef<int64_t>(b.shape()).drop_back(std::min<int64_t>(2, b.rank()));
   if (!broadcastShapes(batchA, batchB, p.batch))
     return kernelError(ctx, "batch dimensions do not broadcast: A " + a.describe() + ", B " +
                                 b.describe());
@@ -138,8 +137,7 @@ llvm::Error matMulKernel(KernelContext &ctx) {
   int64_t nb = nOut == 0 ? 0 : 1;
   for (int64_t d : p.batch)
     nb *= d;
-  if (!fitsBlas(p.K) || !fitsBlas(p.N) || !fitsBlas(p.M) ||
-      (nb > 0 && !fitsBlas(nb * p.M)))
+  if (!fitsBlas(p.K) || !fitsBlas(p.N) || !fitsBlas(p.M) || (nb > 0 && !fitsBlas(nb * p.M)))
     return kernelError(ctx, "matrix dimensions exceed the BLAS int range: A " + a.describe() +
                                 ", B " + b.describe());
 
@@ -219,9 +217,9 @@ llvm::Error gemmKernel(KernelContext &ctx) {
   int64_t kb = tb ? b.dim(1) : b.dim(0);
   int64_t N = tb ? b.dim(0) : b.dim(1);
   if (K != kb)
-    return kernelError(ctx, llvm::formatv("inner dimensions differ: A {0} (transA={1}) has K={2}, "
-                                          "B {3} (transB={4}) has K={5}",
-                                          a.describe(), int(ta), K, b.describe(), int(tb), kb));
+    return kernelError(ctx, strCat("inner dimensions differ: A ", a.describe(),
+                                   " (transA=", int(ta), ") has K=", K, ", B ", b.describe(),
+                                   " (transB=", int(tb), ") has K=", kb));
   if (c) {
     bool ok = c->rank() <= 2;
     if (ok && c->rank() == 2)
@@ -229,9 +227,8 @@ llvm::Error gemmKernel(KernelContext &ctx) {
     if (ok && c->rank() == 1)
       ok = c->dim(0) == 1 || c->dim(0) == N;
     if (!ok)
-      return kernelError(ctx, llvm::formatv("C {0} does not broadcast to [{1},{2}] (A {3}, B "
-                                            "{4})",
-                                            c->describe(), M, N, a.describe(), b.describe()));
+      return kernelError(ctx, strCat("C ", c->describe(), " does not broadcast to [", M, ",", N,
+                                     "] (A ", a.describe(), ", B ", b.describe(), ")"));
   }
   if (!fitsBlas(M) || !fitsBlas(N) || !fitsBlas(K))
     return kernelError(ctx, "matrix dimensions exceed the BLAS int range");

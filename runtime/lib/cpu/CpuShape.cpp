@@ -4,6 +4,7 @@
 // the input's buffer (no copy); kernels never write into their inputs.
 //
 //===----------------------------------------------------------------------===//
+#include "../StrCat.h"
 #include "CpuCommon.h"
 
 #include <algorithm>
@@ -11,7 +12,6 @@
 
 #include "onnx/onnx_pb.h"
 #include "qn/runtime/TensorProto.h"
-#include "llvm/Support/FormatVariadic.h"
 
 namespace qn::rt::cpu {
 namespace {
@@ -36,14 +36,14 @@ llvm::Error reshapeKernel(KernelContext &ctx) {
   int64_t inferAt = -1, known = 1;
   bool hasZero = false;
   auto bad = [&](const llvm::Twine &why) {
-    return kernelError(ctx, "cannot reshape " + x.describe() + " to " + shapeStr(spec) + ": " +
-                                why);
+    return kernelError(ctx,
+                       "cannot reshape " + x.describe() + " to " + shapeStr(spec) + ": " + why);
   };
   for (size_t i = 0; i < spec.size(); ++i) {
     int64_t v = spec[i];
     if (v == 0 && !allowZero) {
       if (static_cast<int64_t>(i) >= x.rank())
-        return bad(llvm::formatv("0 at position {0} copies a dimension the input lacks", i));
+        return bad(strCat("0 at position ", i, " copies a dimension the input lacks"));
       v = x.dim(static_cast<int64_t>(i));
     } else if (v == 0) {
       hasZero = true;
@@ -55,7 +55,7 @@ llvm::Error reshapeKernel(KernelContext &ctx) {
       continue;
     }
     if (v < 0)
-      return bad(llvm::formatv("invalid dimension {0}", v));
+      return bad(strCat("invalid dimension ", v));
     out[i] = v;
     if (__builtin_mul_overflow(known, v, &known))
       return bad("size overflow");
@@ -70,7 +70,7 @@ llvm::Error reshapeKernel(KernelContext &ctx) {
     known = n;
   }
   if (known != n)
-    return bad(llvm::formatv("element counts differ ({0} vs {1})", n, known));
+    return bad(strCat("element counts differ (", n, " vs ", known, ")"));
   ctx.outputs[0] = x.reshaped(out);
   return llvm::Error::success();
 }
@@ -108,8 +108,8 @@ llvm::Error transposeKernel(KernelContext &ctx) {
       perm[i] = r - 1 - i;
   }
   if (static_cast<int64_t>(perm.size()) != r)
-    return kernelError(ctx, "perm " + shapeStr(perm) + " does not match the rank of " +
-                                x.describe());
+    return kernelError(ctx,
+                       "perm " + shapeStr(perm) + " does not match the rank of " + x.describe());
   std::vector<bool> seen(r, false);
   for (int64_t &p : perm) {
     if (p < -r || p >= r)
@@ -171,8 +171,8 @@ llvm::Error squeezeKernel(KernelContext &ctx) {
       if (drop[a])
         return kernelError(ctx, "axes " + shapeStr(*axes) + " repeat an axis");
       if (x.dim(a) != 1)
-        return kernelError(ctx, llvm::formatv("cannot squeeze axis {0} of {1}: its size is not 1",
-                                              a, x.describe()));
+        return kernelError(
+            ctx, strCat("cannot squeeze axis ", a, " of ", x.describe(), ": its size is not 1"));
       drop[a] = true;
     }
   }
@@ -232,8 +232,7 @@ llvm::Error concatKernel(KernelContext &ctx) {
     std::string s;
     for (size_t i = 0; i < n; ++i)
       s += (i ? ", " : "") + ctx.inputs[i]->describe();
-    return kernelError(ctx, llvm::formatv("inputs do not concatenate along axis {0}: {1}", axis,
-                                          s));
+    return kernelError(ctx, strCat("inputs do not concatenate along axis ", axis, ": ", s));
   };
   for (size_t i = 0; i < n; ++i) {
     const Tensor &t = *ctx.inputs[i];
@@ -399,8 +398,8 @@ llvm::Error constantKernel(KernelContext &ctx) {
     return kernelError(ctx, "expects 1 output");
   const onnx::NodeProto &n = ctx.node;
   if (n.attribute_size() != 1)
-    return kernelError(ctx, llvm::formatv("expects exactly one value attribute, got {0}",
-                                          n.attribute_size()));
+    return kernelError(ctx,
+                       strCat("expects exactly one value attribute, got ", n.attribute_size()));
   const onnx::AttributeProto &a = n.attribute(0);
   const std::string &name = a.name();
   if (name == "value") {

@@ -105,7 +105,7 @@ llvm::Expected<Tensor> run(const Node &node, std::vector<Tensor> ins, int opset 
   std::vector<Tensor> outs(1);
   KernelContext ctx{n, ptrs, outs, comm, opset};
   if (llvm::Error e = (*fn)(ctx))
-    return std::move(e);
+    return e;
   return outs[0];
 }
 
@@ -143,7 +143,8 @@ int64_t numelOf(const std::vector<int64_t> &s) {
 template <class T> Tensor make(DType dt, std::vector<int64_t> shape, std::vector<T> v) {
   Tensor t = Tensor::zeros(dt, shape);
   EXPECT_EQ(static_cast<int64_t>(v.size()), t.numel());
-  std::memcpy(t.raw(), v.data(), v.size() * sizeof(T));
+  if (!v.empty())
+    std::memcpy(t.raw(), v.data(), v.size() * sizeof(T));
   return t;
 }
 Tensor F(std::vector<int64_t> shape, std::vector<float> v) {
@@ -298,11 +299,20 @@ TEST(CpuMatMul, MatchesNaiveReference) {
     std::vector<int64_t> a, b;
   };
   const std::vector<Case> cases = {
-      {{3, 4}, {4, 5}},          {{4}, {4, 5}},          {{3, 4}, {4}},
-      {{4}, {4}},                {{2, 3, 3, 4}, {4, 5}}, {{3, 4}, {2, 4, 5}},
-      {{2, 1, 3, 4}, {1, 3, 4, 5}}, {{3, 2, 4}, {3, 4, 6}}, {{1, 3, 4}, {2, 4, 2}},
-      {{4}, {2, 4, 5}},          {{2, 3, 4}, {4}},       {{1, 1}, {1, 1}},
-      {{17, 33}, {33, 9}},       {{2, 2, 3, 4}, {2, 1, 4, 5}},
+      {{3, 4}, {4, 5}},
+      {{4}, {4, 5}},
+      {{3, 4}, {4}},
+      {{4}, {4}},
+      {{2, 3, 3, 4}, {4, 5}},
+      {{3, 4}, {2, 4, 5}},
+      {{2, 1, 3, 4}, {1, 3, 4, 5}},
+      {{3, 2, 4}, {3, 4, 6}},
+      {{1, 3, 4}, {2, 4, 2}},
+      {{4}, {2, 4, 5}},
+      {{2, 3, 4}, {4}},
+      {{1, 1}, {1, 1}},
+      {{17, 33}, {33, 9}},
+      {{2, 2, 3, 4}, {2, 1, 4, 5}},
   };
   unsigned seed = 1;
   for (const Case &c : cases) {
@@ -324,8 +334,8 @@ TEST(CpuMatMul, MatchesNaiveReference) {
 
 TEST(CpuMatMul, EmptyDims) {
   // K = 0: all zeros.
-  Tensor y = mustRun(Node("MatMul"), {Tensor::zeros(DType::Float, {2, 0}),
-                                      Tensor::zeros(DType::Float, {0, 3})});
+  Tensor y = mustRun(Node("MatMul"),
+                     {Tensor::zeros(DType::Float, {2, 0}), Tensor::zeros(DType::Float, {0, 3})});
   expectClose(y, {2, 3}, std::vector<double>(6, 0.0), 0, 0);
   Tensor z = mustRun(Node("MatMul"), {Tensor::zeros(DType::Float, {0, 4}), randF({4, 3}, 1)});
   EXPECT_EQ(z.describe(), "float32[0,3]");
@@ -338,10 +348,10 @@ TEST(CpuMatMul, Errors) {
   EXPECT_NE(m.find("[3,4]"), std::string::npos) << m;
   EXPECT_NE(m.find("[5,2]"), std::string::npos) << m;
   runError(Node("MatMul"), {randF({2, 3, 4}, 1), randF({3, 4, 2}, 2)}); // batch 2 vs 3
-  runError(Node("MatMul"), {randF({3, 4}, 1), randD({4, 2}, 2)});     // dtypes
-  runError(Node("MatMul"), {I64({1, 1}, {1}), I64({1, 1}, {1})});    // int
-  runError(Node("MatMul"), {F({}, {1}), randF({1, 2}, 2)});          // 0-d
-  runError(Node("MatMul"), {randF({3, 4}, 1)});                       // arity
+  runError(Node("MatMul"), {randF({3, 4}, 1), randD({4, 2}, 2)});       // dtypes
+  runError(Node("MatMul"), {I64({1, 1}, {1}), I64({1, 1}, {1})});       // int
+  runError(Node("MatMul"), {F({}, {1}), randF({1, 2}, 2)});             // 0-d
+  runError(Node("MatMul"), {randF({3, 4}, 1)});                         // arity
   runError(Node("MatMul"), {randF({3, 4}, 1), Tensor()});
 }
 
@@ -462,22 +472,22 @@ std::vector<double> refBinary(const Tensor &a, const Tensor &b, std::vector<int6
 }
 
 const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> kBroadcastCases = {
-    {{2, 3}, {2, 3}},          // same
-    {{}, {2, 3}},              // scalar A
-    {{4, 5}, {}},              // scalar B
-    {{4, 5}, {1}},             // size-1 B
-    {{2, 3, 8}, {8}},          // bias over the last axis
-    {{8}, {2, 3, 8}},          // bias as A
-    {{2, 3, 8}, {3, 8}},       // bias over the last two axes
+    {{2, 3}, {2, 3}},    // same
+    {{}, {2, 3}},        // scalar A
+    {{4, 5}, {}},        // scalar B
+    {{4, 5}, {1}},       // size-1 B
+    {{2, 3, 8}, {8}},    // bias over the last axis
+    {{8}, {2, 3, 8}},    // bias as A
+    {{2, 3, 8}, {3, 8}}, // bias over the last two axes
     {{2, 3, 8}, {1, 1, 8}},
-    {{4, 6}, {4, 1}},          // column broadcast
+    {{4, 6}, {4, 1}}, // column broadcast
     {{4, 1}, {4, 6}},
     {{2, 3, 4}, {2, 3, 1}},
-    {{2, 1, 4}, {3, 1}},       // general: both broadcast
+    {{2, 1, 4}, {3, 1}}, // general: both broadcast
     {{1, 3, 1}, {2, 1, 5}},
     {{2, 3, 4, 5}, {3, 1, 5}},
     {{2, 1, 4, 1}, {1, 3, 1, 6}},
-    {{0, 3}, {3}},             // empty
+    {{0, 3}, {3}}, // empty
     {{5, 1, 3}, {1, 0, 3}},
 };
 
@@ -499,8 +509,8 @@ TEST(CpuBinary, FloatOpsBroadcast) {
       Tensor a = randF(c.first, seed++, 0.5f, 2.0f), b = randF(c.second, seed++, -2.0f, 2.0f);
       std::vector<int64_t> shape;
       auto want = refBinary(a, b, shape, op.f);
-      std::string what = std::string(op.name) + " " + shapeString(c.first) + " " +
-                         shapeString(c.second);
+      std::string what =
+          std::string(op.name) + " " + shapeString(c.first) + " " + shapeString(c.second);
       expectClose(mustRun(Node(op.name), {a, b}), shape, want, 1e-6, 1e-6, what);
       Tensor ad = randD(c.first, seed++), bd = randD(c.second, seed++);
       for (int64_t i = 0; i < ad.numel(); ++i)
@@ -517,9 +527,12 @@ TEST(CpuBinary, IntegerOps) {
   Tensor a = I64({2, 3}, {7, -7, 100, int64_t(1) << 40, -9, 0});
   Tensor b = I64({3}, {2, 3, -7});
   std::vector<int64_t> shape;
-  expectClose(mustRun(Node("Add"), {a, b}), {2, 3}, refBinary(a, b, shape, [](double x, double y) { return x + y; }), 0, 0);
-  expectClose(mustRun(Node("Sub"), {a, b}), {2, 3}, refBinary(a, b, shape, [](double x, double y) { return x - y; }), 0, 0);
-  expectClose(mustRun(Node("Mul"), {a, b}), {2, 3}, refBinary(a, b, shape, [](double x, double y) { return x * y; }), 0, 0);
+  expectClose(mustRun(Node("Add"), {a, b}), {2, 3},
+              refBinary(a, b, shape, [](double x, double y) { return x + y; }), 0, 0);
+  expectClose(mustRun(Node("Sub"), {a, b}), {2, 3},
+              refBinary(a, b, shape, [](double x, double y) { return x - y; }), 0, 0);
+  expectClose(mustRun(Node("Mul"), {a, b}), {2, 3},
+              refBinary(a, b, shape, [](double x, double y) { return x * y; }), 0, 0);
   // Integer division truncates toward zero.
   expectClose(mustRun(Node("Div"), {a, b}), {2, 3},
               refBinary(a, b, shape, [](double x, double y) { return std::trunc(x / y); }), 0, 0);
@@ -574,7 +587,8 @@ TEST(CpuBinary, Compare) {
                 op.name);
   }
   Tensor bb = make<uint8_t>(DType::Bool, {3}, {1, 0, 1});
-  expectClose(mustRun(Node("Equal"), {bb, make<uint8_t>(DType::Bool, {1}, {1})}), {3}, {1, 0, 1}, 0, 0);
+  expectClose(mustRun(Node("Equal"), {bb, make<uint8_t>(DType::Bool, {1}, {1})}), {3}, {1, 0, 1}, 0,
+              0);
   runError(Node("Less"), {bb, bb});
 }
 
@@ -584,7 +598,8 @@ TEST(CpuBinary, Errors) {
   EXPECT_NE(m.find("[4]"), std::string::npos) << m;
   runError(Node("Mul"), {randF({2, 3, 4}, 1), randF({3, 3, 4}, 2)});
   runError(Node("Add"), {randF({2}, 1), I64({2}, {1, 2})});
-  runError(Node("Add"), {make<uint8_t>(DType::Bool, {1}, {1}), make<uint8_t>(DType::Bool, {1}, {1})});
+  runError(Node("Add"),
+           {make<uint8_t>(DType::Bool, {1}, {1}), make<uint8_t>(DType::Bool, {1}, {1})});
   runError(Node("Sub"), {randF({2}, 1)});
 }
 
@@ -768,10 +783,14 @@ TEST(CpuShape, Transpose) {
   struct Case {
     std::vector<int64_t> shape, perm;
   };
-  const std::vector<Case> cases = {{{3, 5}, {}},           {{2, 3, 4}, {}},
-                                   {{2, 3, 4}, {0, 2, 1}}, {{2, 3, 4, 5}, {2, 0, 3, 1}},
-                                   {{2, 3, 4, 5}, {0, 2, 1, 3}}, {{1, 7, 1, 3}, {3, 1, 0, 2}},
-                                   {{4}, {0}},             {{2, 0, 3}, {2, 1, 0}}};
+  const std::vector<Case> cases = {{{3, 5}, {}},
+                                   {{2, 3, 4}, {}},
+                                   {{2, 3, 4}, {0, 2, 1}},
+                                   {{2, 3, 4, 5}, {2, 0, 3, 1}},
+                                   {{2, 3, 4, 5}, {0, 2, 1, 3}},
+                                   {{1, 7, 1, 3}, {3, 1, 0, 2}},
+                                   {{4}, {0}},
+                                   {{2, 0, 3}, {2, 1, 0}}};
   for (const Case &c : cases) {
     for (DType dt : {DType::Float, DType::Int64, DType::Float16, DType::Bool}) {
       Tensor x = Tensor::zeros(dt, c.shape);
@@ -876,12 +895,12 @@ std::vector<int64_t> refSliceIndices(int64_t dim, int64_t start, int64_t end, in
   if (step > 0) {
     s = std::min(std::max<int64_t>(s, 0), dim);
     e = std::min(std::max<int64_t>(e, 0), dim);
-    for (int64_t i = s; i < e; i += step)
+    for (int64_t i = s; i<e; i = e - i> step ? i + step : e) // no overflow for huge steps
       r.push_back(i);
   } else {
     s = std::min(std::max<int64_t>(s, 0), dim - 1);
     e = std::min(std::max<int64_t>(e, -1), dim - 1);
-    for (int64_t i = s; i > e; i += step)
+    for (int64_t i = s; i > e; i = i - e > -step ? i + step : e)
       r.push_back(i);
   }
   return r;
@@ -893,7 +912,8 @@ TEST(CpuShape, Slice) {
   struct Case {
     std::vector<int64_t> starts, ends, axes, steps;
   };
-  const int64_t BIG = std::numeric_limits<int64_t>::max(), SMALL = std::numeric_limits<int64_t>::min();
+  const int64_t BIG = std::numeric_limits<int64_t>::max(),
+                SMALL = std::numeric_limits<int64_t>::min();
   const std::vector<Case> cases = {
       {{1}, {3}, {}, {}},
       {{0, 1}, {2, 4}, {}, {}},
@@ -1010,10 +1030,10 @@ TEST(CpuCast, Conversions) {
     int onnx;
   };
   const std::vector<T> types = {
-      {DType::Float, onnx::TensorProto::FLOAT},     {DType::Double, onnx::TensorProto::DOUBLE},
-      {DType::Float16, onnx::TensorProto::FLOAT16}, {DType::Int64, onnx::TensorProto::INT64},
-      {DType::Int32, onnx::TensorProto::INT32},     {DType::Int8, onnx::TensorProto::INT8},
-      {DType::UInt8, onnx::TensorProto::UINT8},     {DType::Bool, onnx::TensorProto::BOOL},
+      {DType::Float, onnx::TensorProto::FLOAT},      {DType::Double, onnx::TensorProto::DOUBLE},
+      {DType::Float16, onnx::TensorProto::FLOAT16},  {DType::Int64, onnx::TensorProto::INT64},
+      {DType::Int32, onnx::TensorProto::INT32},      {DType::Int8, onnx::TensorProto::INT8},
+      {DType::UInt8, onnx::TensorProto::UINT8},      {DType::Bool, onnx::TensorProto::BOOL},
       {DType::BFloat16, onnx::TensorProto::BFLOAT16}};
   auto representable = [](DType dt, double v) {
     switch (dt) {
@@ -1195,8 +1215,8 @@ public:
     out = Tensor::zeros(in.dtype(), s);
     for (int64_t o = 0; o < outer; ++o)
       for (int64_t j = 0; j < d * inner; ++j) // rank 0: the first half
-        out.data<float>()[o * d * inner + j] = in.data<float>()[o * 2 * d * inner + j] +
-                                                peer_.data<float>()[o * 2 * d * inner + j];
+        out.data<float>()[o * d * inner + j] =
+            in.data<float>()[o * 2 * d * inner + j] + peer_.data<float>()[o * 2 * d * inner + j];
     return llvm::Error::success();
   }
   llvm::Expected<std::vector<std::string>> exchange(llvm::StringRef, llvm::StringRef v) override {
@@ -1274,11 +1294,12 @@ TEST(CpuCollectives, CallTheCommunicator) {
 
 TEST(KernelRegistry, LookupAndNames) {
   const KernelRegistry &r = registry();
-  for (const char *op : {"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less",
-                         "Greater", "Relu", "Tanh", "Sigmoid", "Erf", "Exp", "Log", "Sqrt", "Neg",
-                         "Abs", "Reciprocal", "Gelu", "Identity", "Softmax", "LogSoftmax",
-                         "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat",
-                         "Slice", "Shape", "Constant", "Cast"})
+  for (const char *op :
+       {"MatMul",    "Gemm",    "Add",        "Sub",     "Mul",      "Div",        "Pow",
+        "Equal",     "Less",    "Greater",    "Relu",    "Tanh",     "Sigmoid",    "Erf",
+        "Exp",       "Log",     "Sqrt",       "Neg",     "Abs",      "Reciprocal", "Gelu",
+        "Identity",  "Softmax", "LogSoftmax", "Reshape", "Flatten",  "Transpose",  "Squeeze",
+        "Unsqueeze", "Concat",  "Slice",      "Shape",   "Constant", "Cast"})
     EXPECT_NE(r.lookup("", op), nullptr) << op;
   EXPECT_NE(r.lookup("ai.onnx", "MatMul"), nullptr);
   for (const char *op : {"AllReduce", "AllGather", "ReduceScatter"}) {

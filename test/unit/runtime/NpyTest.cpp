@@ -122,8 +122,9 @@ TEST(Npy, RoundTripsEveryDType) {
       ASSERT_TRUE(bool(back)) << llvm::toString(back.takeError());
       EXPECT_EQ(back->describe(), t.describe());
       ASSERT_EQ(back->nbytes(), t.nbytes());
-      if (t.nbytes())
+      if (t.nbytes()) {
         EXPECT_EQ(std::memcmp(back->raw(), t.raw(), t.nbytes()), 0) << t.describe();
+      }
 
       std::string bytes = serializeNpy(t);
       uint16_t hlen = static_cast<uint8_t>(bytes[8]) | (static_cast<uint8_t>(bytes[9]) << 8);
@@ -172,10 +173,10 @@ TEST(Npy, ReadsHandMadeFiles) {
 
   // One-byte types with '<' / '|' spellings; bool bytes are normalised.
   for (const char *d : {"<i1", "|i1", "<u1", "|u1", "<b1", "|b1"}) {
-    auto w = parseNpy(makeNpy(std::string("{'descr': '") + d +
-                                  "', 'fortran_order': False, 'shape': (2,), }",
-                              std::string("\x02\xff", 2)),
-                      "d.npy");
+    auto w = parseNpy(
+        makeNpy(std::string("{'descr': '") + d + "', 'fortran_order': False, 'shape': (2,), }",
+                std::string("\x02\xff", 2)),
+        "d.npy");
     ASSERT_TRUE(bool(w)) << d << ": " << llvm::toString(w.takeError());
     if (d[1] == 'b') {
       EXPECT_EQ(w->dtype(), DType::Bool);
@@ -243,22 +244,27 @@ TEST(Npy, RejectsHostileFiles) {
       {makeNpy("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", data), "Fortran"},
       {makeNpy("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", data), "big-endian"},
       {makeNpy("{'descr': '>i8', 'fortran_order': False, 'shape': (1,), }", data), "big-endian"},
-      {makeNpy("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", data), "unsupported dtype"},
-      {makeNpy("{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }", data), "unsupported dtype"},
+      {makeNpy("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", data),
+       "unsupported dtype"},
+      {makeNpy("{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }", data),
+       "unsupported dtype"},
       {makeNpy("{'descr': '|f4', 'fortran_order': False, 'shape': (2,), }", data), "invalid dtype"},
-      {makeNpy("{'descr': 'f', 'fortran_order': False, 'shape': (2,), }", data), "unsupported dtype"},
+      {makeNpy("{'descr': 'f', 'fortran_order': False, 'shape': (2,), }", data),
+       "unsupported dtype"},
       {makeNpy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", data),
        "unsupported dtype"},
       {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }", data), "negative"},
       {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, -1), }", data), "negative"},
-      {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }", data),
+      {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }",
+               data),
        "overflows int64"},
       {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }",
                data),
        "overflows"},
       {makeNpy("{'descr': '<f8', 'fortran_order': False, 'shape': (1152921504606846976,), }", data),
        "overflows"},
-      {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", data), "truncated data"},
+      {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", data),
+       "truncated data"},
       {makeNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", data.substr(0, 7)),
        "truncated data"},
       {makeNpy("{'descr': '<i8', 'fortran_order': False, 'shape': (1000000, 1000000), }", data),

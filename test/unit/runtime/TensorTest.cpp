@@ -68,7 +68,7 @@ uint16_t refBf16(float f) {
   double vlo = std::fabs(static_cast<double>(fromBits(lo)));
   // The neighbour above the largest finite bf16 is infinity; it counts as 2^128.
   double vhi = (hi & 0x7fffffffu) == 0x7f800000u ? std::ldexp(1.0, 128)
-                                                  : std::fabs(static_cast<double>(fromBits(hi)));
+                                                 : std::fabs(static_cast<double>(fromBits(hi)));
   double dlo = vx - vlo, dhi = vhi - vx;
   if (dlo < dhi)
     return static_cast<uint16_t>(lo >> 16);
@@ -112,9 +112,9 @@ TEST(Half, EdgeCases) {
   EXPECT_EQ(floatToHalf(-0.0f), 0x8000);
   EXPECT_EQ(floatToHalf(1.0f), 0x3c00);
   EXPECT_EQ(floatToHalf(-2.0f), 0xc000);
-  EXPECT_EQ(floatToHalf(65504.0f), 0x7bff);            // max finite
-  EXPECT_EQ(floatToHalf(65519.996f), 0x7bff);          // just below the rounding boundary
-  EXPECT_EQ(floatToHalf(65520.0f), 0x7c00);            // tie to even -> inf
+  EXPECT_EQ(floatToHalf(65504.0f), 0x7bff);   // max finite
+  EXPECT_EQ(floatToHalf(65519.996f), 0x7bff); // just below the rounding boundary
+  EXPECT_EQ(floatToHalf(65520.0f), 0x7c00);   // tie to even -> inf
   EXPECT_EQ(floatToHalf(1e10f), 0x7c00);
   EXPECT_EQ(floatToHalf(-1e10f), 0xfc00);
   EXPECT_EQ(floatToHalf(INFINITY), 0x7c00);
@@ -123,19 +123,19 @@ TEST(Half, EdgeCases) {
   EXPECT_TRUE(isHalfNaN(floatToHalf(fromBits(0x7f800001u)))); // signalling NaN, low payload
   EXPECT_TRUE(isHalfNaN(floatToHalf(fromBits(0xffc00000u))));
   EXPECT_EQ(floatToHalf(fromBits(0xffc00000u)) & 0x8000, 0x8000);
-  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -14)), 0x0400);   // smallest normal
-  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -24)), 0x0001);   // smallest subnormal
+  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -14)), 0x0400);    // smallest normal
+  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -24)), 0x0001);    // smallest subnormal
   EXPECT_EQ(floatToHalf(std::ldexp(1023.0f, -24)), 0x03ff); // largest subnormal
-  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -25)), 0x0000);   // tie -> even (0)
+  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -25)), 0x0000);    // tie -> even (0)
   EXPECT_EQ(floatToHalf(std::nextafter(std::ldexp(1.0f, -25), 1.0f)), 0x0001);
-  EXPECT_EQ(floatToHalf(std::ldexp(1.5f, -24)), 0x0002);  // tie -> even (2)
-  EXPECT_EQ(floatToHalf(std::ldexp(2.5f, -24)), 0x0002);  // tie -> even (2)
+  EXPECT_EQ(floatToHalf(std::ldexp(1.5f, -24)), 0x0002);    // tie -> even (2)
+  EXPECT_EQ(floatToHalf(std::ldexp(2.5f, -24)), 0x0002);    // tie -> even (2)
   EXPECT_EQ(floatToHalf(std::ldexp(1023.5f, -24)), 0x0400); // rounds up into the normals
   EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -30)), 0x0000);
   EXPECT_EQ(floatToHalf(-std::ldexp(1.0f, -30)), 0x8000);
-  EXPECT_EQ(floatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);       // tie -> even
-  EXPECT_EQ(floatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);   // tie -> even
-  EXPECT_EQ(floatToHalf(fromBits(0x00000001u)), 0x0000);              // float subnormal
+  EXPECT_EQ(floatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);     // tie -> even
+  EXPECT_EQ(floatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02); // tie -> even
+  EXPECT_EQ(floatToHalf(fromBits(0x00000001u)), 0x0000);            // float subnormal
   EXPECT_EQ(halfToFloat(0x7c00), INFINITY);
   EXPECT_EQ(halfToFloat(0xfc00), -INFINITY);
   EXPECT_TRUE(std::isnan(halfToFloat(0x7e00)));
@@ -162,7 +162,8 @@ TEST(Half, RoundsRandomFloatsToNearestEven) {
   }
   // Every midpoint between consecutive positive halves.
   for (uint32_t h = 0; h < 0x7bff; ++h) {
-    double lo = refHalfValue(static_cast<uint16_t>(h)), hi = refHalfValue(static_cast<uint16_t>(h + 1));
+    double lo = refHalfValue(static_cast<uint16_t>(h)),
+           hi = refHalfValue(static_cast<uint16_t>(h + 1));
     float mid = static_cast<float>((lo + hi) / 2); // exact in float
     ASSERT_EQ(static_cast<double>(mid), (lo + hi) / 2);
     uint16_t want = (h & 1) ? static_cast<uint16_t>(h + 1) : static_cast<uint16_t>(h);
@@ -177,8 +178,9 @@ TEST(BFloat16, DecodeAndRound) {
     float f = bf16ToFloat(static_cast<uint16_t>(h));
     ASSERT_EQ(bits(f), h << 16);
     bool nan = (h & 0x7f80) == 0x7f80 && (h & 0x7f) != 0;
-    if (!nan)
+    if (!nan) {
       ASSERT_EQ(floatToBf16(f), h);
+    }
   }
   std::mt19937 rng(99);
   std::uniform_int_distribution<uint32_t> any;
@@ -248,6 +250,32 @@ TEST(Tensor, Basics) {
   EXPECT_EQ(dtypeSize(DType::BFloat16), 2u);
   EXPECT_STREQ(dtypeName(DType::Double), "float64");
   EXPECT_STREQ(dtypeName(DType::Bool), "bool");
+}
+
+TEST(Tensor, ReusedBuffersAreZeroedAndDistinct) {
+  const int64_t n = 1 << 20; // 4 MiB: goes through the buffer cache
+  const void *first;
+  {
+    Tensor a = Tensor::empty(DType::Float, {n});
+    first = a.raw();
+    std::memset(a.raw(), 0xff, a.nbytes());
+  }
+  Tensor b = Tensor::zeros(DType::Float, {n});
+  Tensor c = Tensor::zeros(DType::Float, {n});
+  EXPECT_NE(b.raw(), c.raw());
+  EXPECT_TRUE(b.raw() == first || c.raw() != first);
+  for (const Tensor *t : {&b, &c}) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t->raw()) % 64, 0u);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(t->data<float>()[i], 0.0f) << i;
+  }
+  // A slightly smaller request may reuse a larger block; a much smaller one
+  // gets its own.
+  Tensor d = Tensor::empty(DType::Float, {n - 1000});
+  std::memset(d.raw(), 1, d.nbytes());
+  releaseTensorBufferCache();
+  Tensor e = Tensor::zeros(DType::Float, {n});
+  EXPECT_EQ(e.data<float>()[n - 1], 0.0f);
 }
 
 TEST(Tensor, ViewKeepsOwnerAlive) {
@@ -335,10 +363,11 @@ TEST(TensorProto, TypedFields) {
     int type;
     DType dt;
   };
-  for (Case c : {Case{onnx::TensorProto::INT32, DType::Int32}, Case{onnx::TensorProto::INT8, DType::Int8},
-                 Case{onnx::TensorProto::UINT8, DType::UInt8}, Case{onnx::TensorProto::BOOL, DType::Bool},
-                 Case{onnx::TensorProto::FLOAT16, DType::Float16},
-                 Case{onnx::TensorProto::BFLOAT16, DType::BFloat16}}) {
+  for (Case c :
+       {Case{onnx::TensorProto::INT32, DType::Int32}, Case{onnx::TensorProto::INT8, DType::Int8},
+        Case{onnx::TensorProto::UINT8, DType::UInt8}, Case{onnx::TensorProto::BOOL, DType::Bool},
+        Case{onnx::TensorProto::FLOAT16, DType::Float16},
+        Case{onnx::TensorProto::BFLOAT16, DType::BFloat16}}) {
     onnx::TensorProto p;
     p.set_data_type(c.type);
     p.add_dims(2);

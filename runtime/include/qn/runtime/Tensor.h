@@ -78,6 +78,12 @@ private:
 /// byte count for `elemSize`-byte elements) overflows int64.
 bool checkedNumel(llvm::ArrayRef<int64_t> shape, size_t elemSize, int64_t &numel);
 
+/// Large tensor buffers (256 KiB and up) are kept after their last tensor goes
+/// away and reused for later requests of about the same size (up to 1 GiB in
+/// all), which spares the page faults of fresh memory on every run. This frees
+/// the buffers kept.
+void releaseTensorBufferCache();
+
 /// IEEE half <-> float conversions (round to nearest even).
 float halfToFloat(uint16_t h);
 uint16_t floatToHalf(float f);
