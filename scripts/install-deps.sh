@@ -8,7 +8,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 pkgs=(cmake g++ make libonnx-dev libprotobuf-dev protobuf-compiler libgloo-dev
-      libopenblas-dev llvm-14-dev llvm-14-tools libgtest-dev pkg-config)
+      libopenblas-dev libdnnl-dev llvm-14-dev llvm-14-tools libgtest-dev pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

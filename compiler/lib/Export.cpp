@@ -110,7 +110,7 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
   while (dir.size() > 1 && llvm::sys::path::is_separator(dir.back()))
     dir.pop_back();
   if (auto err = checkReplaceable(dir))
-    return std::move(err);
+    return err;
 
   std::vector<onnx::ModelProto> ranks;
   for (int k = 0; k < plan.tp; ++k) {
@@ -120,7 +120,7 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
     ranks.push_back(std::move(*m));
   }
   if (auto err = verifyRanks(ranks))
-    return std::move(err);
+    return err;
 
   // Serialise everything in memory first; the plan id hashes all rank files.
   ExportSummary summary;

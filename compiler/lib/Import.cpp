@@ -245,7 +245,7 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
       return fail("'" + path + "': " + llvm::toString(std::move(err)));
   }
   if (auto err = foldConstantNodes(gp))
-    return std::move(err);
+    return err;
   for (auto &init : *gp.mutable_initializer())
     if (auto err = normalizeToRawData(init))
       return fail("'" + path + "': " + llvm::toString(std::move(err)));
@@ -320,7 +320,7 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
     g->nodes.push_back(std::move(node));
   }
   g->rebuildUses();
-  return std::move(g);
+  return g;
 }
 
 } // namespace qn

@@ -250,7 +250,7 @@ llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
   for (const LinearInfo &li : linears)
     linearOf[li.node] = &li;
   if (auto err = l.run(placements, linearOf))
-    return std::move(err);
+    return err;
   l.plan.linears = std::move(linears);
   return std::move(l.plan);
 }
@@ -260,12 +260,12 @@ llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
     return fail("--tp must be at least 1 (got " + llvm::Twine(opts.tp) + ")");
   std::vector<LinearInfo> linears = findLinears(g);
   if (auto err = planStrategies(g, linears, opts))
-    return std::move(err);
+    return err;
   if (auto err = splitRowGemmBias(g, linears))
-    return std::move(err);
+    return err;
   llvm::DenseMap<const Node *, NodePlacements> placements;
   if (auto err = propagatePlacements(g, linears, opts, placements))
-    return std::move(err);
+    return err;
   return lower(g, std::move(linears), placements, opts);
 }
 

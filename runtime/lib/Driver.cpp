@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <arpa/inet.h>
 #include <cblas.h>
+#ifdef QN_HAVE_ONEDNN
+#include <omp.h>
+#endif
 #include <csignal>
 #include <netinet/in.h>
 #include <spawn.h>
@@ -93,7 +96,7 @@ llvm::Expected<llvm::StringMap<Tensor>> readInputs(const PlanManifest &plan) {
     inputs[name] = std::move(*t);
   }
   if (auto err = checkInputs(plan, inputs))
-    return std::move(err);
+    return err;
   return inputs;
 }
 
@@ -137,6 +140,9 @@ int rankMain(int rank, int world, const std::string &masterAddr, int masterPort)
     return error(world > 1 ? "rank " + llvm::Twine(rank) + ": " + msg : msg);
   };
   openblas_set_num_threads(std::max(1, threads.getValue()));
+#ifdef QN_HAVE_ONEDNN
+  omp_set_num_threads(std::max(1, threads.getValue())); // oneDNN's threads
+#endif
   auto plan = loadManifest(planDir);
   if (!plan)
     return fails(llvm::toString(plan.takeError()));
@@ -241,7 +247,7 @@ int launch(int argc, char **argv, int n) {
     llvm::StringRef kv(*e);
     if (kv.startswith("RANK=") || kv.startswith("WORLD_SIZE=") || kv.startswith("MASTER_ADDR=") ||
         kv.startswith("MASTER_PORT=") || kv.startswith("LOCAL_RANK=") ||
-        kv.startswith("OPENBLAS_NUM_THREADS="))
+        kv.startswith("OPENBLAS_NUM_THREADS=") || kv.startswith("OMP_NUM_THREADS="))
       continue;
     baseEnv.push_back(kv.str());
   }
@@ -254,6 +260,7 @@ int launch(int argc, char **argv, int n) {
     env.push_back("MASTER_ADDR=127.0.0.1");
     env.push_back("MASTER_PORT=" + std::to_string(port));
     env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(std::max(1, threads.getValue())));
+    env.push_back("OMP_NUM_THREADS=" + std::to_string(std::max(1, threads.getValue())));
     env.push_back("QN_LAUNCHED=1");
     std::vector<char *> envp, args;
     for (auto &s : env)

@@ -87,7 +87,7 @@ Executor::create(RankProgram program, const KernelRegistry &kernels, Communicato
   for (int v = 0; v < ex->numValues_; ++v)
     if (lastUse[v] >= 0 && !ex->constants_[v].defined())
       ex->steps_[lastUse[v]].release.push_back(v);
-  return std::move(ex);
+  return ex;
 }
 
 llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> &inputs,
@@ -111,7 +111,7 @@ llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> 
     KernelContext ctx{*s.node, ins, outs, comm_, s.opset};
     auto t0 = Clock::now();
     if (auto err = (*s.kernel)(ctx))
-      return std::move(err);
+      return err;
     if (s.collective)
       collectiveMs += msSince(t0);
     for (size_t i = 0; i < s.outputs.size(); ++i)
