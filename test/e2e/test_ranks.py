@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""End-to-end tests of how ranks are started, meet and fail.
+
+- ranks started one by one with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT
+  (the torchrun convention, as on several hosts) agree with ONNX Runtime;
+- ranks started from different plans stop at rendezvous naming both plan ids;
+- a model whose weights are ONNX external data compiles and runs;
+- two runs of the same plan and inputs give bit-identical outputs;
+- when a rank is killed in the middle of a run, the launcher stops the others
+  and exits non-zero within 10 seconds, naming the rank.
+
+Usage: python3 test/e2e/test_ranks.py [--bin build/bin] [unittest args]
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_e2e  # noqa: E402  (shared helpers: tool paths, temp folders)
+from test_e2e import MODELS, RTOL, ToolsTestCase, describe, run_tool, tool  # noqa: E402
+
+KILL_DEADLINE_S = 10.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank, world, port):
+    env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.pop("QN_LAUNCHED", None)
+    return env
+
+
+class TestRanks(ToolsTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model = os.path.join(MODELS, "mlp_gemm.onnx")
+        cls.x = os.path.join(cls.tmp, "x.npy")
+        np.save(cls.x, np.random.default_rng(11).standard_normal((5, 784)).astype(np.float32))
+        cls.ref = ort.InferenceSession(cls.model, providers=["CPUExecutionProvider"]).run(
+            None, {"input": np.load(cls.x)})[0]
+
+    def compile_ok(self, model, tp, name, *extra):
+        out = self.path(name)
+        proc = run_tool([tool("qn-compile"), model, "--tp", str(tp), "-o", out, *extra])
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        return out
+
+    def assert_matches_ort(self, out_file, ref):
+        got = np.load(out_file)
+        err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+        self.assertLessEqual(err, RTOL * float(np.max(np.abs(ref))), f"max|qn-ort| = {err}")
+
+    def start_ranks(self, plans, out, extra=()):
+        world, port = len(plans), free_port()
+        return [subprocess.Popen([tool("qn-run"), plan, "--input", f"input={self.x}",
+                                  "--output-dir", out, "--timeout", "20", *extra],
+                                 env=rank_env(r, world, port), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+                for r, plan in enumerate(plans)]
+
+    def test_ranks_started_by_hand(self):
+        plan = self.compile_ok(self.model, 2, "plan-byhand")
+        out = self.path("out-byhand")
+        procs = self.start_ranks([plan, plan], out)
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(sorted(os.listdir(out)), ["output.npy"])
+        self.assert_matches_ort(os.path.join(out, "output.npy"), self.ref)
+
+    def test_mismatched_plans_stop_at_rendezvous(self):
+        plan_a = self.compile_ok(self.model, 2, "plan-a")
+        plan_b = self.compile_ok(self.model, 2, "plan-b", "--replicate-below=0")
+        ids = []
+        for p in (plan_a, plan_b):
+            with open(os.path.join(p, "plan.json")) as f:
+                ids.append(__import__("json").load(f)["plan_id"])
+        self.assertNotEqual(ids[0], ids[1])
+        out = self.path("out-mismatch")
+        procs = self.start_ranks([plan_a, plan_b], out)
+        errs = []
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            self.assertNotEqual(p.returncode, 0, err)
+            errs.append(err)
+        joined = "\n".join(errs)
+        self.assertTrue(any(ids[0][:12] in e and ids[1][:12] in e for e in errs),
+                        f"no message names both plan ids {ids}:\n{joined}")
+        self.assertFalse(os.path.exists(out) and os.listdir(out), "outputs written")
+
+    def test_external_data_model(self):
+        model = onnx.load(self.model)
+        folder = self.path("extdata")
+        os.makedirs(folder)
+        path = os.path.join(folder, "mlp.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="mlp.weights", size_threshold=0)
+        self.assertLess(os.path.getsize(path), 10000, "weights were not stored externally")
+        plan = self.compile_ok(path, 2, "plan-ext")
+        out = self.path("out-ext")
+        proc = run_tool([tool("qn-run"), plan, "--nproc", "2", "--input", f"input={self.x}",
+                         "--output-dir", out])
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        self.assert_matches_ort(os.path.join(out, "output.npy"), self.ref)
+
+    def test_runs_are_bit_identical(self):
+        plan = self.compile_ok(self.model, 2, "plan-det")
+        outs = []
+        for i in range(2):
+            out = self.path(f"out-det{i}")
+            proc = run_tool([tool("qn-run"), plan, "--nproc", "2", "--input", f"input={self.x}",
+                             "--output-dir", out])
+            self.assertEqual(proc.returncode, 0, describe(proc))
+            outs.append(np.load(os.path.join(out, "output.npy")))
+        self.assertEqual(outs[0].tobytes(), outs[1].tobytes())
+
+    def test_killed_rank_stops_the_launcher(self):
+        plan = self.compile_ok(self.model, 2, "plan-kill")
+        launcher = subprocess.Popen(
+            [tool("qn-run"), plan, "--nproc", "2", "--input", f"input={self.x}",
+             "--output-dir", self.path("out-kill"), "--bench", "1000000", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+        try:
+            children = []
+            deadline = time.time() + 60
+            while len(children) < 2 and time.time() < deadline:
+                time.sleep(0.2)
+                children = subprocess.run(["pgrep", "-P", str(launcher.pid)],
+                                          stdout=subprocess.PIPE, text=True).stdout.split()
+            self.assertEqual(len(children), 2, "the launcher did not start two ranks")
+            time.sleep(1.0)  # let them rendezvous and start running
+            self.assertIsNone(launcher.poll(), "launcher ended early")
+            # The launcher spawns rank 0 first, then rank 1.
+            victim = int(sorted(children, key=int)[1])
+            os.kill(victim, signal.SIGKILL)
+            t0 = time.time()
+            _, err = launcher.communicate(timeout=60)
+            elapsed = time.time() - t0
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+        self.assertNotEqual(launcher.returncode, 0, err)
+        self.assertLess(elapsed, KILL_DEADLINE_S, f"launcher took {elapsed:.1f} s:\n{err}")
+        self.assertIn("rank 1", err)
+        self.assertIn("killed by signal 9", err)
+        print(f"\n[test_ranks] launcher exited {elapsed:.2f} s after rank 1 was killed",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    test_e2e.main()
