@@ -1,6 +1,9 @@
 //===- Import.cpp - ONNX model import -------------------------------------===//
 #include "qn/compiler/Import.h"
 
+#include <algorithm>
+#include <tuple>
+
 #include <onnx/checker.h>
 #include <onnx/defs/parser.h>
 #include <onnx/defs/schema.h>
@@ -37,7 +40,33 @@ void appendPod(std::string &raw, const Field &field, size_t width) {
 
 /// Reads the external data of initializer `t`, checking that it stays inside
 /// the model's folder and inside the data file.
-llvm::Error loadExternalData(onnx::TensorProto &t, llvm::StringRef modelPath) {
+struct ExternalRange {
+  std::string file;
+  uint64_t begin, end;
+  std::string tensor;
+};
+
+/// Two tensors whose external bytes overlap are a malformed (or hostile)
+/// model: reject them rather than alias one tensor's data into another.
+llvm::Error checkOverlaps(std::vector<ExternalRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(), [](const ExternalRange &a, const ExternalRange &b) {
+    return std::tie(a.file, a.begin, a.end) < std::tie(b.file, b.begin, b.end);
+  });
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    const ExternalRange &a = ranges[i - 1], &b = ranges[i];
+    if (a.file == b.file && b.begin < a.end && b.end > b.begin && a.end > a.begin)
+      return fail("tensors '" + a.tensor + "' and '" + b.tensor + "' overlap in '" + a.file +
+                  "' (bytes [" + llvm::Twine(a.begin) + ", " + llvm::Twine(a.end) + ") and [" +
+                  llvm::Twine(b.begin) + ", " + llvm::Twine(b.end) + "))");
+  }
+  return llvm::Error::success();
+}
+
+/// External data files, each mapped once per import.
+using FileCache = llvm::StringMap<std::unique_ptr<llvm::MemoryBuffer>>;
+
+llvm::Error loadExternalData(onnx::TensorProto &t, llvm::StringRef modelPath,
+                             std::vector<ExternalRange> &ranges, FileCache &files) {
   std::string location;
   int64_t offset = 0, length = -1;
   for (const auto &kv : t.external_data()) {
@@ -73,12 +102,16 @@ llvm::Error loadExternalData(onnx::TensorProto &t, llvm::StringRef modelPath) {
   if (!llvm::StringRef(realFile).startswith((realDir + "/").str()))
     return fail("tensor '" + t.name() + "': external data file '" + file +
                 "' resolves outside the model's folder (symbolic link?)");
-  auto buf = llvm::MemoryBuffer::getFile(realFile, /*IsText=*/false,
-                                         /*RequiresNullTerminator=*/false);
-  if (!buf)
-    return fail("tensor '" + t.name() + "': cannot read external data file '" + file +
-                "': " + buf.getError().message());
-  uint64_t size = (*buf)->getBufferSize();
+  std::unique_ptr<llvm::MemoryBuffer> &buf = files[realFile];
+  if (!buf) {
+    auto mapped = llvm::MemoryBuffer::getFile(realFile, /*IsText=*/false,
+                                              /*RequiresNullTerminator=*/false);
+    if (!mapped)
+      return fail("tensor '" + t.name() + "': cannot read external data file '" + file +
+                  "': " + mapped.getError().message());
+    buf = std::move(*mapped);
+  }
+  uint64_t size = buf->getBufferSize();
   size_t esize = elemTypeSize(t.data_type());
   int64_t need = tensorNumElements(t) * static_cast<int64_t>(esize);
   if (length < 0)
@@ -90,7 +123,9 @@ llvm::Error loadExternalData(onnx::TensorProto &t, llvm::StringRef modelPath) {
   if (esize && length != need)
     return fail("tensor '" + t.name() + "': external data holds " + llvm::Twine(length) +
                 " bytes but its shape needs " + llvm::Twine(need));
-  t.set_raw_data((*buf)->getBufferStart() + offset, length);
+  ranges.push_back({realFile.str().str(), static_cast<uint64_t>(offset),
+                    static_cast<uint64_t>(offset + length), t.name()});
+  t.set_raw_data(buf->getBufferStart() + offset, length);
   t.clear_external_data();
   t.set_data_location(onnx::TensorProto::DEFAULT);
   return llvm::Error::success();
@@ -237,13 +272,17 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
     return fail("'" + path + "' has no graph (or an empty one): is it an ONNX model?");
 
   onnx::GraphProto &gp = *m.mutable_graph();
+  std::vector<ExternalRange> ranges;
+  FileCache files;
   for (auto &init : *gp.mutable_initializer()) {
     if (init.data_location() == onnx::TensorProto::EXTERNAL)
-      if (auto err = loadExternalData(init, path))
+      if (auto err = loadExternalData(init, path, ranges, files))
         return fail("'" + path + "': " + llvm::toString(std::move(err)));
     if (auto err = normalizeToRawData(init))
       return fail("'" + path + "': " + llvm::toString(std::move(err)));
   }
+  if (auto err = checkOverlaps(std::move(ranges)))
+    return fail("'" + path + "': " + llvm::toString(std::move(err)));
   if (auto err = foldConstantNodes(gp))
     return err;
   for (auto &init : *gp.mutable_initializer())

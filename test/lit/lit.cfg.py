@@ -5,7 +5,7 @@ import lit.formats
 config.name = "QuintNet"
 config.test_format = lit.formats.ShTest(execute_external=True)
 config.suffixes = [".onnxtext", ".test"]
-config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py"]
+config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py", "lit.site.cfg.py.in"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.qn_obj_root, "test", "lit")
 
