@@ -1,6 +1,8 @@
 //===- Plan.cpp - plan.json and rank files --------------------------------===//
 #include "qn/runtime/Plan.h"
 
+#include <algorithm>
+
 #include "qn/runtime/TensorProto.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/JSON.h"
@@ -89,7 +91,12 @@ llvm::Expected<PlanManifest> loadManifest(llvm::StringRef dir) {
   if (!buf)
     return fail("cannot read '" + path + "': " + buf.getError().message() +
                 " (is '" + dir + "' a plan folder written by qn-compile?)");
-  auto json = llvm::json::parse((*buf)->getBuffer());
+  return parseManifest((*buf)->getBuffer(), dir, path);
+}
+
+llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef dir,
+                                           llvm::StringRef path) {
+  auto json = llvm::json::parse(text);
   if (!json)
     return fail("'" + path + "' is not valid JSON: " + llvm::toString(json.takeError()));
   const llvm::json::Object *o = json->getAsObject();
@@ -137,21 +144,34 @@ llvm::Expected<RankProgram> loadRank(const PlanManifest &plan, int rank) {
   llvm::SmallString<256> modelPath(plan.dir), binPath(plan.dir);
   llvm::sys::path::append(modelPath, plan.rankModels[rank]);
   llvm::sys::path::append(binPath, plan.rankWeights[rank]);
-  RankProgram prog;
-  {
-    auto buf = llvm::MemoryBuffer::getFile(modelPath, false, false);
-    if (!buf)
-      return fail("cannot read '" + modelPath + "': " + buf.getError().message());
-    llvm::StringRef bytes = (*buf)->getBuffer();
-    if (bytes.size() > INT32_MAX ||
-        !prog.model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
-      return fail("'" + modelPath + "' is not a valid ONNX model");
-  }
+  auto model = llvm::MemoryBuffer::getFile(modelPath, false, false);
+  if (!model)
+    return fail("cannot read '" + modelPath + "': " + model.getError().message());
   // The weights stay mapped for the life of the program; tensors view them.
-  auto binOr = llvm::MemoryBuffer::getFile(binPath, false, false);
-  if (!binOr)
-    return fail("cannot read '" + binPath + "': " + binOr.getError().message());
-  std::shared_ptr<llvm::MemoryBuffer> bin(std::move(*binOr));
+  auto bin = llvm::MemoryBuffer::getFile(binPath, false, false);
+  if (!bin)
+    return fail("cannot read '" + binPath + "': " + bin.getError().message());
+  return loadRankFromBuffers(plan, rank, (*model)->getBuffer(),
+                             std::shared_ptr<llvm::MemoryBuffer>(std::move(*bin)));
+}
+
+llvm::Expected<RankProgram> loadRankFromBuffers(const PlanManifest &plan, int rank,
+                                                llvm::StringRef modelBytes,
+                                                std::shared_ptr<llvm::MemoryBuffer> bin) {
+  if (rank < 0 || rank >= plan.tp)
+    return fail("rank " + llvm::Twine(rank) + " is outside the plan's " + llvm::Twine(plan.tp) +
+                " ranks");
+  std::string modelPath = plan.dir + "/" + plan.rankModels[rank];
+  std::string binPath = plan.dir + "/" + plan.rankWeights[rank];
+  RankProgram prog;
+  if (modelBytes.size() > INT32_MAX ||
+      !prog.model.ParseFromArray(modelBytes.data(), static_cast<int>(modelBytes.size())))
+    return fail("'" + modelPath + "' is not a valid ONNX model");
+  struct Range {
+    uint64_t begin, end;
+    std::string name;
+  };
+  std::vector<Range> ranges;
   const uint64_t binSize = bin->getBufferSize();
   for (const onnx::TensorProto &t : prog.model.graph().initializer()) {
     if (t.data_location() != onnx::TensorProto::EXTERNAL) {
@@ -196,9 +216,16 @@ llvm::Expected<RankProgram> loadRank(const PlanManifest &plan, int rank) {
       return fail("'" + modelPath + "': tensor '" + t.name() + "' needs bytes [" +
                   llvm::Twine(offset) + ", " + llvm::Twine(offset + need) + ") of '" + binPath +
                   "' (" + llvm::Twine(binSize) + " bytes); the plan is damaged");
+    ranges.push_back({offset, offset + length, t.name()});
     void *data = const_cast<char *>(bin->getBufferStart() + offset);
     prog.constants[t.name()] = Tensor::view(dt, dims, data, bin);
   }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range &a, const Range &b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end && ranges[i].end > ranges[i].begin)
+      return fail("'" + modelPath + "': tensors '" + ranges[i - 1].name + "' and '" +
+                  ranges[i].name + "' overlap in '" + binPath + "'; the plan is damaged");
   return prog;
 }
 

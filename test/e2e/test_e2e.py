@@ -57,10 +57,22 @@ def tool(name):
     return os.path.join(BIN, name)
 
 
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+
+
+def check_no_sanitizer_report(args, stderr):
+    """Under the sanitizer build (QN_SANITIZE), a report is a failure even on an
+    error path that is expected to exit non-zero."""
+    if SANITIZER_REPORT.search(stderr or ""):
+        raise AssertionError(f"sanitizer report from {' '.join(args)}:\n{stderr[-6000:]}")
+
+
 def run_tool(args, timeout=TIMEOUT_S):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=timeout, env=env)
+    check_no_sanitizer_report(args, proc.stderr)
+    return proc
 
 
 def describe(proc):

@@ -25,7 +25,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e  # noqa: E402  (shared helpers: tool paths, temp folders)
-from test_e2e import MODELS, RTOL, ToolsTestCase, describe, run_tool, tool  # noqa: E402
+from test_e2e import (MODELS, RTOL, ToolsTestCase, check_no_sanitizer_report,  # noqa: E402
+                      describe, run_tool, tool)
 
 KILL_DEADLINE_S = 10.0
 
@@ -78,6 +79,7 @@ class TestRanks(ToolsTestCase):
         procs = self.start_ranks([plan, plan], out)
         for p in procs:
             _, err = p.communicate(timeout=120)
+            check_no_sanitizer_report(p.args, err)
             self.assertEqual(p.returncode, 0, err)
         self.assertEqual(sorted(os.listdir(out)), ["output.npy"])
         self.assert_matches_ort(os.path.join(out, "output.npy"), self.ref)
@@ -95,6 +97,7 @@ class TestRanks(ToolsTestCase):
         errs = []
         for p in procs:
             _, err = p.communicate(timeout=120)
+            check_no_sanitizer_report(p.args, err)
             self.assertNotEqual(p.returncode, 0, err)
             errs.append(err)
         joined = "\n".join(errs)
@@ -154,6 +157,7 @@ class TestRanks(ToolsTestCase):
         finally:
             if launcher.poll() is None:
                 launcher.kill()
+        check_no_sanitizer_report(launcher.args, err)
         self.assertNotEqual(launcher.returncode, 0, err)
         self.assertLess(elapsed, KILL_DEADLINE_S, f"launcher took {elapsed:.1f} s:\n{err}")
         self.assertIn("rank 1", err)

@@ -7,6 +7,7 @@
 #include "qn/runtime/Tensor.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include <onnx/onnx_pb.h>
 
 namespace qn::rt {
@@ -33,6 +34,9 @@ struct PlanManifest {
 /// Reads and checks `dir`/plan.json (format, version, tp, file names that
 /// stay inside the folder).
 llvm::Expected<PlanManifest> loadManifest(llvm::StringRef dir);
+/// The same from the manifest's text; `path` names it in errors.
+llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef dir,
+                                           llvm::StringRef path);
 
 /// One rank's program: its ONNX graph and its weights, mapped from rankK.bin.
 struct RankProgram {
@@ -43,6 +47,10 @@ struct RankProgram {
 /// Loads rank `rank` of the plan: parses rankK.onnx, maps rankK.bin and
 /// checks every external-data reference (file name, offset, length).
 llvm::Expected<RankProgram> loadRank(const PlanManifest &plan, int rank);
+/// The same from the rank model's bytes and its mapped weights.
+llvm::Expected<RankProgram> loadRankFromBuffers(const PlanManifest &plan, int rank,
+                                                llvm::StringRef modelBytes,
+                                                std::shared_ptr<llvm::MemoryBuffer> bin);
 
 /// Checks bound inputs against the plan: every input given once, no unknown
 /// names, dtypes and static dims as declared, symbolic dims consistent.
