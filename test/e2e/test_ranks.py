@@ -105,6 +105,50 @@ class TestRanks(ToolsTestCase):
                         f"no message names both plan ids {ids}:\n{joined}")
         self.assertFalse(os.path.exists(out) and os.listdir(out), "outputs written")
 
+    def test_world_size_mismatch(self):
+        plan = self.compile_ok(self.model, 2, "plan-world")
+        port = free_port()
+        args = [tool("qn-run"), plan, "--input", f"input={self.x}", "--output-dir",
+                self.path("out-world"), "--timeout", "3"]
+        procs = [subprocess.Popen(args, env=rank_env(0, 2, port), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True),
+                 subprocess.Popen(args, env=rank_env(1, 3, port), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)]
+        t0 = time.time()
+        errs = [p.communicate(timeout=60)[1] for p in procs]
+        elapsed = time.time() - t0
+        for p, err in zip(procs, errs):
+            check_no_sanitizer_report(p.args, err)
+            self.assertNotEqual(p.returncode, 0, err)
+        self.assertIn("is for 2 ranks but WORLD_SIZE is 3", errs[1])
+        self.assertIn("rank 0", errs[0])
+        self.assertLess(elapsed, 15, f"ranks took {elapsed:.1f} s to give up")
+        self.assertFalse(os.path.exists(self.path("out-world")), "outputs written")
+
+    def test_peer_killed_without_launcher(self):
+        # Ranks started by hand: when one dies, the other must not hang.
+        plan = self.compile_ok(self.model, 2, "plan-peer")
+        procs = self.start_ranks([plan, plan], self.path("out-peer"),
+                                 extra=("--bench", "1000000", "--quiet"))
+        try:
+            time.sleep(3.0)
+            self.assertIsNone(procs[0].poll(), "rank 0 ended early")
+            procs[1].kill()
+            t0 = time.time()
+            _, err = procs[0].communicate(timeout=60)
+            elapsed = time.time() - t0
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.communicate()
+        check_no_sanitizer_report(procs[0].args, err)
+        self.assertNotEqual(procs[0].returncode, 0, err)
+        self.assertLess(elapsed, KILL_DEADLINE_S, f"rank 0 took {elapsed:.1f} s:\n{err}")
+        self.assertIn("rank 0", err)
+        print(f"\n[test_ranks] rank 0 exited {elapsed:.2f} s after its peer was killed",
+              file=sys.stderr)
+
     def test_external_data_model(self):
         model = onnx.load(self.model)
         folder = self.path("extdata")

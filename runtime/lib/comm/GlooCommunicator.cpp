@@ -325,6 +325,12 @@ public:
     if (finished_)
       return llvm::Error::success();
     finished_ = true;
+    if (!broken_.empty()) {
+      // The job has failed already (a peer died or timed out): a dead peer
+      // never posts its done key, so do not wait for it.
+      llvm::consumeError(store_->trySet("qn/done/" + std::to_string(rank()), "1"));
+      return llvm::Error::success();
+    }
     return finishRendezvous(*store_, rank(), size(), opts_.timeout);
   }
 
