@@ -195,7 +195,20 @@ void readType(Value &v, const onnx::TypeProto &type) {
 
 } // namespace
 
+/// Dims must be non-negative and their product, in bytes, must fit in an
+/// int64 (found by fuzzing: hostile dims overflowed the element count).
+static llvm::Error checkDims(const onnx::TensorProto &t) {
+  int64_t bytes = static_cast<int64_t>(std::max<size_t>(1, elemTypeSize(t.data_type())));
+  for (int64_t d : t.dims())
+    if (d < 0 || __builtin_mul_overflow(bytes, d, &bytes))
+      return fail("tensor '" + t.name() + "' has invalid dims (negative, or a size that "
+                  "overflows)");
+  return llvm::Error::success();
+}
+
 llvm::Error normalizeToRawData(onnx::TensorProto &t) {
+  if (auto err = checkDims(t))
+    return err;
   if (t.has_raw_data())
     return llvm::Error::success();
   std::string raw;
@@ -259,9 +272,18 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
   onnx::ModelProto &m = g->model;
   if (looksLikeText(path, bytes)) {
     std::string text = bytes.str(); // the parser needs a NUL-terminated copy
-    auto status = onnx::OnnxParser::Parse(m, text.c_str());
-    if (!status.IsOK())
-      return fail("'" + path + "' is not a valid ONNX text model: " + status.ErrorMessage());
+    std::string error;
+    try {
+      auto status = onnx::OnnxParser::Parse(m, text.c_str());
+      if (!status.IsOK())
+        error = status.ErrorMessage();
+    } catch (const std::exception &e) {
+      // ONNX's parser converts literals with std::stof and friends, which
+      // throw on out-of-range values (found by fuzzing).
+      error = std::string("malformed literal (") + e.what() + ")";
+    }
+    if (!error.empty())
+      return fail("'" + path + "' is not a valid ONNX text model: " + error);
   } else {
     if (bytes.size() > static_cast<size_t>(INT32_MAX))
       return fail("'" + path + "' is larger than 2 GiB; keep the weights as external data");
@@ -275,6 +297,8 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
   std::vector<ExternalRange> ranges;
   FileCache files;
   for (auto &init : *gp.mutable_initializer()) {
+    if (auto err = checkDims(init))
+      return fail("'" + path + "': " + llvm::toString(std::move(err)));
     if (init.data_location() == onnx::TensorProto::EXTERNAL)
       if (auto err = loadExternalData(init, path, ranges, files))
         return fail("'" + path + "': " + llvm::toString(std::move(err)));

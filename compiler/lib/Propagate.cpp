@@ -209,7 +209,7 @@ struct Rules {
 llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
                                 const PartitionOptions &opts,
                                 llvm::DenseMap<const Node *, NodePlacements> &out) {
-  Rules rules{g, opts, {}};
+  Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>()};
   for (const LinearInfo &li : linears)
     rules.linearOf[li.node] = &li;
   for (Value *v : g.inputs)

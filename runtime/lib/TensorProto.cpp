@@ -74,18 +74,33 @@ llvm::Expected<Tensor> tensorFromProto(const onnx::TensorProto &p) {
     return protoError(p, "invalid dims " + shapeString(dims) +
                              " (negative or overflowing element count)");
 
-  Tensor t = Tensor::empty(dt, dims);
   size_t nbytes = static_cast<size_t>(numel) * es;
   auto countMismatch = [&](llvm::StringRef field, size_t have) {
     return protoError(p, strCat(field, " holds ", have, " elements but dims ", shapeString(dims),
                                 " (", dtypeName(dt), ") need ", numel));
   };
+  // Check what is stored against the dims before allocating: hostile dims
+  // may ask for far more memory than the data they come with.
+  if (p.has_raw_data()) {
+    if (p.raw_data().size() != nbytes)
+      return protoError(p, strCat("raw_data holds ", p.raw_data().size(), " bytes but dims ",
+                                  shapeString(dims), " (", dtypeName(dt), ") need ", nbytes));
+  } else {
+    int64_t stored = dt == DType::Float    ? p.float_data_size()
+                     : dt == DType::Double ? p.double_data_size()
+                     : dt == DType::Int64  ? p.int64_data_size()
+                                           : p.int32_data_size();
+    if (stored != numel)
+      return countMismatch(dt == DType::Float    ? "float_data"
+                           : dt == DType::Double ? "double_data"
+                           : dt == DType::Int64  ? "int64_data"
+                                                 : "int32_data",
+                           static_cast<size_t>(stored));
+  }
 
+  Tensor t = Tensor::empty(dt, dims);
   if (p.has_raw_data()) {
     const std::string &raw = p.raw_data();
-    if (raw.size() != nbytes)
-      return protoError(p, strCat("raw_data holds ", raw.size(), " bytes but dims ",
-                                  shapeString(dims), " (", dtypeName(dt), ") need ", nbytes));
     if (nbytes)
       std::memcpy(t.raw(), raw.data(), nbytes);
     if (dt == DType::Bool) {
