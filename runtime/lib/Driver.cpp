@@ -8,6 +8,7 @@
 #include <omp.h>
 #endif
 #include <csignal>
+#include <sched.h>
 #include <netinet/in.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -62,6 +63,27 @@ cl::opt<double> timeoutSec("timeout",
                                     "(default 60)"),
                            cl::init(60), cl::cat(category));
 cl::opt<bool> quiet("quiet", cl::desc("No progress messages"), cl::cat(category));
+enum class Spin { Auto, On, Off };
+cl::opt<Spin> busyPoll(
+    "busy-poll", cl::desc("Whether ranks spin while waiting in a collective"),
+    cl::init(Spin::Auto),
+    cl::values(clEnumValN(Spin::Auto, "auto",
+                          "spin when this host has a CPU for each of its ranks (default)"),
+               clEnumValN(Spin::On, "on", "always spin (lowest latency)"),
+               clEnumValN(Spin::Off, "off", "sleep until data arrives")),
+    cl::cat(category));
+
+/// Spinning pays only when no two ranks of this host share a CPU.
+bool shouldBusyPoll(int world) {
+  if (busyPoll != Spin::Auto)
+    return busyPoll == Spin::On;
+  int local = world;
+  if (const char *v = std::getenv("LOCAL_WORLD_SIZE"))
+    llvm::StringRef(v).getAsInteger(10, local);
+  cpu_set_t set;
+  int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  return local >= 1 && local <= cpus;
+}
 
 int error(const llvm::Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "qn-run") << msg << "\n";
@@ -163,6 +185,7 @@ int rankMain(int rank, int world, const std::string &masterAddr, int masterPort)
     ro.masterAddr = masterAddr;
     ro.masterPort = masterPort;
     ro.planId = plan->planId;
+    ro.busyPoll = shouldBusyPoll(world);
     ro.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSec * 1000));
     auto c = createGlooCommunicator(ro);
     if (!c)
@@ -247,6 +270,7 @@ int launch(int argc, char **argv, int n) {
     llvm::StringRef kv(*e);
     if (kv.startswith("RANK=") || kv.startswith("WORLD_SIZE=") || kv.startswith("MASTER_ADDR=") ||
         kv.startswith("MASTER_PORT=") || kv.startswith("LOCAL_RANK=") ||
+        kv.startswith("LOCAL_WORLD_SIZE=") ||
         kv.startswith("OPENBLAS_NUM_THREADS=") || kv.startswith("OMP_NUM_THREADS="))
       continue;
     baseEnv.push_back(kv.str());
@@ -257,6 +281,7 @@ int launch(int argc, char **argv, int n) {
     env.push_back("RANK=" + std::to_string(r));
     env.push_back("LOCAL_RANK=" + std::to_string(r));
     env.push_back("WORLD_SIZE=" + std::to_string(n));
+    env.push_back("LOCAL_WORLD_SIZE=" + std::to_string(n));
     env.push_back("MASTER_ADDR=127.0.0.1");
     env.push_back("MASTER_PORT=" + std::to_string(port));
     env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(std::max(1, threads.getValue())));
@@ -328,6 +353,9 @@ int launch(int argc, char **argv, int n) {
 
 int runnerMain(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // A peer that dies closes its sockets; writing to them must be an error
+  // we report (EPIPE), not a silent death by SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,

@@ -143,7 +143,7 @@ class TestRanks(ToolsTestCase):
                     p.kill()
                 p.communicate()
         check_no_sanitizer_report(procs[0].args, err)
-        self.assertNotEqual(procs[0].returncode, 0, err)
+        self.assertGreater(procs[0].returncode, 0, f"rank 0 died of a signal: {err}")
         self.assertLess(elapsed, KILL_DEADLINE_S, f"rank 0 took {elapsed:.1f} s:\n{err}")
         self.assertIn("rank 0", err)
         print(f"\n[test_ranks] rank 0 exited {elapsed:.2f} s after its peer was killed",

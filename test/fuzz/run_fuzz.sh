@@ -18,6 +18,7 @@ cmake --build build-fuzz -j"$(nproc)" --target fuzz-import-onnx fuzz-import-text
 
 W=build-fuzz/fuzz
 rm -rf "$W/seeds" "$W/corpus"
+rm -rf build-fuzz/findings
 mkdir -p "$W/seeds/onnx" "$W/seeds/text" "$W/seeds/plan" "$W/seeds/npy" build-fuzz/findings
 cp test/lit/*.onnxtext "$W/seeds/text/"
 "$PY" test/fuzz/make_seeds.py "$W/seeds" build-fuzz/bin/qn-compile

@@ -20,8 +20,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <gloo/allgather.h>
-#include <gloo/allreduce.h>
+#include <map>
+#include <tuple>
+
+#include <gloo/allgather_ring.h>
+#include <gloo/allreduce_ring_chunked.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/prefix_store.h>
 #include <gloo/transport/tcp/device.h>
@@ -92,20 +95,46 @@ ReduceFn sumFor(DType t) {
   }
 }
 
-/// gloo's options are typed only by element size.
-template <typename T>
-void glooAllreduce(const std::shared_ptr<gloo::Context> &ctx, void *data,
-                   size_t elements, ReduceFn fn, uint32_t tag,
-                   milliseconds timeout) {
-  gloo::AllreduceOptions o(ctx);
-  o.setOutput<T>(static_cast<T *>(data), elements);
-  o.setReduceFunction(fn);
-  // Ring: each segment is reduced by one rank and then copied to the
-  // others, so every rank ends with bitwise identical values.
-  o.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
-  o.setTag(tag);
-  o.setTimeout(timeout);
-  gloo::allreduce(o);
+/// gloo's algorithm classes reduce in place (x += y); adapts a ReduceFn.
+template <typename T> struct InPlace {
+  template <ReduceFn F> static void apply(T *x, const T *y, size_t n) { F(x, x, y, n); }
+};
+
+/// The reduction of `t` as a gloo::ReductionFunction over elements of its
+/// size (gloo's classes are typed by the element; the sum is ours).
+template <typename T> const gloo::ReductionFunction<T> *reductionFor(DType t) {
+  using RF = gloo::ReductionFunction<T>;
+#define QN_RF(DT, FN)                                                                      \
+  case DType::DT: {                                                                        \
+    static const RF rf(gloo::CUSTOM, &InPlace<T>::template apply<FN>);                      \
+    return &rf;                                                                            \
+  }
+  if constexpr (sizeof(T) == 4) {
+    switch (t) {
+      QN_RF(Float, &sumFn<float>)
+      QN_RF(Int32, (&wrapSumFn<int32_t, uint32_t>))
+    default: return nullptr;
+    }
+  } else if constexpr (sizeof(T) == 8) {
+    switch (t) {
+      QN_RF(Double, &sumFn<double>)
+      QN_RF(Int64, (&wrapSumFn<int64_t, uint64_t>))
+    default: return nullptr;
+    }
+  } else if constexpr (sizeof(T) == 2) {
+    switch (t) {
+      QN_RF(Float16, &halfSumFn)
+      QN_RF(BFloat16, &bf16SumFn)
+    default: return nullptr;
+    }
+  } else {
+    switch (t) {
+      QN_RF(Int8, (&wrapSumFn<int8_t, uint8_t>))
+      QN_RF(UInt8, (&wrapSumFn<uint8_t, uint8_t>))
+    default: return nullptr;
+    }
+  }
+#undef QN_RF
 }
 
 /// The address other ranks should use to reach this host: the local address
@@ -182,12 +211,11 @@ public:
       return llvm::Error::success();
     size_t n = static_cast<size_t>(t.numel());
     return guarded("allReduceSum(" + shapeText(t) + ")", [&] {
-      uint32_t tag = nextTag();
       switch (dtypeSize(t.dtype())) {
-      case 1: glooAllreduce<uint8_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
-      case 2: glooAllreduce<uint16_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
-      case 4: glooAllreduce<uint32_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
-      default: glooAllreduce<uint64_t>(ctx_, t.raw(), n, fn, tag, opts_.timeout); break;
+      case 1: ringAllReduce<uint8_t>(t, n); break;
+      case 2: ringAllReduce<uint16_t>(t, n); break;
+      case 4: ringAllReduce<uint32_t>(t, n); break;
+      default: ringAllReduce<uint64_t>(t, n); break;
       }
     });
   }
@@ -232,12 +260,17 @@ public:
     llvm::Error err = guarded("allGather(" + shapeText(in) + ", axis " +
                                   std::to_string(ax) + ")",
                               [&] {
-                                gloo::AllgatherOptions o(ctx_);
-                                o.setInput<char>(const_cast<char *>(src), localBytes);
-                                o.setOutput<char>(gathered, localBytes * size());
-                                o.setTag(nextTag());
-                                o.setTimeout(opts_.timeout);
-                                gloo::allgather(o);
+                                Cached &c = cached(Op::AllGather, 1, localBytes);
+                                if (!c.algo) {
+                                  c.in.resize(localBytes);
+                                  c.out.resize(localBytes * size());
+                                  c.algo = std::make_unique<gloo::AllgatherRing<uint8_t>>(
+                                      ctx_, std::vector<const uint8_t *>{c.in.data()},
+                                      c.out.data(), static_cast<int>(localBytes));
+                                }
+                                std::memcpy(c.in.data(), src, localBytes);
+                                c.algo->run();
+                                std::memcpy(gathered, c.out.data(), c.out.size());
                               });
     if (err)
       return err;
@@ -334,20 +367,32 @@ public:
     return finishRendezvous(*store_, rank(), size(), opts_.timeout);
   }
 
-  /// Posts "qn/done/<rank>"; rank 0 then waits (bounded) until every rank
-  /// has posted, so that it does not take the store away from a rank that
-  /// may still need it.
+  /// Posts "qn/done/<rank>" and waits (bounded) until every rank has: no
+  /// rank tears down its Gloo pairs while a peer may still be reading the
+  /// last messages of a collective from them (gloo sends asynchronously).
+  /// Then rank 0, which serves the store, waits for every other rank to
+  /// post "qn/exit/<rank>", so it does not take the store away from a rank
+  /// still waiting on it.
   static llvm::Error finishRendezvous(TcpStore &store, int rank, int worldSize,
                                       milliseconds timeout) {
-    llvm::Error posted = store.trySet("qn/done/" + std::to_string(rank), "1");
-    if (rank != 0 || posted)
-      return posted;
-    std::vector<std::string> keys;
-    for (int r = 1; r < worldSize; ++r)
-      keys.push_back("qn/done/" + std::to_string(r));
-    if (keys.empty())
+    if (llvm::Error e = store.trySet("qn/done/" + std::to_string(rank), "1"))
+      return e;
+    std::vector<std::string> done, exited;
+    for (int r = 0; r < worldSize; ++r)
+      if (r != rank) {
+        done.push_back("qn/done/" + std::to_string(r));
+        if (r != 0)
+          exited.push_back("qn/exit/" + std::to_string(r));
+      }
+    if (done.empty())
       return llvm::Error::success();
-    if (llvm::Error e = store.tryWait(keys, timeout))
+    if (llvm::Error e = store.tryWait(done, timeout))
+      return makeError("rank " + std::to_string(rank) +
+                       " stopped waiting for the other ranks to finish: " +
+                       llvm::toString(std::move(e)));
+    if (rank != 0)
+      return store.trySet("qn/exit/" + std::to_string(rank), "1");
+    if (llvm::Error e = store.tryWait(exited, timeout))
       return makeError("rank 0 stopped waiting for the other ranks to finish "
                        "before shutting down the rendezvous store: " +
                        llvm::toString(std::move(e)));
@@ -355,6 +400,38 @@ public:
   }
 
 private:
+  // gloo's algorithm classes bind their buffers (and pair slots) when they
+  // are built, which is what makes them fast to run again. They are built
+  // once per (collective, dtype, element count) over staging buffers and
+  // reused; every rank issues the same collectives in the same order, so
+  // every rank builds them in the same order too.
+  enum class Op { AllReduce, AllGather };
+  struct Cached {
+    std::vector<uint8_t> in, out;
+    std::unique_ptr<gloo::Algorithm> algo;
+  };
+  Cached &cached(Op op, int dtype, size_t count) {
+    return cache_[std::make_tuple(static_cast<int>(op), dtype, count)];
+  }
+
+  /// Ring reduce-scatter then all-gather (each chunk is reduced by one rank
+  /// and copied to the others): every rank ends with bitwise identical sums.
+  template <typename T> void ringAllReduce(Tensor &t, size_t n) {
+    Cached &c = cached(Op::AllReduce, static_cast<int>(t.dtype()), n);
+    size_t bytes = n * sizeof(T);
+    if (!c.algo) {
+      c.in.resize(bytes);
+      c.algo = std::make_unique<gloo::AllreduceRingChunked<T>>(
+          ctx_, std::vector<T *>{reinterpret_cast<T *>(c.in.data())}, static_cast<int>(n),
+          reductionFor<T>(t.dtype()));
+    }
+    std::memcpy(c.in.data(), t.raw(), bytes);
+    c.algo->run();
+    std::memcpy(t.raw(), c.in.data(), bytes);
+  }
+
+  std::map<std::tuple<int, int, size_t>, Cached> cache_;
+
   llvm::Error fail(llvm::StringRef op, const std::string &why) {
     return makeError(op + " on rank " + std::to_string(rank()) + " of " +
                      std::to_string(size()) + ": " + why);
@@ -401,14 +478,12 @@ private:
                           " ms; did another rank fail or exit?)");
   }
 
-  uint32_t nextTag() { return tag_++; }
 
   RendezvousOptions opts_;
   std::unique_ptr<TcpStore> store_;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> ctx_;
   uint64_t exchangeSeq_ = 0;
-  uint32_t tag_ = 0;
   bool finished_ = false;
   std::string broken_;
 };
@@ -527,6 +602,13 @@ createGlooCommunicator(const RendezvousOptions &opts) {
     ctx->setTimeout(opts.timeout);
     gloo::rendezvous::PrefixStore prefixed("qn/gloo", *store);
     ctx->connectFullMesh(prefixed, device);
+    // Busy polling: each rank receives in its own thread, spinning instead of
+    // sleeping until the loop thread wakes it (several times faster for the
+    // small messages of inference; only sensible with a core per rank).
+    if (opts.busyPoll)
+      for (int r = 0; r < opts.worldSize; ++r)
+        if (r != opts.rank)
+          ctx->getPair(r)->setSync(true, true);
   } catch (const std::exception &e) {
     cause = e.what();
   } catch (...) {

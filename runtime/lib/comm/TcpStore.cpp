@@ -344,12 +344,17 @@ bool TcpStore::Server::handle(int fd) {
     std::string key, value;
     if (!readStr(fd, key) || !readStr(fd, value))
       return false;
+    // Reply first, then publish: a waiter woken by this key (rank 0 at
+    // shutdown) may take the server down at once, and the setter must have
+    // its reply by then. This connection's next request is read only after
+    // the key is stored, so its client cannot tell the difference.
+    bool ok = reply(fd, StOk, "");
     {
       std::lock_guard<std::mutex> l(mu_);
       kv_[key] = std::move(value);
     }
     cv_.notify_all();
-    return reply(fd, StOk, "");
+    return ok;
   }
   case OpGet:
   case OpWait: {

@@ -53,6 +53,9 @@ struct RendezvousOptions {
   std::string planId;
   /// Bound on rendezvous and on each collective.
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+  /// Spin while waiting for peers instead of sleeping: lowest latency when
+  /// every rank has a core of its own, wasteful when ranks share cores.
+  bool busyPoll = false;
 };
 
 /// Rendezvous over TCP, plan-id check, then a Gloo full-mesh context.
