@@ -142,11 +142,57 @@ def build_mlp_matmul3d(rng):
     return finish(graph)
 
 
+def build_embed_mlp_lm(rng):
+    """A token embedding, a learned position embedding, one MLP block and an
+    untied LM head, as torch exports nn.Embedding (Gather on the weight) and
+    nn.Linear on (B,T,H) activations (MatMul with the transposed weight)."""
+    vocab, hidden, inner, max_pos = 1024, 64, 256, 64
+    wte = rng.standard_normal((vocab, hidden)).astype(np.float32)   # nn.Embedding: N(0, 1)
+    wpe = rng.standard_normal((max_pos, hidden)).astype(np.float32)
+    w1, b1 = linear_params(rng, hidden, inner)
+    w2, b2 = linear_params(rng, inner, hidden)
+    wlm, _ = linear_params(rng, hidden, vocab)
+    nodes = [
+        helper.make_node("Gather", ["wte.weight", "input_ids"], ["/wte/Gather_output_0"],
+                         name="/wte/Gather"),
+        helper.make_node("Gather", ["wpe.weight", "position_ids"], ["/wpe/Gather_output_0"],
+                         name="/wpe/Gather"),
+        helper.make_node("Add", ["/wte/Gather_output_0", "/wpe/Gather_output_0"],
+                         ["/Add_output_0"], name="/Add"),
+        helper.make_node("MatMul", ["/Add_output_0", "onnx::MatMul_31"],
+                         ["/fc1/MatMul_output_0"], name="/fc1/MatMul"),
+        helper.make_node("Add", ["fc1.bias", "/fc1/MatMul_output_0"], ["/fc1/Add_output_0"],
+                         name="/fc1/Add"),
+        helper.make_node("Relu", ["/fc1/Add_output_0"], ["/act/Relu_output_0"], name="/act/Relu"),
+        helper.make_node("MatMul", ["/act/Relu_output_0", "onnx::MatMul_32"],
+                         ["/fc2/MatMul_output_0"], name="/fc2/MatMul"),
+        helper.make_node("Add", ["fc2.bias", "/fc2/MatMul_output_0"], ["/fc2/Add_output_0"],
+                         name="/fc2/Add"),
+        helper.make_node("Add", ["/Add_output_0", "/fc2/Add_output_0"], ["/Add_1_output_0"],
+                         name="/Add_1"),
+        helper.make_node("MatMul", ["/Add_1_output_0", "onnx::MatMul_33"], ["logits"],
+                         name="/lm_head/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+                helper.make_tensor_value_info("position_ids", TensorProto.INT64,
+                                              ["batch", "seq"])],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                               ["batch", "seq", vocab])],
+        initializer=[init("wte.weight", wte), init("wpe.weight", wpe), init("fc1.bias", b1),
+                     init("fc2.bias", b2), init("onnx::MatMul_31", w1.T),
+                     init("onnx::MatMul_32", w2.T), init("onnx::MatMul_33", wlm.T)],
+    )
+    return finish(graph)
+
+
 def build_all():
     # One generator per model so adding a model never changes the others' weights.
     return {
         "mlp_gemm.onnx": build_mlp_gemm(np.random.default_rng(SEED)),
         "mlp_matmul3d.onnx": build_mlp_matmul3d(np.random.default_rng(SEED + 1)),
+        "embed_mlp_lm.onnx": build_embed_mlp_lm(np.random.default_rng(SEED + 2)),
     }
 
 

@@ -80,6 +80,12 @@ int compilerMain(int argc, char **argv) {
     (li.strategy == LinearStrategy::Column ? cols
      : li.strategy == LinearStrategy::Row  ? rows
                                            : reps)++;
+  int vocab = 0;
+  for (const EmbeddingInfo &e : plan->embeddings)
+    vocab += e.vocabParallel;
+  if (!plan->embeddings.empty())
+    progress(llvm::formatv("{0} embedding lookups: {1} vocab-parallel, {2} replicated",
+                           plan->embeddings.size(), vocab, plan->embeddings.size() - vocab));
   progress(llvm::formatv("{0} Linear layers: {1} column-parallel, {2} row-parallel, {3} replicated; "
                          "collectives: {4} AllReduce, {5} AllGather, {6} ReduceScatter",
                          plan->linears.size(), cols, rows, reps,

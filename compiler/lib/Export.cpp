@@ -164,6 +164,12 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                                             {"strategy", strategyName(li.strategy)},
                                             {"K", li.K},
                                             {"N", li.N}});
+  llvm::json::Array embeddings;
+  for (const EmbeddingInfo &e : plan.embeddings)
+    embeddings.push_back(llvm::json::Object{{"node", e.node->label()},
+                                            {"strategy", e.vocabParallel ? "vocab" : "replicated"},
+                                            {"V", e.V},
+                                            {"H", e.H}});
   llvm::json::Object collectives;
   for (const auto &kv : plan.collectiveCounts)
     collectives[kv.first] = kv.second;
@@ -178,7 +184,8 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                               {"inputs", std::move(inputs)},
                               {"outputs", std::move(outputs)},
                               {"collectives", std::move(collectives)},
-                              {"linears", std::move(strategies)}};
+                              {"linears", std::move(strategies)},
+                              {"embeddings", std::move(embeddings)}};
   std::string json;
   llvm::raw_string_ostream js(json);
   js << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest))) << "\n";

@@ -31,6 +31,7 @@ onnx::TensorProto int64Vector(const std::string &name, std::vector<int64_t> valu
 struct Lowering {
   Graph &g;
   const PartitionOptions &opts;
+  const RewriteState &state;
   Plan plan;
   llvm::StringMap<std::string> redistributed; // "value|placement" -> name
   llvm::StringMap<std::string> usedNames;
@@ -60,6 +61,8 @@ struct Lowering {
     rc.name = name;
     rc.source = v->constant;
     rc.shardAxis = p.isShard() ? p.axis : -1;
+    if (auto it = state.rankDependent.find(v->name); it != state.rankDependent.end())
+      rc.generate = it->second;
     plan.constants.push_back(std::move(rc));
     return name;
   }
@@ -192,6 +195,8 @@ struct Lowering {
       pn.proto = n->proto;
       if (auto it = linearOf.find(n); it != linearOf.end())
         pn.role = strategyName(it->second->strategy);
+      else if (auto r = state.roles.find(n); r != state.roles.end())
+        pn.role = r->second;
       for (unsigned i = 0; i < n->inputs.size(); ++i) {
         const Value *v = n->inputs[i];
         Placement need = i < p.in.size() ? p.in[i] : Placement::R();
@@ -240,9 +245,10 @@ struct Lowering {
 } // namespace
 
 llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
+                           std::vector<EmbeddingInfo> embeddings,
                            const llvm::DenseMap<const Node *, NodePlacements> &placements,
-                           const PartitionOptions &opts) {
-  Lowering l{g, opts, {}, {}, {}, {}, 0};
+                           const RewriteState &state, const PartitionOptions &opts) {
+  Lowering l{g, opts, state, {}, {}, {}, {}, 0};
   l.plan.tp = opts.tp;
   for (const char *op : {"AllReduce", "AllGather", "ReduceScatter"})
     l.plan.collectiveCounts[op] = 0;
@@ -252,6 +258,7 @@ llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
   if (auto err = l.run(placements, linearOf))
     return err;
   l.plan.linears = std::move(linears);
+  l.plan.embeddings = std::move(embeddings);
   return std::move(l.plan);
 }
 
@@ -263,10 +270,14 @@ llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
     return err;
   if (auto err = splitRowGemmBias(g, linears))
     return err;
-  llvm::DenseMap<const Node *, NodePlacements> placements;
-  if (auto err = propagatePlacements(g, linears, opts, placements))
+  RewriteState state;
+  std::vector<EmbeddingInfo> embeddings = findEmbeddings(g, opts);
+  if (auto err = rewriteVocabParallel(g, embeddings, state))
     return err;
-  return lower(g, std::move(linears), placements, opts);
+  llvm::DenseMap<const Node *, NodePlacements> placements;
+  if (auto err = propagatePlacements(g, linears, opts, state, placements))
+    return err;
+  return lower(g, std::move(linears), std::move(embeddings), placements, state, opts);
 }
 
 } // namespace qn

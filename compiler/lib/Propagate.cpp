@@ -207,7 +207,7 @@ struct Rules {
 } // namespace
 
 llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
-                                const PartitionOptions &opts,
+                                const PartitionOptions &opts, const RewriteState &state,
                                 llvm::DenseMap<const Node *, NodePlacements> &out) {
   Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>()};
   for (const LinearInfo &li : linears)
@@ -219,7 +219,9 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
       if (v && v->constant)
         v->placement = Placement::R();
     NodePlacements p;
-    if (auto err = rules.apply(*np, p))
+    if (auto it = state.fixed.find(np.get()); it != state.fixed.end())
+      p = it->second;
+    else if (auto err = rules.apply(*np, p))
       return err;
     for (unsigned i = 0; i < np->outputs.size(); ++i)
       if (Value *v = np->outputs[i])

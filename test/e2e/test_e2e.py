@@ -48,6 +48,26 @@ MODEL_CASES = {
         collectives=["AllReduce"],
     ),
 }
+
+
+def _lm_inputs(batch, seq):
+    def make(rng):
+        return {"input_ids": rng.integers(0, 1024, size=(batch, seq), dtype=np.int64),
+                "position_ids": np.broadcast_to(np.arange(seq, dtype=np.int64),
+                                                (batch, seq)).copy()}
+    make.shape = (batch, seq)
+    return make
+
+
+MODEL_CASES["embed_mlp_lm"] = dict(
+    # Token ids cover the whole vocabulary, so every rank's rows are looked up.
+    inputs=[_lm_inputs(2, 16), _lm_inputs(3, 40)],
+    # The position table (16 KiB) stays replicated; the rest is split.
+    may_replicate={"wpe.weight", "fc2.bias"},
+    # Vocab-parallel token embedding (AllReduce), MLP pair (AllReduce), LM head
+    # column-parallel over the vocabulary (AllGather of the logits).
+    collectives=["AllReduce", "AllReduce", "AllGather"],
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
@@ -181,17 +201,28 @@ class TestBundledModels(ToolsTestCase):
         self.check_plan_files(model, plan_dir, tp, case)
 
         sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-        (in_name, shapes), = case["inputs"].items()
         rng = np.random.default_rng(1234 + tp)
-        for i, shape in enumerate(shapes):
-            x = rng.standard_normal(shape).astype(np.float32)
-            x_path = self.path(f"{name}-tp{tp}", f"x{i}.npy")
-            np.save(x_path, x)
+        if isinstance(case["inputs"], dict):
+            (in_name, shapes), = case["inputs"].items()
+            makers = [(lambda r, n=in_name, sh=sh: {n: r.standard_normal(sh).astype(np.float32)})
+                      for sh in shapes]
+            for m, sh in zip(makers, shapes):
+                m.shape = sh
+        else:
+            makers = case["inputs"]
+        for i, make in enumerate(makers):
+            shape = make.shape
+            feeds = make(rng)
+            bound = []
+            for in_name, x in feeds.items():
+                x_path = self.path(f"{name}-tp{tp}", f"{in_name}{i}.npy")
+                np.save(x_path, x)
+                bound.append((in_name, x_path))
             out_dir = self.path(f"{name}-tp{tp}", f"out{i}")
-            proc = self.qn_run(plan_dir, tp, [(in_name, x_path)], out_dir)
+            proc = self.qn_run(plan_dir, tp, bound, out_dir)
             self.assertEqual(proc.returncode, 0, describe(proc))
             self.assertEqual(listing(out_dir), sorted(sanitize(n) + ".npy" for n in out_names))
-            refs = sess.run(out_names, {in_name: x})
+            refs = sess.run(out_names, feeds)
             for out_name, ref in zip(out_names, refs):
                 got = np.load(os.path.join(out_dir, sanitize(out_name) + ".npy"))
                 self.assertEqual(got.dtype, ref.dtype, out_name)

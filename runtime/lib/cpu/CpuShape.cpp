@@ -429,9 +429,59 @@ llvm::Error constantKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
+/// Gather(data, indices; axis): out = data with axis replaced by the
+/// indices' shape. Negative indices count from the end; any index outside
+/// [-n, n) is an error naming the node.
+llvm::Error gatherKernel(KernelContext &ctx) {
+  if (auto e = checkArity(ctx, 2, 2))
+    return e;
+  const Tensor &data = *input(ctx, 0);
+  const Tensor &idx = *input(ctx, 1);
+  if (idx.dtype() != DType::Int64 && idx.dtype() != DType::Int32)
+    return unsupportedDType(ctx, idx, "int64, int32 indices");
+  size_t es = dtypeSize(data.dtype());
+  if (es == 0)
+    return unsupportedDType(ctx, data, "any known dtype");
+  int64_t axis = attrInt(ctx.node, "axis", 0);
+  if (auto e = normalizeAxis(ctx, axis, data.rank()))
+    return e;
+  std::vector<int64_t> outShape;
+  for (int64_t i = 0; i < axis; ++i)
+    outShape.push_back(data.dim(i));
+  for (int64_t d : idx.shape())
+    outShape.push_back(d);
+  for (int64_t i = axis + 1; i < data.rank(); ++i)
+    outShape.push_back(data.dim(i));
+  int64_t outer = 1, inner = 1, n = data.dim(axis), count = idx.numel();
+  for (int64_t i = 0; i < axis; ++i)
+    outer *= data.dim(i);
+  for (int64_t i = axis + 1; i < data.rank(); ++i)
+    inner *= data.dim(i);
+  std::vector<int64_t> where(static_cast<size_t>(count));
+  for (int64_t j = 0; j < count; ++j) {
+    int64_t v = idx.dtype() == DType::Int64 ? idx.data<int64_t>()[j]
+                                            : static_cast<int64_t>(idx.data<int32_t>()[j]);
+    if (v < -n || v >= n)
+      return kernelError(ctx, strCat("index ", v, " is out of range for axis ", axis,
+                                     " of size ", n));
+    where[j] = v < 0 ? v + n : v;
+  }
+  Tensor y = Tensor::empty(data.dtype(), outShape);
+  size_t row = static_cast<size_t>(inner) * es;
+  const char *src = static_cast<const char *>(data.raw());
+  char *dst = static_cast<char *>(y.raw());
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t j = 0; j < count; ++j)
+      if (row)
+        std::memcpy(dst + (o * count + j) * row, src + (o * n + where[j]) * row, row);
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
 } // namespace
 
 void registerShapeKernels(KernelRegistry &reg) {
+  reg.add("", "Gather", gatherKernel);
   reg.add("", "Reshape", reshapeKernel);
   reg.add("", "Flatten", flattenKernel);
   reg.add("", "Identity", identityKernel);

@@ -1339,3 +1339,29 @@ TEST(KernelHelpers, AttributesAndLabels) {
 }
 
 } // namespace
+
+TEST(CpuShape, GatherRowsAndInnerAxis) {
+  // data[3,4] = 10*r + c.
+  std::vector<float> v;
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 4; ++c)
+      v.push_back(static_cast<float>(10 * r + c));
+  Tensor data = F({3, 4}, v);
+  // Axis 0 with 2-D int64 indices (an embedding lookup), including -1.
+  Tensor y = mustRun(Node("Gather"), {data, I64({2, 2}, {2, 0, -1, 1})});
+  ASSERT_EQ(y.shape(), (std::vector<int64_t>{2, 2, 4}));
+  const int rows[] = {2, 0, 2, 1};
+  for (int j = 0; j < 4; ++j)
+    for (int c = 0; c < 4; ++c)
+      EXPECT_EQ(y.data<float>()[j * 4 + c], static_cast<float>(10 * rows[j] + c));
+  // Axis 1 with int32 indices.
+  Tensor z = mustRun(Node("Gather").i("axis", 1), {data, I32({3}, {3, 3, 0})});
+  ASSERT_EQ(z.shape(), (std::vector<int64_t>{3, 3}));
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(z.data<float>()[r * 3 + 0], static_cast<float>(10 * r + 3));
+    EXPECT_EQ(z.data<float>()[r * 3 + 2], static_cast<float>(10 * r));
+  }
+  // An index out of range is an error naming the node.
+  std::string msg = runError(Node("Gather"), {data, I64v({3})});
+  EXPECT_NE(msg.find("index 3 is out of range"), std::string::npos) << msg;
+}

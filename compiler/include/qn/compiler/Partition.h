@@ -21,6 +21,7 @@
 
 #include "qn/compiler/Graph.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -57,6 +58,22 @@ struct NodePlacements {
   llvm::SmallVector<Placement, 2> out;
 };
 
+/// An embedding lookup: Gather(table[V,H] constant, ids) on axis 0.
+struct EmbeddingInfo {
+  Node *node = nullptr;
+  int64_t V = 0, H = 0;
+  int64_t tableBytes = 0;
+  bool vocabParallel = false;
+};
+
+/// What rewrites leave for the later passes: placements they fixed for the
+/// nodes they created, and constants whose value depends on the rank.
+struct RewriteState {
+  llvm::DenseMap<const Node *, NodePlacements> fixed;
+  llvm::StringMap<std::function<onnx::TensorProto(int rank, int tp)>> rankDependent;
+  llvm::DenseMap<const Node *, std::string> roles; // for --emit=annotated
+};
+
 /// A constant of the rank graphs: a replicated or sliced copy of a source
 /// initializer, or a rank-dependent generated tensor.
 struct RankConstant {
@@ -80,6 +97,7 @@ struct Plan {
   std::vector<PlannedNode> nodes;
   std::vector<RankConstant> constants;
   std::vector<LinearInfo> linears;
+  std::vector<EmbeddingInfo> embeddings;
   std::map<std::string, int> collectiveCounts; // by op type
 };
 
@@ -92,14 +110,23 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
 /// Rewrites each row-parallel Gemm with a bias C into Gemm (no C) followed by
 /// Add(beta*C), so the bias is added once after the reduction.
 llvm::Error splitRowGemmBias(Graph &g, std::vector<LinearInfo> &linears);
+/// Recognises embedding lookups and chooses vocab-parallel (tp divides V
+/// and the table has at least --replicate-below bytes) or replicated.
+std::vector<EmbeddingInfo> findEmbeddings(const Graph &g, const PartitionOptions &opts);
+/// Rewrites each vocab-parallel Gather: rank k holds rows [kV/N, (k+1)V/N),
+/// looks up ids shifted into its range with out-of-range ids masked to zero,
+/// giving a partial sum P (the AllReduce comes from the redistributions).
+llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embeddings,
+                                 RewriteState &state);
 /// Assigns a placement to every value and records what each node needs.
 llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
-                                const PartitionOptions &opts,
+                                const PartitionOptions &opts, const RewriteState &state,
                                 llvm::DenseMap<const Node *, NodePlacements> &out);
 /// Builds the plan: nodes with redistributions inserted, constants named.
 llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
+                           std::vector<EmbeddingInfo> embeddings,
                            const llvm::DenseMap<const Node *, NodePlacements> &placements,
-                           const PartitionOptions &opts);
+                           const RewriteState &state, const PartitionOptions &opts);
 
 /// All of the above.
 llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts);

@@ -1,0 +1,173 @@
+//===- Embedding.cpp - Vocab-parallel embedding lookups -------------------===//
+//
+// Gather(table[V,H], ids) with a constant table: rank k holds rows
+// [kV/N, (k+1)V/N). The lookup is rewritten, with standard ops only, into
+//
+//   local = Sub(ids, start_k)              start_k = kV/N (rank-dependent)
+//   mask  = Greater(local, -1) * Less(local, V/N)        (as table's dtype)
+//   safe  = local * Cast(mask, ids' dtype)               (out of range -> 0)
+//   part  = Gather(table_k, safe)                        P: garbage where masked
+//   out   = part * Unsqueeze(mask, -1)                   P: the rank's rows, else 0
+//
+// so the sum over ranks of `out` is the lookup (Megatron's
+// VocabParallelEmbedding); the AllReduce comes from the redistribution of P.
+//
+//===----------------------------------------------------------------------===//
+#include "qn/compiler/Partition.h"
+
+namespace qn {
+namespace {
+
+int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt) {
+  for (const auto &a : n.attribute())
+    if (a.name() == name)
+      return a.i();
+  return dflt;
+}
+
+onnx::TensorProto scalar(const std::string &name, int32_t type, int64_t value) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(type);
+  if (type == onnx::TensorProto::INT32) {
+    int32_t v = static_cast<int32_t>(value);
+    t.set_raw_data(std::string(reinterpret_cast<const char *>(&v), 4));
+  } else {
+    t.set_raw_data(std::string(reinterpret_cast<const char *>(&value), 8));
+  }
+  return t;
+}
+
+onnx::NodeProto makeNode(const std::string &op, const std::string &name,
+                         std::initializer_list<std::string> ins, const std::string &out) {
+  onnx::NodeProto n;
+  n.set_op_type(op);
+  n.set_name(name);
+  for (const std::string &i : ins)
+    n.add_input(i);
+  n.add_output(out);
+  return n;
+}
+
+void setIntAttr(onnx::NodeProto &n, const char *name, int64_t v) {
+  auto *a = n.add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(v);
+}
+
+} // namespace
+
+std::vector<EmbeddingInfo> findEmbeddings(const Graph &g, const PartitionOptions &opts) {
+  std::vector<EmbeddingInfo> out;
+  for (const auto &np : g.nodes) {
+    Node *n = np.get();
+    if (n->opType() != "Gather" || !n->domain().empty() || n->inputs.size() != 2 ||
+        !n->inputs[0] || !n->inputs[1] || !n->outputs[0])
+      continue;
+    const Value *table = n->inputs[0], *ids = n->inputs[1];
+    if (!table->constant || table->constant->dims_size() != 2 || ids->constant ||
+        attrInt(n->proto, "axis", 0) != 0 ||
+        (ids->elemType != onnx::TensorProto::INT64 && ids->elemType != onnx::TensorProto::INT32))
+      continue;
+    EmbeddingInfo e;
+    e.node = n;
+    e.V = table->constant->dims(0);
+    e.H = table->constant->dims(1);
+    e.tableBytes = e.V * e.H * static_cast<int64_t>(elemTypeSize(table->elemType));
+    e.vocabParallel = opts.tp > 1 && e.V % opts.tp == 0 && e.tableBytes >= opts.replicateBelowBytes &&
+                      (table->elemType == onnx::TensorProto::FLOAT ||
+                       table->elemType == onnx::TensorProto::FLOAT16 ||
+                       table->elemType == onnx::TensorProto::DOUBLE);
+    out.push_back(e);
+  }
+  return out;
+}
+
+llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embeddings,
+                                 RewriteState &state) {
+  for (EmbeddingInfo &e : embeddings) {
+    Node *gather = e.node;
+    if (!e.vocabParallel) {
+      state.roles[gather] = "replicated";
+      continue;
+    }
+    Value *table = gather->inputs[0], *ids = gather->inputs[1], *out = gather->outputs[0];
+    const int32_t idType = ids->elemType, valType = table->elemType;
+    const int64_t rows = e.V; // divided per rank by the generator below
+    std::string base = g.uniqueName(out->name + "__qn_vocab");
+    auto name = [&](llvm::StringRef suffix) { return g.uniqueName(base + "_" + suffix.str()); };
+
+    // Constants: this rank's first row (rank-dependent), rows per rank, -1.
+    std::string startName = name("start");
+    g.addConstant(scalar(startName, idType, 0));
+    state.rankDependent[startName] = [startName, idType, rows](int rank, int tp) {
+      return scalar(startName, idType, rank * (rows / tp));
+    };
+    std::string rowsName = name("rows");
+    g.addConstant(scalar(rowsName, idType, 0));
+    state.rankDependent[rowsName] = [rowsName, idType, rows](int, int tp) {
+      return scalar(rowsName, idType, rows / tp);
+    };
+    std::string minus1 = name("minus1");
+    g.addConstant(scalar(minus1, idType, -1));
+    std::string axes = name("axes");
+    onnx::TensorProto axesT;
+    axesT.set_name(axes);
+    axesT.set_data_type(onnx::TensorProto::INT64);
+    axesT.add_dims(1);
+    int64_t minusOne = -1;
+    axesT.set_raw_data(std::string(reinterpret_cast<const char *>(&minusOne), 8));
+    g.addConstant(axesT);
+
+    std::string local = name("local"), ge = name("ge"), lt = name("lt"), gef = name("gef"),
+                ltf = name("ltf"), mask = name("mask"), maski = name("mask_ids"),
+                safe = name("safe"), part = name("part"), mask3 = name("mask_h");
+    std::string label = gather->label();
+    std::vector<onnx::NodeProto> before;
+    before.push_back(makeNode("Sub", label + "/local", {ids->name, startName}, local));
+    before.push_back(makeNode("Greater", label + "/ge", {local, minus1}, ge));
+    before.push_back(makeNode("Less", label + "/lt", {local, rowsName}, lt));
+    before.push_back(makeNode("Cast", label + "/gef", {ge}, gef));
+    setIntAttr(before.back(), "to", valType);
+    before.push_back(makeNode("Cast", label + "/ltf", {lt}, ltf));
+    setIntAttr(before.back(), "to", valType);
+    before.push_back(makeNode("Mul", label + "/mask", {gef, ltf}, mask));
+    before.push_back(makeNode("Cast", label + "/mask_ids", {mask}, maski));
+    setIntAttr(before.back(), "to", idType);
+    before.push_back(makeNode("Mul", label + "/safe", {local, maski}, safe));
+    size_t pos = g.indexOf(gather);
+    for (onnx::NodeProto &n : before)
+      g.insertNode(pos++, std::move(n));
+
+    // The Gather now reads the safe local ids and yields a partial value.
+    gather->inputs[1] = g.getOrCreate(safe);
+    Value *partV = g.getOrCreate(part);
+    partV->elemType = out->elemType;
+    partV->hasShape = out->hasShape;
+    partV->shape = out->shape;
+    gather->outputs[0] = partV;
+    gather->proto.set_output(0, part);
+    partV->producer = gather;
+    state.fixed[gather] = NodePlacements{{Placement::S(0), Placement::R()}, {Placement::P()}};
+    state.roles[gather] = "vocab";
+
+    onnx::NodeProto unsq = makeNode("Unsqueeze", label + "/mask_h", {mask}, mask3);
+    if (g.opsetVersion() >= 13) {
+      unsq.add_input(axes);
+    } else {
+      auto *a = unsq.add_attribute();
+      a->set_name("axes");
+      a->set_type(onnx::AttributeProto::INTS);
+      a->add_ints(-1);
+    }
+    Node *unsqNode = g.insertNode(pos + 1, std::move(unsq));
+    (void)unsqNode;
+    Node *apply = g.insertNode(pos + 2, makeNode("Mul", label + "/masked", {part, mask3}, out->name));
+    state.fixed[apply] = NodePlacements{{Placement::P(), Placement::R()}, {Placement::P()}};
+    state.roles[apply] = "vocab-mask";
+  }
+  return llvm::Error::success();
+}
+
+} // namespace qn
