@@ -35,6 +35,11 @@ cl::opt<int64_t> replicateBelow(
              "this many bytes (default 262144)"),
     cl::init(256 * 1024), cl::value_desc("BYTES"), cl::cat(category));
 cl::opt<bool> quiet("quiet", cl::desc("No progress messages"), cl::cat(category));
+cl::opt<bool> report("report",
+                     cl::desc("Print, per rank, the parameter bytes and their share of the "
+                              "model, and the collectives by kind with the bytes each rank "
+                              "sends per token (also in plan.json)"),
+                     cl::cat(category));
 
 int error(const llvm::Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "qn-compile") << msg << "\n";
@@ -103,6 +108,26 @@ int compilerMain(int argc, char **argv) {
                                : 0.0));
   progress(llvm::formatv("wrote {0}/ (tp {1}, plan {2}) in {3:F2} s", outDir, tp,
                          summary->planId.substr(0, 12), secs));
+  if (report) {
+    auto &os = llvm::outs();
+    os << llvm::formatv("report: tp {0}, model parameters {1} bytes, replicated on every rank "
+                        "{2} bytes\n",
+                        tp, summary->modelParamBytes, summary->replicatedParamBytes);
+    for (int k = 0; k < tp; ++k) {
+      double share = summary->modelParamBytes
+                         ? double(summary->rankParamBytes[k]) / summary->modelParamBytes
+                         : 0.0;
+      double ideal = tp ? double(summary->modelParamBytes - summary->replicatedParamBytes) / tp +
+                              summary->replicatedParamBytes
+                        : 0.0;
+      os << llvm::formatv("  rank {0}: {1} parameter bytes, {2:P1} of the model "
+                          "(model/N + replicated = {3:F0})\n",
+                          k, summary->rankParamBytes[k], share, ideal);
+    }
+    for (const auto &kv : plan->collectiveStats)
+      os << llvm::formatv("  {0}: {1} per run, {2:F0} bytes sent per token per rank\n", kv.first,
+                          kv.second.count, kv.second.bytesPerTokenPerRank);
+  }
   return 0;
 }
 

@@ -124,8 +124,7 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
 
   // Serialise everything in memory first; the plan id hashes all rank files.
   ExportSummary summary;
-  for (const auto &t : g.model.graph().initializer())
-    summary.modelParamBytes += static_cast<int64_t>(t.raw_data().size());
+  summary.modelParamBytes = g.sourceParamBytes;
   std::vector<std::pair<std::string, std::string>> files; // name, bytes
   llvm::json::Array rankEntries;
   std::string planHashInput;
@@ -170,9 +169,14 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                                             {"strategy", e.vocabParallel ? "vocab" : "replicated"},
                                             {"V", e.V},
                                             {"H", e.H}});
-  llvm::json::Object collectives;
+  llvm::json::Object collectives, collectiveBytes;
   for (const auto &kv : plan.collectiveCounts)
     collectives[kv.first] = kv.second;
+  for (const auto &kv : plan.collectiveStats)
+    collectiveBytes[kv.first] = kv.second.bytesPerTokenPerRank;
+  for (const RankConstant &rc : plan.constants)
+    if (rc.source && rc.shardAxis < 0 && !rc.generate)
+      summary.replicatedParamBytes += static_cast<int64_t>(rc.source->raw_data().size());
   llvm::json::Object manifest{{"format", "quintnet-plan"},
                               {"format_version", 1},
                               {"tp", plan.tp},
@@ -184,6 +188,8 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                               {"inputs", std::move(inputs)},
                               {"outputs", std::move(outputs)},
                               {"collectives", std::move(collectives)},
+                              {"collective_bytes_per_token_per_rank", std::move(collectiveBytes)},
+                              {"replicated_param_bytes", summary.replicatedParamBytes},
                               {"linears", std::move(strategies)},
                               {"embeddings", std::move(embeddings)}};
   std::string json;

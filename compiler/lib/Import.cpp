@@ -327,6 +327,8 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
   }
 
   // Build the IR.
+  for (const auto &init : gp.initializer())
+    g->sourceParamBytes += static_cast<int64_t>(init.raw_data().size());
   for (const auto &init : gp.initializer()) {
     Value *v = g->getOrCreate(init.name());
     v->constant = &init;

@@ -10,6 +10,7 @@
 #include "qn/compiler/Partition.h"
 
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSwitch.h"
 
 namespace qn {
 namespace {
@@ -68,9 +69,23 @@ struct Lowering {
   }
 
   PlannedNode collective(llvm::StringRef op, llvm::StringRef in, llvm::StringRef out, int axis,
-                         Placement from, Placement to) {
+                         Placement from, Placement to, const Value *v) {
     PlannedNode pn;
     pn.role = "collective";
+    // Bytes per token of the whole (unsharded) tensor: the product of its
+    // known dims; the symbolic ones (batch, sequence) count the tokens.
+    double bytes = static_cast<double>(elemTypeSize(v->elemType));
+    for (const Dim &d : v->shape)
+      if (d.known())
+        bytes *= static_cast<double>(d.size);
+    CollectiveStats &st = plan.collectiveStats[op.str()];
+    st.count += 1;
+    st.bytesPerTokenPerRank += redistributionBytesPerRank(
+        llvm::StringSwitch<Redistribution>(op)
+            .Case("AllReduce", Redistribution::AllReduce)
+            .Case("AllGather", Redistribution::AllGather)
+            .Default(Redistribution::ReduceScatter),
+        bytes, opts.tp);
     pn.proto.set_op_type(op.str());
     pn.proto.set_domain("ai.quintnet");
     pn.proto.set_name(("qn/" + op + "_" + llvm::Twine(plan.collectiveCounts[op.str()]++)).str());
@@ -140,15 +155,15 @@ struct Lowering {
       return have.str();
     case Redistribution::AllReduce:
       result = name("allreduce");
-      plan.nodes.push_back(collective("AllReduce", have, result, -1, from, to));
+      plan.nodes.push_back(collective("AllReduce", have, result, -1, from, to, v));
       break;
     case Redistribution::ReduceScatter:
       result = name("reducescatter");
-      plan.nodes.push_back(collective("ReduceScatter", have, result, to.axis, from, to));
+      plan.nodes.push_back(collective("ReduceScatter", have, result, to.axis, from, to, v));
       break;
     case Redistribution::AllGather:
       result = name("allgather");
-      plan.nodes.push_back(collective("AllGather", have, result, from.axis, from, to));
+      plan.nodes.push_back(collective("AllGather", have, result, from.axis, from, to, v));
       break;
     case Redistribution::LocalSlice: {
       result = name("slice");
@@ -160,7 +175,7 @@ struct Lowering {
     }
     case Redistribution::GatherSlice: {
       std::string full = fresh(v->name + "__qn_allgather");
-      plan.nodes.push_back(collective("AllGather", have, full, from.axis, from, Placement::R()));
+      plan.nodes.push_back(collective("AllGather", have, full, from.axis, from, Placement::R(), v));
       result = name("slice");
       auto pn = localSlice(v, full, result, to.axis, Placement::R());
       if (!pn)
@@ -250,8 +265,10 @@ llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
                            const RewriteState &state, const PartitionOptions &opts) {
   Lowering l{g, opts, state, {}, {}, {}, {}, 0};
   l.plan.tp = opts.tp;
-  for (const char *op : {"AllReduce", "AllGather", "ReduceScatter"})
+  for (const char *op : {"AllReduce", "AllGather", "ReduceScatter"}) {
     l.plan.collectiveCounts[op] = 0;
+    l.plan.collectiveStats[op] = CollectiveStats();
+  }
   llvm::DenseMap<const Node *, const LinearInfo *> linearOf;
   for (const LinearInfo &li : linears)
     linearOf[li.node] = &li;

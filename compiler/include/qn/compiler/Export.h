@@ -12,6 +12,7 @@ struct ExportSummary {
   std::string planId;
   std::vector<int64_t> rankParamBytes;
   int64_t modelParamBytes = 0;
+  int64_t replicatedParamBytes = 0; // held whole by every rank
 };
 
 /// Materialises and verifies every rank, then writes `dir`/plan.json,

@@ -70,6 +70,8 @@ public:
   onnx::ModelProto model;
   std::string sourcePath;
   std::string sourceSha256;
+  /// Bytes of the imported model's initializers (before any rewrite adds one).
+  int64_t sourceParamBytes = 0;
 
   std::vector<std::unique_ptr<Node>> nodes; // topological order
   std::vector<Value *> inputs;              // non-constant graph inputs

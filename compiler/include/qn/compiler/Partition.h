@@ -90,6 +90,13 @@ struct PlannedNode {
   llvm::SmallVector<Placement, 2> out;
 };
 
+/// Per kind of collective: how many the plan issues per run and the bytes
+/// each rank sends per token (ring algorithms) over all of them.
+struct CollectiveStats {
+  int count = 0;
+  double bytesPerTokenPerRank = 0;
+};
+
 /// The rank-independent result of partitioning: every rank runs the same
 /// node list; only the constants differ by rank.
 struct Plan {
@@ -99,6 +106,7 @@ struct Plan {
   std::vector<LinearInfo> linears;
   std::vector<EmbeddingInfo> embeddings;
   std::map<std::string, int> collectiveCounts; // by op type
+  std::map<std::string, CollectiveStats> collectiveStats;
 };
 
 /// Recognises the Linear layers of `g` (in topological order).
