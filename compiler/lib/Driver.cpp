@@ -35,6 +35,12 @@ cl::opt<int64_t> replicateBelow(
              "this many bytes (default 262144)"),
     cl::init(256 * 1024), cl::value_desc("BYTES"), cl::cat(category));
 cl::opt<bool> quiet("quiet", cl::desc("No progress messages"), cl::cat(category));
+cl::opt<bool> keepLogitsSharded(
+    "keep-logits-sharded",
+    cl::desc("Leave graph outputs that are produced sharded (the logits of a vocab-parallel LM "
+             "head) split across the ranks instead of gathering them; qn-run then writes one "
+             "NAME.rankK.npy per rank"),
+    cl::cat(category));
 cl::opt<bool> report("report",
                      cl::desc("Print, per rank, the parameter bytes and their share of the "
                               "model, and the collectives by kind with the bytes each rank "
@@ -73,6 +79,7 @@ int compilerMain(int argc, char **argv) {
   PartitionOptions opts;
   opts.tp = tp;
   opts.replicateBelowBytes = replicateBelow;
+  opts.keepLogitsSharded = keepLogitsSharded;
   auto plan = partition(g, opts);
   if (!plan)
     return error(modelPath + ": " + llvm::toString(plan.takeError()));

@@ -155,8 +155,13 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
     for (const auto &vi : g.model.graph().input())
       if (vi.name() == v->name)
         inputs.push_back(valueJson(vi));
-  for (const auto &vi : g.model.graph().output())
-    outputs.push_back(valueJson(vi));
+  for (const auto &vi : g.model.graph().output()) {
+    llvm::json::Value v = valueJson(vi);
+    auto it = plan.outputPlacements.find(vi.name());
+    if (it != plan.outputPlacements.end())
+      (*v.getAsObject())["placement"] = it->second.str();
+    outputs.push_back(std::move(v));
+  }
   for (const LinearInfo &li : plan.linears)
     strategies.push_back(llvm::json::Object{{"node", li.node->label()},
                                             {"op", li.node->opType()},

@@ -196,9 +196,14 @@ struct Lowering {
     // Graph outputs that are not replicated are produced under a local name
     // and redistributed into their own name at the end.
     llvm::StringMap<std::string> localName;
-    for (const Value *v : g.outputs)
-      if (!v->placement.isReplicated() && !v->constant)
+    auto keepSharded = [&](const Value *v) {
+      return opts.keepLogitsSharded && !v->constant && v->placement.isShard();
+    };
+    for (const Value *v : g.outputs) {
+      plan.outputPlacements[v->name] = keepSharded(v) ? v->placement : Placement::R();
+      if (!v->placement.isReplicated() && !v->constant && !keepSharded(v))
         localName[v->name] = fresh(v->name + "__qn_local");
+    }
     auto nameOf = [&](const Value *v) {
       auto it = localName.find(v->name);
       return it == localName.end() ? v->name : it->second;
@@ -247,7 +252,7 @@ struct Lowering {
         constantName(v, Placement::R());
         continue;
       }
-      if (v->placement.isReplicated())
+      if (v->placement.isReplicated() || keepSharded(v))
         continue;
       auto name = redistribute(v, nameOf(v), Placement::R(), v->name, nullptr);
       if (!name)

@@ -59,8 +59,22 @@ llvm::Expected<onnx::ModelProto> materializeRank(const Plan &plan, const Graph &
     for (const auto &vi : src.graph().input())
       if (vi.name() == v->name)
         *gp.add_input() = vi;
-  for (const auto &vi : src.graph().output())
-    *gp.add_output() = vi;
+  for (const auto &vi : src.graph().output()) {
+    onnx::ValueInfoProto &out = *gp.add_output();
+    out = vi;
+    // An output kept sharded holds 1/N of its sharded axis on each rank.
+    auto it = plan.outputPlacements.find(vi.name());
+    if (it != plan.outputPlacements.end() && it->second.isShard()) {
+      auto *shape = out.mutable_type()->mutable_tensor_type()->mutable_shape();
+      if (it->second.axis < shape->dim_size()) {
+        auto *d = shape->mutable_dim(it->second.axis);
+        if (d->has_dim_value())
+          d->set_dim_value(d->dim_value() / plan.tp);
+        else
+          d->clear_dim_param();
+      }
+    }
+  }
   for (const PlannedNode &pn : plan.nodes)
     *gp.add_node() = pn.proto;
   for (const RankConstant &rc : plan.constants) {
@@ -139,8 +153,11 @@ void printAnnotated(const Plan &plan, const Graph &g, llvm::raw_ostream &os) {
     }
     os << ")\n";
   }
-  for (const Value *v : g.outputs)
-    os << "output " << v->name << ":R\n";
+  for (const Value *v : g.outputs) {
+    auto it = plan.outputPlacements.find(v->name);
+    os << "output " << v->name << ":"
+       << (it == plan.outputPlacements.end() ? std::string("R") : it->second.str()) << "\n";
+  }
   os << "collectives:";
   for (const auto &kv : plan.collectiveCounts)
     os << " " << kv.first << "=" << kv.second;

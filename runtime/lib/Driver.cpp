@@ -129,14 +129,19 @@ std::string digest(const Tensor &t) {
   return llvm::toHex(h.final(), true);
 }
 
-llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vector<Tensor> &outs) {
+/// Writes `outs[i]` as OUT/<names[i]>.npy (or <names[i]>.rank<K>.npy for a
+/// sharded output) for every i with `which[i]`.
+llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vector<Tensor> &outs,
+                         const std::vector<bool> &which, const std::vector<std::string> &suffix) {
   if (std::error_code ec = llvm::sys::fs::create_directories(outputDir))
     return fail("cannot create output folder '" + outputDir + "': " + ec.message());
   // Write every file aside first, then rename them all: no half-written set.
   std::vector<std::pair<std::string, std::string>> done;
   for (size_t i = 0; i < names.size(); ++i) {
+    if (!which[i])
+      continue;
     llvm::SmallString<256> path(outputDir.getValue());
-    llvm::sys::path::append(path, sanitize(names[i]) + ".npy");
+    llvm::sys::path::append(path, sanitize(names[i]) + suffix[i] + ".npy");
     std::string tmp = (path + ".qn-tmp").str();
     if (auto err = writeNpy(tmp, outs[i])) {
       for (auto &d : done)
@@ -151,8 +156,9 @@ llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vecto
       return fail("cannot write '" + d.second + "': " + ec.message());
   if (!quiet)
     for (size_t i = 0; i < names.size(); ++i)
-      llvm::errs() << "qn-run: wrote " << outputDir << "/" << sanitize(names[i]) << ".npy "
-                   << outs[i].describe() << "\n";
+      if (which[i])
+        llvm::errs() << "qn-run: wrote " << outputDir << "/" << sanitize(names[i]) << suffix[i]
+                     << ".npy " << outs[i].describe() << "\n";
   return llvm::Error::success();
 }
 
@@ -201,11 +207,23 @@ int rankMain(int rank, int world, const std::string &masterAddr, int masterPort)
   if (!outs)
     return fails(llvm::toString(outs.takeError()));
   const auto &names = (*exec)->outputNames();
+  // Outputs the plan leaves sharded are written by every rank, one file
+  // each; replicated ones by rank 0, after checking that all ranks agree.
+  std::vector<bool> sharded(names.size(), false), mineToWrite(names.size());
+  std::vector<std::string> suffix(names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (const PlanValue &pv : plan->outputs)
+      if (pv.name == names[i] && !pv.replicated())
+        sharded[i] = true;
+    suffix[i] = sharded[i] ? ".rank" + std::to_string(rank) : "";
+    mineToWrite[i] = sharded[i] || rank == 0;
+  }
   if (comm) {
     // Replicated outputs must be bitwise identical on every rank.
     std::string mine;
-    for (const Tensor &t : *outs)
-      mine += digest(t) + ";";
+    for (size_t i = 0; i < outs->size(); ++i)
+      if (!sharded[i])
+        mine += digest((*outs)[i]) + ";";
     auto all = comm->exchange("qn/outputs", mine);
     if (!all)
       return fails(llvm::toString(all.takeError()));
@@ -214,9 +232,8 @@ int rankMain(int rank, int world, const std::string &masterAddr, int masterPort)
         return fails("outputs differ between rank 0 and rank " + llvm::Twine(r) +
                      "; replicated outputs must be identical (a bug: please report it)");
   }
-  if (rank == 0)
-    if (auto err = writeOutputs(names, *outs))
-      return fails(llvm::toString(std::move(err)));
+  if (auto err = writeOutputs(names, *outs, mineToWrite, suffix))
+    return fails(llvm::toString(std::move(err)));
   if (benchRuns > 0) {
     for (int i = 0; i < 2; ++i) // warm-up beyond the first run
       if (auto o = (*exec)->run(*inputs); !o)

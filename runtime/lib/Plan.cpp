@@ -54,6 +54,8 @@ llvm::Expected<std::vector<PlanValue>> readValues(const llvm::json::Object &o,
     if (!name || !dtype || !shape)
       return fail(where + ": entry of '" + key + "' lacks name, dtype or shape");
     pv.name = name->str();
+    if (auto placement = vo->getString("placement"))
+      pv.placement = placement->str();
     pv.dtype = dtypeFromName(*dtype);
     if (pv.dtype == DType::Undefined)
       return fail(where + ": " + key + " '" + pv.name + "' has unsupported dtype '" + *dtype + "'");

@@ -6,6 +6,7 @@
 - ranks started from different plans stop at rendezvous naming both plan ids;
 - a model whose weights are ONNX external data compiles and runs;
 - two runs of the same plan and inputs give bit-identical outputs;
+- --keep-logits-sharded leaves the LM head's logits split, one file per rank;
 - when a rank is killed in the middle of a run, the launcher stops the others
   and exits non-zero within 10 seconds, naming the rank.
 
@@ -163,6 +164,37 @@ class TestRanks(ToolsTestCase):
                          "--output-dir", out])
         self.assertEqual(proc.returncode, 0, describe(proc))
         self.assert_matches_ort(os.path.join(out, "output.npy"), self.ref)
+
+    def test_keep_logits_sharded(self):
+        # The LM head's logits stay split over the vocabulary: rank k writes
+        # logits.rank{k}.npy, and their concatenation is ORT's output.
+        model = os.path.join(MODELS, "embed_mlp_lm.onnx")
+        rng = np.random.default_rng(5)
+        feeds = {"input_ids": rng.integers(0, 1024, size=(2, 9), dtype=np.int64),
+                 "position_ids": np.broadcast_to(np.arange(9, dtype=np.int64), (2, 9)).copy()}
+        ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        bound = []
+        for name, arr in feeds.items():
+            path = self.path(f"lks-{name}.npy")
+            np.save(path, arr)
+            bound += ["--input", f"{name}={path}"]
+        for tp in (2, 4):
+            plan = self.compile_ok(model, tp, f"plan-lks{tp}", "--keep-logits-sharded")
+            with open(os.path.join(plan, "plan.json")) as f:
+                outputs = __import__("json").load(f)["outputs"]
+            self.assertEqual([o["placement"] for o in outputs], ["S(2)"])
+            out = self.path(f"out-lks{tp}")
+            proc = run_tool([tool("qn-run"), plan, "--nproc", str(tp), *bound,
+                             "--output-dir", out])
+            self.assertEqual(proc.returncode, 0, describe(proc))
+            self.assertEqual(sorted(os.listdir(out)),
+                             [f"logits.rank{k}.npy" for k in range(tp)])
+            shards = [np.load(os.path.join(out, f"logits.rank{k}.npy")) for k in range(tp)]
+            for s in shards:
+                self.assertEqual(s.shape, (2, 9, 1024 // tp))
+            got = np.concatenate(shards, axis=2)
+            err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+            self.assertLessEqual(err, RTOL * float(np.max(np.abs(ref))), f"tp={tp}: {err}")
 
     def test_runs_are_bit_identical(self):
         plan = self.compile_ok(self.model, 2, "plan-det")

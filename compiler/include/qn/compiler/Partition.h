@@ -34,6 +34,9 @@ struct PartitionOptions {
   /// smaller ones stay replicated (the gather would cost more than the
   /// compute it saves).
   int64_t replicateBelowBytes = 256 * 1024;
+  /// Graph outputs produced sharded (the logits of a vocab-parallel LM head)
+  /// stay sharded instead of being gathered, for a vocab-parallel consumer.
+  bool keepLogitsSharded = false;
 };
 
 enum class LinearStrategy { Replicate, Column, Row };
@@ -107,6 +110,8 @@ struct Plan {
   std::vector<EmbeddingInfo> embeddings;
   std::map<std::string, int> collectiveCounts; // by op type
   std::map<std::string, CollectiveStats> collectiveStats;
+  /// Placement of each graph output in the rank plans (R unless kept sharded).
+  std::map<std::string, Placement> outputPlacements;
 };
 
 /// Recognises the Linear layers of `g` (in topological order).

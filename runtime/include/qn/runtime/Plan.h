@@ -18,6 +18,10 @@ struct PlanValue {
   DType dtype = DType::Undefined;
   std::vector<int64_t> dims;        // -1 where symbolic or unknown
   std::vector<std::string> symbols; // the symbol where dims[i] == -1 ("" if unknown)
+  /// "R", or "S(d)" for an output the plan leaves sharded (each rank holds
+  /// its slice of axis d).
+  std::string placement = "R";
+  bool replicated() const { return placement == "R"; }
   /// "float32[batch,784]"
   std::string describe() const;
 };
