@@ -5,6 +5,7 @@
 
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FormatVariadic.h"
 
 namespace qn {
 namespace {
@@ -101,99 +102,110 @@ std::vector<LinearInfo> findLinears(const Graph &g) {
   return out;
 }
 
-/// From a column-parallel candidate, follows its output through
-/// shard-preserving elementwise ops (fan-out included, as in an Erf GELU) and
-/// collects the Linears that consume it as their activation. Returns false if
-/// the sharded value escapes anywhere else (a graph output, a reshape, a
-/// softmax, ...), in which case no pair is formed.
-static bool findRowPartners(const Graph &g, const LinearInfo &col,
-                            llvm::DenseMap<const Node *, LinearInfo *> &byNode,
-                            llvm::SmallVectorImpl<LinearInfo *> &rows) {
-  llvm::DenseSet<const Value *> reached;
-  reached.insert(col.node->outputs[0]);
-  if (col.node->outputs[0]->isGraphOutput)
-    return false;
-  size_t start = g.indexOf(col.node) + 1;
-  for (size_t i = start; i < g.nodes.size(); ++i) {
-    const Node *n = g.nodes[i].get();
-    bool touches = false;
-    for (const Value *v : n->inputs)
-      touches |= v && reached.count(v);
-    if (!touches)
-      continue;
-    auto it = byNode.find(n);
-    if (it != byNode.end()) {
-      LinearInfo *li = it->second;
-      // Only the activation may be sharded, along K, and K must match.
-      if (!reached.count(n->inputs[0]) || reached.count(n->inputs[1]) ||
-          (n->inputs.size() > 2 && n->inputs[2] && reached.count(n->inputs[2])) ||
-          li->strategy != LinearStrategy::Replicate || !li->pairedWith.empty() ||
-          li->K != col.N || li->actKAxis != n->inputs[0]->rank() - 1)
-        return false;
-      rows.push_back(li);
-      continue;
-    }
-    if (!n->domain().empty() || !isShardPreservingElementwise(n->opType()))
-      return false;
-    // Every non-constant input must carry the same shard; constants are sliced.
-    for (const Value *v : n->inputs)
-      if (v && !v->constant && !reached.count(v))
-        return false;
-    for (const Value *v : n->outputs) {
-      if (!v)
-        continue;
-      if (v->isGraphOutput || !v->hasShape)
-        return false;
-      reached.insert(v);
-    }
-  }
-  return !rows.empty();
+/// Runs a tentative propagation with `group` column-parallel at `tp`.
+static llvm::Expected<DryRun> dryRun(Graph &g, const std::vector<LinearInfo> &linears,
+                                     const PartitionOptions &opts, int tp,
+                                     llvm::ArrayRef<const Node *> group) {
+  PartitionOptions o = opts;
+  o.tp = tp;
+  DryRun d;
+  d.group.assign(group.begin(), group.end());
+  RewriteState none;
+  llvm::DenseMap<const Node *, NodePlacements> scratch;
+  if (auto err = propagatePlacements(g, linears, o, none, scratch, &d))
+    return std::move(err);
+  return d;
+}
+
+static std::string labels(llvm::ArrayRef<const Node *> nodes) {
+  std::string s;
+  for (const Node *n : nodes)
+    s += (s.empty() ? "'" : ", '") + n->label() + "' (" + n->opType() + ")";
+  return s;
 }
 
 llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
                            const PartitionOptions &opts) {
+  const int tp = opts.tp;
+  if (tp == 1)
+    return llvm::Error::success(); // everything stays replicated
   llvm::DenseMap<const Node *, LinearInfo *> byNode;
   for (LinearInfo &li : linears)
     byNode[li.node] = &li;
-  const int tp = opts.tp;
-  std::vector<std::pair<LinearInfo *, LinearInfo *>> pairs;
+  auto undecided = [](const LinearInfo &li) {
+    return li.strategy == LinearStrategy::Replicate && li.pairedWith.empty();
+  };
   for (LinearInfo &li : linears) {
-    if (li.strategy != LinearStrategy::Replicate || !li.pairedWith.empty())
-      continue; // already the row half of a pair
-    llvm::SmallVector<LinearInfo *, 2> rows;
-    if (findRowPartners(g, li, byNode, rows)) {
-      li.strategy = LinearStrategy::Column;
-      li.pairedWith = rows.front()->node->label();
-      for (LinearInfo *r : rows) {
+    if (!undecided(li))
+      continue;
+    // The group: undecided Linears reading the same activation (Q, K, V).
+    llvm::SmallVector<const Node *, 4> group;
+    int64_t common = 0;
+    for (LinearInfo &other : linears)
+      if (undecided(other) && other.node->inputs[0] == li.node->inputs[0] &&
+          other.actKAxis == li.actKAxis) {
+        group.push_back(other.node);
+        common = std::gcd(common, other.N);
+      }
+    // Structure first (tp 1: no divisibility question): do the group's
+    // shards reach row partners without a gather? If the whole group does
+    // not, the Linear may still pair on its own.
+    auto structural = dryRun(g, linears, opts, 1, group);
+    if (!structural)
+      return structural.takeError();
+    if ((!structural->violation.empty() || structural->rows.empty()) && group.size() > 1) {
+      group.assign(1, li.node);
+      common = li.N;
+      structural = dryRun(g, linears, opts, 1, group);
+      if (!structural)
+        return structural.takeError();
+    }
+    if (structural->violation.empty() && !structural->rows.empty()) {
+      auto real = dryRun(g, linears, opts, tp, group);
+      if (!real)
+        return real.takeError();
+      if (common % tp || !real->violation.empty() || real->rows != structural->rows) {
+        std::string works;
+        for (int64_t t = 1; t <= common; ++t) {
+          if (common % t)
+            continue;
+          auto d = dryRun(g, linears, opts, static_cast<int>(t), group);
+          if (!d)
+            return d.takeError();
+          if (d->violation.empty() && d->rows == structural->rows)
+            works += (works.empty() ? "" : ", ") + std::to_string(t);
+        }
+        std::string why = common % tp
+                              ? llvm::formatv("{0} is not divisible by {1}", common, tp).str()
+                              : real->violation.empty() ? std::string("the row layers change")
+                                                        : real->violation;
+        std::string features = group.size() == 1
+                                   ? llvm::formatv(", {0} output features", li.N).str()
+                                   : std::string();
+        return fail("cannot split " +
+                    (group.size() == 1
+                         ? "'" + li.node->label() + "' (" + li.node->opType() + features + ")"
+                         : labels(group)) +
+                    " and " + labels(structural->rows) + " over --tp " + llvm::Twine(tp) + ": " +
+                    why + "; tp values that work for these layers: " +
+                    (works.empty() ? std::string("none") : works));
+      }
+      for (const Node *n : group) {
+        LinearInfo *c = byNode[n];
+        c->strategy = LinearStrategy::Column;
+        c->pairedWith = structural->rows.front()->label();
+      }
+      for (const Node *n : structural->rows) {
+        LinearInfo *r = byNode[n];
         r->strategy = LinearStrategy::Row;
         r->pairedWith = li.node->label();
-        pairs.push_back({&li, r});
       }
       continue;
     }
     // A lone Linear: column-parallel then gathered, or replicated when the
     // weight is too small for sharding to pay, or tp does not divide N.
-    if (tp > 1 && li.N % tp == 0 && li.weightBytes >= opts.replicateBelowBytes)
+    if (li.N % tp == 0 && li.weightBytes >= opts.replicateBelowBytes)
       li.strategy = LinearStrategy::Column;
-  }
-  if (tp == 1) {
-    for (LinearInfo &li : linears)
-      li.strategy = LinearStrategy::Replicate;
-    return llvm::Error::success();
-  }
-  // Every pair shards its inner dimension: tp must divide it.
-  int64_t common = 0;
-  for (auto &p : pairs)
-    common = std::gcd(common, p.first->N);
-  for (auto &p : pairs) {
-    if (p.first->N % tp == 0)
-      continue;
-    return fail("cannot split '" + p.first->node->label() + "' (" + p.first->node->opType() +
-                ", " + llvm::Twine(p.first->N) + " output features) and '" +
-                p.second->node->label() + "' (" + p.second->node->opType() +
-                ") over --tp " + llvm::Twine(tp) + ": " + llvm::Twine(p.first->N) +
-                " is not divisible by " + llvm::Twine(tp) +
-                "; tp values that work for this model: " + divisorsList(common));
   }
   return llvm::Error::success();
 }

@@ -223,6 +223,14 @@ struct Lowering {
         pn.in.push_back(need);
         if (!v)
           continue;
+        bool overridden = false;
+        for (const auto &[idx, name] : p.constantOverrides)
+          if (idx == i) {
+            pn.proto.set_input(i, constantName(g.lookup(name), Placement::R()));
+            overridden = true;
+          }
+        if (overridden)
+          continue;
         if (v->constant) {
           if (need.isShard()) {
             int64_t extent = v->dimSize(need.axis);

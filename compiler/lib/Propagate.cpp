@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 #include "qn/compiler/Partition.h"
 
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
 
 namespace qn {
@@ -43,6 +45,7 @@ struct Rules {
   Graph &g;
   const PartitionOptions &opts;
   llvm::DenseMap<const Node *, const LinearInfo *> linearOf;
+  DryRun *dry = nullptr;
 
   /// Placement of value v as it is (constants: R).
   Placement of(const Value *v) const { return v ? v->placement : Placement::R(); }
@@ -58,7 +61,17 @@ struct Rules {
     const Value *x = n.inputs[0];
     const Value *y = n.outputs[0];
     int outLast = y->hasShape ? static_cast<int>(y->rank() - 1) : static_cast<int>(x->rank() - 1);
-    switch (li.strategy) {
+    LinearStrategy strategy = li.strategy;
+    if (dry) {
+      if (llvm::is_contained(dry->group, &n)) {
+        strategy = LinearStrategy::Column;
+      } else if (strategy == LinearStrategy::Replicate && li.pairedWith.empty() &&
+                 of(x).isShard() && of(x).axis == li.actKAxis) {
+        strategy = LinearStrategy::Row;
+        dry->rows.push_back(&n);
+      }
+    }
+    switch (strategy) {
     case LinearStrategy::Replicate:
       break;
     case LinearStrategy::Column:
@@ -75,7 +88,7 @@ struct Rules {
     case LinearStrategy::Row:
       np.in[0] = Placement::S(li.actKAxis);
       np.in[1] = Placement::S(li.weightKAxis);
-      if (li.isGemm && n.inputs.size() > 2 && n.inputs[2])
+      if (li.isGemm && n.inputs.size() > 2 && n.inputs[2] && !dry)
         return fail("internal: row-parallel Gemm '" + n.label() + "' still has a bias");
       np.out[0] = Placement::P();
       break;
@@ -184,6 +197,114 @@ struct Rules {
         np.out[0] = Placement::S(static_cast<int>(i));
   }
 
+  /// Reshape of a value sharded on axis d: the sharded axis may be kept,
+  /// split (hidden -> heads x head_dim: the leading factor is sharded) or
+  /// merged (heads x head_dim -> hidden: d must lead the merged group). The
+  /// target shape (a constant) is rewritten with the sharded dim divided by
+  /// tp; anything else is gathered first. A partial sum reshapes as is.
+  void reshape(const Node &n, NodePlacements &np) {
+    allReplicated(n, np);
+    const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
+    Placement p = of(x);
+    if (p.isPartial()) {
+      np.in[0] = p;
+      np.out[0] = p;
+      return;
+    }
+    if (!p.isShard() || !shape || !shape->constant || !x->hasShape || !y || !y->hasShape ||
+        shape->constant->data_type() != onnx::TensorProto::INT64)
+      return;
+    // Group the axes of x and y into blocks of equal known products;
+    // symbolic dims must match one to one.
+    const auto &xs = x->shape, &ys = y->shape;
+    size_t i = 0, j = 0;
+    int outAxis = -1;
+    while (i < xs.size() && j < ys.size()) {
+      size_t i0 = i, j0 = j;
+      if (!xs[i].known() || !ys[j].known()) {
+        if (xs[i].known() || ys[j].known() || xs[i].symbol != ys[j].symbol ||
+            xs[i].symbol.empty())
+          return;
+        ++i, ++j;
+      } else {
+        int64_t px = xs[i++].size, py = ys[j++].size;
+        while (px != py) {
+          if (px < py) {
+            if (i == xs.size() || !xs[i].known())
+              return;
+            px *= xs[i++].size;
+          } else {
+            if (j == ys.size() || !ys[j].known())
+              return;
+            py *= ys[j++].size;
+          }
+        }
+      }
+      if (static_cast<size_t>(p.axis) >= i0 && static_cast<size_t>(p.axis) < i) {
+        // The sharded axis must lead its group (a merge keeps the shard
+        // outermost; a split shards the leading factor).
+        if (static_cast<size_t>(p.axis) != i0)
+          return;
+        outAxis = static_cast<int>(j0);
+      }
+    }
+    if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % opts.tp)
+      return;
+    // The local target shape.
+    onnx::TensorProto t = *shape->constant;
+    std::string &raw = *t.mutable_raw_data();
+    if (raw.size() != ys.size() * sizeof(int64_t))
+      return;
+    int64_t *dims = reinterpret_cast<int64_t *>(raw.data());
+    if (dims[outAxis] > 0)
+      dims[outAxis] /= opts.tp;
+    else if (dims[outAxis] == 0 && outAxis != p.axis)
+      return; // "copy the input's dim" would copy an unsharded one
+    t.set_name(g.uniqueName(shape->name + "__qn_local"));
+    std::string name = t.name();
+    g.addConstant(std::move(t));
+    np.in[0] = p;
+    np.out[0] = Placement::S(outAxis);
+    np.constantOverrides.push_back({1u, name});
+  }
+
+  /// MatMul of two activations (attention's Q.K^T and P.V): shards on the
+  /// same batch axis (heads) stay sharded; shards on the contracted axis
+  /// give a partial sum; M or N shards with the other side whole pass.
+  void matmul(const Node &n, NodePlacements &np) {
+    allReplicated(n, np);
+    const Value *a = n.input(0), *b = n.input(1), *y = n.outputs[0];
+    if (!a || !b || !a->hasShape || !b->hasShape || !y || !y->hasShape || a->rank() < 2 ||
+        b->rank() < 2)
+      return;
+    Placement pa = of(a), pb = of(b);
+    int64_t ra = a->rank(), rb = b->rank(), r = y->rank();
+    auto outBatch = [&](int axis, int64_t rank) { return axis + (r - rank); };
+    if (pa.isShard() && pb.isShard() && pa.axis < ra - 2 && pb.axis < rb - 2 &&
+        outBatch(pa.axis, ra) == outBatch(pb.axis, rb) && a->dimSize(pa.axis) != 1 &&
+        b->dimSize(pb.axis) != 1) {
+      np.in[0] = pa;
+      np.in[1] = pb;
+      np.out[0] = Placement::S(static_cast<int>(outBatch(pa.axis, ra)));
+      return;
+    }
+    if (pa.isShard() && pb.isShard() && pa.axis == ra - 1 && pb.axis == rb - 2) {
+      np.in[0] = pa;
+      np.in[1] = pb;
+      np.out[0] = Placement::P();
+      return;
+    }
+    if (pa.isShard() && pa.axis == ra - 2 && pb.isReplicated()) {
+      np.in[0] = pa;
+      np.out[0] = Placement::S(static_cast<int>(r - 2));
+      return;
+    }
+    if (pb.isShard() && pb.axis == rb - 1 && pa.isReplicated()) {
+      np.in[1] = pb;
+      np.out[0] = Placement::S(static_cast<int>(r - 1));
+    }
+  }
+
   llvm::Error apply(const Node &n, NodePlacements &np) {
     if (auto it = linearOf.find(&n); it != linearOf.end())
       return linear(n, *it->second, np);
@@ -198,6 +319,10 @@ struct Rules {
       softmax(n, np);
     else if (op == "Transpose")
       transpose(n, np);
+    else if (op == "Reshape")
+      reshape(n, np);
+    else if (op == "MatMul")
+      matmul(n, np);
     else
       allReplicated(n, np);
     return llvm::Error::success();
@@ -208,26 +333,52 @@ struct Rules {
 
 llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
                                 const PartitionOptions &opts, const RewriteState &state,
-                                llvm::DenseMap<const Node *, NodePlacements> &out) {
-  Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>()};
+                                llvm::DenseMap<const Node *, NodePlacements> &out, DryRun *dry) {
+  Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>(), dry};
   for (const LinearInfo &li : linears)
     rules.linearOf[li.node] = &li;
   for (Value *v : g.inputs)
     v->placement = Placement::R();
+  // In a dry run: the values derived from the group, up to its row partners.
+  llvm::DenseSet<const Value *> tainted;
   for (auto &np : g.nodes) {
+    const Node *n = np.get();
     for (Value *v : np->inputs)
       if (v && v->constant)
         v->placement = Placement::R();
     NodePlacements p;
-    if (auto it = state.fixed.find(np.get()); it != state.fixed.end())
+    size_t rowsBefore = dry ? dry->rows.size() : 0;
+    if (auto it = state.fixed.find(n); it != state.fixed.end())
       p = it->second;
     else if (auto err = rules.apply(*np, p))
       return err;
+    if (dry && dry->violation.empty()) {
+      bool isRow = dry->rows.size() > rowsBefore;
+      bool inGroup = llvm::is_contained(dry->group, n);
+      bool touched = inGroup;
+      for (unsigned i = 0; i < np->inputs.size(); ++i) {
+        const Value *v = np->inputs[i];
+        if (!v || v->constant || !tainted.count(v))
+          continue;
+        touched = true;
+        if (v->placement.isShard() && i < p.in.size() && p.in[i] != v->placement)
+          dry->violation = "'" + n->label() + "' (" + n->opType() + ") needs '" + v->name +
+                           "' as " + p.in[i].str() + " but it is " + v->placement.str();
+      }
+      if (touched && !isRow)
+        for (const Value *v : np->outputs)
+          if (v)
+            tainted.insert(v);
+    }
     for (unsigned i = 0; i < np->outputs.size(); ++i)
       if (Value *v = np->outputs[i])
         v->placement = p.out[i];
-    out[np.get()] = std::move(p);
+    out[n] = std::move(p);
   }
+  if (dry && dry->violation.empty())
+    for (const Value *v : g.outputs)
+      if (tainted.count(v) && v->placement.isShard())
+        dry->violation = "graph output '" + v->name + "' would be " + v->placement.str();
   return llvm::Error::success();
 }
 

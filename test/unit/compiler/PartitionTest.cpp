@@ -133,7 +133,7 @@ TEST(Partition, IndivisibleInnerDimensionNamesNodesAndTpValues) {
   std::string msg = llvm::toString(plan.takeError());
   EXPECT_NE(msg.find("MatMul_0"), std::string::npos) << msg;
   EXPECT_NE(msg.find("MatMul_3"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("tp values that work for this model: 1, 2, 4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tp values that work for these layers: 1, 2, 4"), std::string::npos) << msg;
 }
 
 TEST(Partition, TpOneReplicatesEverything) {

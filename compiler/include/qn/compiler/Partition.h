@@ -59,6 +59,9 @@ struct LinearInfo {
 struct NodePlacements {
   llvm::SmallVector<Placement, 4> in;
   llvm::SmallVector<Placement, 2> out;
+  /// Constant inputs replaced by a rule (input index -> new constant's
+  /// name), e.g. a Reshape's target shape with the sharded dim divided by tp.
+  llvm::SmallVector<std::pair<unsigned, std::string>, 1> constantOverrides;
 };
 
 /// An embedding lookup: Gather(table[V,H] constant, ids) on axis 0.
@@ -131,10 +134,23 @@ std::vector<EmbeddingInfo> findEmbeddings(const Graph &g, const PartitionOptions
 /// giving a partial sum P (the AllReduce comes from the redistributions).
 llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embeddings,
                                  RewriteState &state);
+/// A tentative propagation used by the planner: `group` (Linears reading the
+/// same activation, e.g. Q, K and V) is taken as column-parallel; an
+/// undecided Linear whose activation arrives sharded on K is taken as its row
+/// partner. A sharded value derived from the group that would have to be
+/// gathered, or reaches a graph output, is a violation.
+struct DryRun {
+  llvm::SmallVector<const Node *, 4> group;
+  llvm::SmallVector<const Node *, 4> rows;
+  std::string violation; // empty: the group and its rows need no gather
+};
+
 /// Assigns a placement to every value and records what each node needs.
+/// With `dry`, a tentative propagation for the planner (see DryRun).
 llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
                                 const PartitionOptions &opts, const RewriteState &state,
-                                llvm::DenseMap<const Node *, NodePlacements> &out);
+                                llvm::DenseMap<const Node *, NodePlacements> &out,
+                                DryRun *dry = nullptr);
 /// Builds the plan: nodes with redistributions inserted, constants named.
 llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
                            std::vector<EmbeddingInfo> embeddings,
