@@ -187,12 +187,71 @@ def build_embed_mlp_lm(rng):
     return finish(graph)
 
 
+def build_attention_block(rng):
+    """A self-attention block as torch exports it for (B,T,H) inputs with
+    separate q/k/v nn.Linear layers, view(B, T, heads, head_dim) (a Reshape
+    whose target is [0, 0, heads, head_dim]), transposes, scaled scores, an
+    additive mask, softmax, the output projection and a residual add."""
+    hidden, heads = 64, 4
+    head_dim = hidden // heads
+    params = {n: linear_params(rng, hidden, hidden) for n in ("q", "k", "v", "o")}
+    inits = [init("split_shape", np.array([0, 0, heads, head_dim], np.int64)),
+             init("merge_shape", np.array([0, 0, hidden], np.int64)),
+             init("scale", np.array(np.sqrt(head_dim), np.float32))]
+    nodes = []
+    for n in ("q", "k", "v"):
+        w, b = params[n]
+        inits += [init(f"onnx::MatMul_{n}", w.T), init(f"{n}_proj.bias", b)]
+        nodes += [
+            helper.make_node("MatMul", ["x", f"onnx::MatMul_{n}"], [f"/{n}_proj/MatMul_output_0"],
+                             name=f"/{n}_proj/MatMul"),
+            helper.make_node("Add", [f"{n}_proj.bias", f"/{n}_proj/MatMul_output_0"],
+                             [f"/{n}_proj/Add_output_0"], name=f"/{n}_proj/Add"),
+            helper.make_node("Reshape", [f"/{n}_proj/Add_output_0", "split_shape"],
+                             [f"/{n}/Reshape_output_0"], name=f"/{n}/Reshape"),
+            helper.make_node("Transpose", [f"/{n}/Reshape_output_0"],
+                             [f"/{n}/Transpose_output_0"], name=f"/{n}/Transpose",
+                             perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3]),
+        ]
+    w, b = params["o"]
+    inits += [init("onnx::MatMul_o", w.T), init("o_proj.bias", b)]
+    nodes += [
+        helper.make_node("MatMul", ["/q/Transpose_output_0", "/k/Transpose_output_0"],
+                         ["/MatMul_output_0"], name="/MatMul"),
+        helper.make_node("Div", ["/MatMul_output_0", "scale"], ["/Div_output_0"], name="/Div"),
+        helper.make_node("Add", ["/Div_output_0", "mask"], ["/Add_output_0"], name="/Add"),
+        helper.make_node("Softmax", ["/Add_output_0"], ["/Softmax_output_0"], name="/Softmax",
+                         axis=-1),
+        helper.make_node("MatMul", ["/Softmax_output_0", "/v/Transpose_output_0"],
+                         ["/MatMul_1_output_0"], name="/MatMul_1"),
+        helper.make_node("Transpose", ["/MatMul_1_output_0"], ["/Transpose_output_0"],
+                         name="/Transpose", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["/Transpose_output_0", "merge_shape"],
+                         ["/Reshape_output_0"], name="/Reshape"),
+        helper.make_node("MatMul", ["/Reshape_output_0", "onnx::MatMul_o"],
+                         ["/o_proj/MatMul_output_0"], name="/o_proj/MatMul"),
+        helper.make_node("Add", ["o_proj.bias", "/o_proj/MatMul_output_0"],
+                         ["/o_proj/Add_output_0"], name="/o_proj/Add"),
+        helper.make_node("Add", ["x", "/o_proj/Add_output_0"], ["y"], name="/Add_1"),
+    ]
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden]),
+                helper.make_tensor_value_info("mask", TensorProto.FLOAT,
+                                              ["batch", 1, 1, "seq"])],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        initializer=inits,
+    )
+    return finish(graph)
+
+
 def build_all():
     # One generator per model so adding a model never changes the others' weights.
     return {
         "mlp_gemm.onnx": build_mlp_gemm(np.random.default_rng(SEED)),
         "mlp_matmul3d.onnx": build_mlp_matmul3d(np.random.default_rng(SEED + 1)),
         "embed_mlp_lm.onnx": build_embed_mlp_lm(np.random.default_rng(SEED + 2)),
+        "attention_block.onnx": build_attention_block(np.random.default_rng(SEED + 3)),
     }
 
 

@@ -68,6 +68,24 @@ MODEL_CASES["embed_mlp_lm"] = dict(
     # column-parallel over the vocabulary (AllGather of the logits).
     collectives=["AllReduce", "AllReduce", "AllGather"],
 )
+
+
+def _attention_inputs(batch, seq):
+    def make(rng):
+        # An additive mask hiding the last keys of the second sequence.
+        mask = np.zeros((batch, 1, 1, seq), np.float32)
+        mask[-1, ..., seq // 2:] = -1e4
+        return {"x": rng.standard_normal((batch, seq, 64)).astype(np.float32), "mask": mask}
+    make.shape = (batch, seq)
+    return make
+
+
+MODEL_CASES["attention_block"] = dict(
+    inputs=[_attention_inputs(2, 5), _attention_inputs(3, 12)],
+    # Q, K, V column-parallel by whole heads, output projection row-parallel.
+    may_replicate={"o_proj.bias", "split_shape", "merge_shape", "scale"},
+    collectives=["AllReduce"],
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
