@@ -245,6 +245,64 @@ def build_attention_block(rng):
     return finish(graph)
 
 
+def build_fused_attention_block(rng):
+    """GPT-2's attention as exported: one c_attn projection to 3*hidden (a
+    MatMul and a bias Add), Split into q, k, v, heads reshaped and
+    transposed, scaled scores, softmax, the c_proj projection, a residual."""
+    hidden, heads = 64, 4
+    head_dim = hidden // heads
+    w_attn, b_attn = linear_params(rng, hidden, 3 * hidden)
+    w_proj, b_proj = linear_params(rng, hidden, hidden)
+    inits = [init("onnx::MatMul_c_attn", w_attn.T), init("c_attn.bias", b_attn),
+             init("onnx::MatMul_c_proj", w_proj.T), init("c_proj.bias", b_proj),
+             init("split_sizes", np.array([hidden] * 3, np.int64)),
+             init("split_shape", np.array([0, 0, heads, head_dim], np.int64)),
+             init("merge_shape", np.array([0, 0, hidden], np.int64)),
+             init("scale", np.array(np.sqrt(head_dim), np.float32))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "onnx::MatMul_c_attn"], ["/c_attn/MatMul_output_0"],
+                         name="/c_attn/MatMul"),
+        helper.make_node("Add", ["c_attn.bias", "/c_attn/MatMul_output_0"],
+                         ["/c_attn/Add_output_0"], name="/c_attn/Add"),
+        helper.make_node("Split", ["/c_attn/Add_output_0", "split_sizes"],
+                         ["/Split_output_0", "/Split_output_1", "/Split_output_2"],
+                         name="/Split", axis=2),
+    ]
+    for i, n in enumerate(("q", "k", "v")):
+        nodes += [
+            helper.make_node("Reshape", [f"/Split_output_{i}", "split_shape"],
+                             [f"/{n}/Reshape_output_0"], name=f"/{n}/Reshape"),
+            helper.make_node("Transpose", [f"/{n}/Reshape_output_0"],
+                             [f"/{n}/Transpose_output_0"], name=f"/{n}/Transpose",
+                             perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3]),
+        ]
+    nodes += [
+        helper.make_node("MatMul", ["/q/Transpose_output_0", "/k/Transpose_output_0"],
+                         ["/MatMul_output_0"], name="/MatMul"),
+        helper.make_node("Div", ["/MatMul_output_0", "scale"], ["/Div_output_0"], name="/Div"),
+        helper.make_node("Softmax", ["/Div_output_0"], ["/Softmax_output_0"], name="/Softmax",
+                         axis=-1),
+        helper.make_node("MatMul", ["/Softmax_output_0", "/v/Transpose_output_0"],
+                         ["/MatMul_1_output_0"], name="/MatMul_1"),
+        helper.make_node("Transpose", ["/MatMul_1_output_0"], ["/Transpose_output_0"],
+                         name="/Transpose", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["/Transpose_output_0", "merge_shape"],
+                         ["/Reshape_output_0"], name="/Reshape"),
+        helper.make_node("MatMul", ["/Reshape_output_0", "onnx::MatMul_c_proj"],
+                         ["/c_proj/MatMul_output_0"], name="/c_proj/MatMul"),
+        helper.make_node("Add", ["c_proj.bias", "/c_proj/MatMul_output_0"],
+                         ["/c_proj/Add_output_0"], name="/c_proj/Add"),
+        helper.make_node("Add", ["x", "/c_proj/Add_output_0"], ["y"], name="/Add"),
+    ]
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        initializer=inits,
+    )
+    return finish(graph)
+
+
 def build_all():
     # One generator per model so adding a model never changes the others' weights.
     return {
@@ -252,6 +310,8 @@ def build_all():
         "mlp_matmul3d.onnx": build_mlp_matmul3d(np.random.default_rng(SEED + 1)),
         "embed_mlp_lm.onnx": build_embed_mlp_lm(np.random.default_rng(SEED + 2)),
         "attention_block.onnx": build_attention_block(np.random.default_rng(SEED + 3)),
+        "fused_attention_block.onnx": build_fused_attention_block(
+            np.random.default_rng(SEED + 4)),
     }
 
 

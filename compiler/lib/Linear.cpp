@@ -124,11 +124,53 @@ static std::string labels(llvm::ArrayRef<const Node *> nodes) {
   return s;
 }
 
+/// A fused projection: the Linear's output (after an optional Add of a
+/// constant bias) has one consumer, a Split of its last axis into k equal
+/// parts. Returns k, or 1.
+static int fusedParts(const LinearInfo &li) {
+  const Value *v = li.node->outputs[0];
+  if (!v || !v->hasShape || v->uses.size() != 1)
+    return 1;
+  const Node *user = v->uses[0].first;
+  if (user->opType() == "Add" && user->inputs.size() == 2 &&
+      (user->inputs[0] == v ? user->inputs[1] : user->inputs[0])->constant) {
+    v = user->outputs[0];
+    if (!v || v->uses.size() != 1)
+      return 1;
+    user = v->uses[0].first;
+  }
+  if (user->opType() != "Split" || !user->domain().empty() || user->inputs[0] != v)
+    return 1;
+  int64_t axis = 0;
+  for (const auto &a : user->proto.attribute())
+    if (a.name() == "axis")
+      axis = a.i();
+  if (axis < 0)
+    axis += v->rank();
+  int k = static_cast<int>(user->outputs.size());
+  if (axis != v->rank() - 1 || k < 2 || li.N % k)
+    return 1;
+  if (const Value *sizes = user->input(1)) {
+    if (!sizes->constant || sizes->constant->data_type() != onnx::TensorProto::INT64)
+      return 1;
+    const std::string &raw = sizes->constant->raw_data();
+    const int64_t *s = reinterpret_cast<const int64_t *>(raw.data());
+    if (raw.size() != k * sizeof(int64_t))
+      return 1;
+    for (int i = 0; i < k; ++i)
+      if (s[i] != li.N / k)
+        return 1;
+  }
+  return k;
+}
+
 llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
                            const PartitionOptions &opts) {
   const int tp = opts.tp;
   if (tp == 1)
     return llvm::Error::success(); // everything stays replicated
+  for (LinearInfo &li : linears)
+    li.fusedParts = fusedParts(li);
   llvm::DenseMap<const Node *, LinearInfo *> byNode;
   for (LinearInfo &li : linears)
     byNode[li.node] = &li;
@@ -164,10 +206,11 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
       auto real = dryRun(g, linears, opts, tp, group);
       if (!real)
         return real.takeError();
-      if (common % tp || !real->violation.empty() || real->rows != structural->rows) {
+      if (common % (tp * li.fusedParts) || !real->violation.empty() ||
+          real->rows != structural->rows) {
         std::string works;
         for (int64_t t = 1; t <= common; ++t) {
-          if (common % t)
+          if (common % (t * li.fusedParts))
             continue;
           auto d = dryRun(g, linears, opts, static_cast<int>(t), group);
           if (!d)
@@ -204,8 +247,10 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
     }
     // A lone Linear: column-parallel then gathered, or replicated when the
     // weight is too small for sharding to pay, or tp does not divide N.
-    if (li.N % tp == 0 && li.weightBytes >= opts.replicateBelowBytes)
+    if (li.N % tp == 0 && li.weightBytes >= opts.replicateBelowBytes) {
       li.strategy = LinearStrategy::Column;
+      li.fusedParts = 1; // gathered: an ordinary contiguous shard
+    }
   }
   return llvm::Error::success();
 }

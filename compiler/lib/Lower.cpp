@@ -62,6 +62,7 @@ struct Lowering {
     rc.name = name;
     rc.source = v->constant;
     rc.shardAxis = p.isShard() ? p.axis : -1;
+    rc.blocks = p.isShard() ? p.blocks : 1;
     if (auto it = state.rankDependent.find(v->name); it != state.rankDependent.end())
       rc.generate = it->second;
     plan.constants.push_back(std::move(rc));
@@ -118,12 +119,12 @@ struct Lowering {
     usedNames[starts] = usedNames[ends] = usedNames[axes] = "";
     int64_t chunk = extent / opts.tp;
     plan.constants.push_back(
-        {starts, nullptr, -1, [starts, chunk](int rank, int) { return int64Vector(starts, {rank * chunk}); }});
-    plan.constants.push_back({ends, nullptr, -1, [ends, chunk](int rank, int) {
+        {starts, nullptr, -1, 1, [starts, chunk](int rank, int) { return int64Vector(starts, {rank * chunk}); }});
+    plan.constants.push_back({ends, nullptr, -1, 1, [ends, chunk](int rank, int) {
                                 return int64Vector(ends, {(rank + 1) * chunk});
                               }});
     plan.constants.push_back(
-        {axes, nullptr, -1, [axes, axis](int, int) { return int64Vector(axes, {axis}); }});
+        {axes, nullptr, -1, 1, [axes, axis](int, int) { return int64Vector(axes, {axis}); }});
     PlannedNode pn;
     pn.role = "local-slice";
     pn.proto.set_op_type("Slice");
@@ -150,6 +151,9 @@ struct Lowering {
       return outName.empty() ? fresh((v->name + "__qn_" + suffix).str()) : outName;
     };
     std::string result;
+    if (from != to && from.isShard() && from.blocks > 1)
+      return fail("internal: '" + (consumer ? consumer->label() : std::string("graph output")) +
+                  "' needs the head-wise blocked value '" + v->name + "' as " + to.str());
     switch (redistribution(from, to)) {
     case Redistribution::None:
       return have.str();

@@ -14,7 +14,8 @@ llvm::Error fail(const llvm::Twine &msg) {
 
 } // namespace
 
-onnx::TensorProto sliceTensor(const onnx::TensorProto &t, int axis, int index, int parts) {
+onnx::TensorProto sliceTensor(const onnx::TensorProto &t, int axis, int index, int parts,
+                              int blocks) {
   onnx::TensorProto out;
   out.set_name(t.name());
   out.set_data_type(t.data_type());
@@ -26,15 +27,16 @@ onnx::TensorProto sliceTensor(const onnx::TensorProto &t, int axis, int index, i
     else if (i > axis)
       inner *= t.dims(i);
   }
-  int64_t extent = t.dims(axis), chunk = extent / parts;
+  int64_t extent = t.dims(axis), block = extent / blocks, chunk = block / parts;
   for (int i = 0; i < t.dims_size(); ++i)
-    out.add_dims(i == axis ? chunk : t.dims(i));
+    out.add_dims(i == axis ? chunk * blocks : t.dims(i));
   const std::string &src = t.raw_data();
   std::string dst;
-  dst.reserve(static_cast<size_t>(outer * chunk * inner));
+  dst.reserve(static_cast<size_t>(outer * chunk * blocks * inner));
   for (int64_t o = 0; o < outer; ++o)
-    dst.append(src, static_cast<size_t>((o * extent + index * chunk) * inner),
-               static_cast<size_t>(chunk * inner));
+    for (int64_t b = 0; b < blocks; ++b)
+      dst.append(src, static_cast<size_t>((o * extent + b * block + index * chunk) * inner),
+                 static_cast<size_t>(chunk * inner));
   out.set_raw_data(std::move(dst));
   return out;
 }
@@ -82,7 +84,7 @@ llvm::Expected<onnx::ModelProto> materializeRank(const Plan &plan, const Graph &
     if (rc.generate)
       t = rc.generate(rank, plan.tp);
     else if (rc.shardAxis >= 0)
-      t = sliceTensor(*rc.source, rc.shardAxis, rank, plan.tp);
+      t = sliceTensor(*rc.source, rc.shardAxis, rank, plan.tp, rc.blocks);
     else
       t = *rc.source;
     t.set_name(rc.name);

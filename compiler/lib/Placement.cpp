@@ -10,7 +10,8 @@ std::string Placement::str() const {
   case Kind::Partial:
     return "P";
   case Kind::Shard:
-    return "S(" + std::to_string(axis) + ")";
+    return "S(" + std::to_string(axis) + ")" +
+           (blocks > 1 ? "x" + std::to_string(blocks) : std::string());
   }
   return "?";
 }

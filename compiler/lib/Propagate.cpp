@@ -75,15 +75,15 @@ struct Rules {
     case LinearStrategy::Replicate:
       break;
     case LinearStrategy::Column:
-      np.in[1] = Placement::S(li.weightNAxis);
+      np.in[1] = Placement::S(li.weightNAxis, li.fusedParts);
       if (li.isGemm && n.inputs.size() > 2 && n.inputs[2]) {
         // C broadcasts to [M, N]: slice it where it spans N.
         const Value *c = n.inputs[2];
         int64_t cr = c->rank();
         if (cr >= 1 && c->dimSize(cr - 1) == li.N)
-          np.in[2] = Placement::S(static_cast<int>(cr - 1));
+          np.in[2] = Placement::S(static_cast<int>(cr - 1), li.fusedParts);
       }
-      np.out[0] = Placement::S(outLast);
+      np.out[0] = Placement::S(outLast, li.fusedParts);
       break;
     case LinearStrategy::Row:
       np.in[0] = Placement::S(li.actKAxis);
@@ -126,16 +126,19 @@ struct Rules {
       np.out[0] = Placement::P();
       return;
     }
-    // The shard axis, in output coordinates, if the sharded inputs agree.
-    int axis = -1;
+    // The shard axis, in output coordinates, if the sharded inputs agree
+    // (on the axis and on the blocked layout).
+    int axis = -1, blocks = 1;
     for (const Value *v : n.inputs) {
       if (!v || v->constant || !v->placement.isShard())
         continue;
       int d = static_cast<int>(v->placement.axis + (outRank - v->rank()));
-      if (axis == -1)
+      if (axis == -1) {
         axis = d;
-      else if (axis != d)
+        blocks = v->placement.blocks;
+      } else if (axis != d || blocks != v->placement.blocks) {
         return; // disagreeing shards: gather all
+      }
     }
     if (axis < 0)
       return;
@@ -149,9 +152,9 @@ struct Rules {
       int64_t a = axis - (outRank - v->rank());
       if (a < 0 || v->dimSize(a) == 1)
         continue; // broadcast along the shard axis: the whole input is needed
-      np.in[i] = Placement::S(static_cast<int>(a));
+      np.in[i] = Placement::S(static_cast<int>(a), blocks);
     }
-    np.out[0] = Placement::S(axis);
+    np.out[0] = Placement::S(axis, blocks);
   }
 
   void softmax(const Node &n, NodePlacements &np) {
@@ -194,7 +197,7 @@ struct Rules {
     }
     for (unsigned i = 0; i < perm.size(); ++i)
       if (perm[i] == p.axis)
-        np.out[0] = Placement::S(static_cast<int>(i));
+        np.out[0] = Placement::S(static_cast<int>(i), p.blocks);
   }
 
   /// Reshape of a value sharded on axis d: the sharded axis may be kept,
@@ -211,8 +214,8 @@ struct Rules {
       np.out[0] = p;
       return;
     }
-    if (!p.isShard() || !shape || !shape->constant || !x->hasShape || !y || !y->hasShape ||
-        shape->constant->data_type() != onnx::TensorProto::INT64)
+    if (!p.isShard() || p.blocks != 1 || !shape || !shape->constant || !x->hasShape || !y ||
+        !y->hasShape || shape->constant->data_type() != onnx::TensorProto::INT64)
       return;
     // Group the axes of x and y into blocks of equal known products;
     // symbolic dims must match one to one.
@@ -278,6 +281,8 @@ struct Rules {
         b->rank() < 2)
       return;
     Placement pa = of(a), pb = of(b);
+    if (pa.blocks != 1 || pb.blocks != 1)
+      return;
     int64_t ra = a->rank(), rb = b->rank(), r = y->rank();
     auto outBatch = [&](int axis, int64_t rank) { return axis + (r - rank); };
     if (pa.isShard() && pb.isShard() && pa.axis < ra - 2 && pb.axis < rb - 2 &&
@@ -305,6 +310,57 @@ struct Rules {
     }
   }
 
+  /// Split along the sharded axis of a blocked value (a fused Q|K|V
+  /// projection split into its parts): each part comes out sharded, and the
+  /// sizes, if given, are divided by tp. Splitting an unblocked shard along
+  /// its axis would need a gather; other axes keep the shard.
+  void split(const Node &n, NodePlacements &np) {
+    allReplicated(n, np);
+    const Value *x = n.inputs[0];
+    Placement p = of(x);
+    if (p.isPartial()) {
+      np.in[0] = p;
+      np.out.assign(n.outputs.size(), p);
+      return;
+    }
+    if (!p.isShard() || !x->hasShape)
+      return;
+    int64_t axis = attrInt(n.proto, "axis", 0);
+    if (axis < 0)
+      axis += x->rank();
+    const Value *sizes = n.input(1);
+    if (axis != p.axis) {
+      if (p.blocks != 1)
+        return;
+      np.in[0] = p;
+      np.out.assign(n.outputs.size(), p);
+      return;
+    }
+    if (p.blocks != static_cast<int>(n.outputs.size()))
+      return;
+    if (sizes) {
+      if (!sizes->constant || sizes->constant->data_type() != onnx::TensorProto::INT64)
+        return;
+      onnx::TensorProto t = *sizes->constant;
+      std::string &raw = *t.mutable_raw_data();
+      int64_t *v = reinterpret_cast<int64_t *>(raw.data());
+      size_t count = raw.size() / sizeof(int64_t);
+      if (count != n.outputs.size())
+        return;
+      const int64_t first = v[0];
+      for (size_t i = 0; i < count; ++i) {
+        if (v[i] != first || v[i] % opts.tp)
+          return;
+        v[i] /= opts.tp;
+      }
+      t.set_name(g.uniqueName(sizes->name + "__qn_local"));
+      np.constantOverrides.push_back({1u, t.name()});
+      g.addConstant(std::move(t));
+    }
+    np.in[0] = p;
+    np.out.assign(n.outputs.size(), Placement::S(p.axis));
+  }
+
   llvm::Error apply(const Node &n, NodePlacements &np) {
     if (auto it = linearOf.find(&n); it != linearOf.end())
       return linear(n, *it->second, np);
@@ -321,6 +377,8 @@ struct Rules {
       transpose(n, np);
     else if (op == "Reshape")
       reshape(n, np);
+    else if (op == "Split")
+      split(n, np);
     else if (op == "MatMul")
       matmul(n, np);
     else

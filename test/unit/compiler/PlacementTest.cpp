@@ -108,3 +108,26 @@ TEST(Divisors, ListsTheTpValuesThatWork) {
   EXPECT_EQ(divisorsList(7), "1, 7");
   EXPECT_EQ(divisorsList(512, 4), "1, 2, 4, 8, ...");
 }
+
+TEST(SliceTensor, HeadWiseBlocksOfAFusedQKVWeight) {
+  // W[2, 12] = Q|K|V, 4 columns each; over 2 ranks rank k takes columns
+  // [2k, 2k+2) of each of the three blocks, side by side.
+  onnx::TensorProto t = iota({2, 12});
+  for (int rank = 0; rank < 2; ++rank) {
+    onnx::TensorProto s = sliceTensor(t, 1, rank, 2, 3);
+    ASSERT_EQ(s.dims(0), 2);
+    ASSERT_EQ(s.dims(1), 6);
+    std::vector<float> want;
+    for (int r = 0; r < 2; ++r)
+      for (int b = 0; b < 3; ++b)
+        for (int c = 0; c < 2; ++c)
+          want.push_back(static_cast<float>(r * 12 + b * 4 + rank * 2 + c));
+    EXPECT_EQ(values(s), want) << "rank " << rank;
+  }
+}
+
+TEST(Placement, BlockedShardPrintsAndCompares) {
+  EXPECT_EQ(Placement::S(2, 3).str(), "S(2)x3");
+  EXPECT_NE(Placement::S(2, 3), Placement::S(2));
+  EXPECT_EQ(Placement::S(2, 1), Placement::S(2));
+}

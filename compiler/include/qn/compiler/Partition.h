@@ -53,6 +53,9 @@ struct LinearInfo {
   int64_t weightBytes = 0;
   LinearStrategy strategy = LinearStrategy::Replicate;
   std::string pairedWith; // label of the partner Linear of a Megatron pair
+  /// > 1 for a fused projection (Q|K|V) whose output is split into this many
+  /// equal parts: column-parallel, it is sliced part by part (head-wise).
+  int fusedParts = 1;
 };
 
 /// Placements a node needs of its inputs and gives its outputs.
@@ -86,6 +89,7 @@ struct RankConstant {
   std::string name;
   const onnx::TensorProto *source = nullptr;
   int shardAxis = -1; // -1: replicated copy
+  int blocks = 1;     // blocked slicing (see Placement::blocks)
   std::function<onnx::TensorProto(int rank, int tp)> generate;
 };
 
@@ -170,8 +174,12 @@ llvm::Error verifyRanks(const std::vector<onnx::ModelProto> &ranks);
 void printAnnotated(const Plan &plan, const Graph &g, llvm::raw_ostream &os);
 
 /// Slices `t` (raw data) along `axis` into `parts` equal pieces and returns
-/// piece `index`. The caller checks divisibility.
-onnx::TensorProto sliceTensor(const onnx::TensorProto &t, int axis, int index, int parts);
+/// piece `index`. With `blocks` > 1 the axis is first cut into that many
+/// equal blocks and the piece is the concatenation of each block's `index`-th
+/// slice (head-wise slicing of a fused Q|K|V weight). The caller checks
+/// divisibility.
+onnx::TensorProto sliceTensor(const onnx::TensorProto &t, int axis, int index, int parts,
+                              int blocks = 1);
 
 /// "1, 2, 4, 8" (at most `limit` values, then "...").
 std::string divisorsList(int64_t n, int limit = 12);

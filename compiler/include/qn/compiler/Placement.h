@@ -13,19 +13,23 @@ struct Placement {
   enum class Kind { Replicated, Shard, Partial };
   Kind kind = Kind::Replicated;
   int axis = -1; // only for Shard; non-negative once normalised
+  /// Only for Shard: the axis holds `blocks` equal blocks (a fused Q|K|V
+  /// projection) and rank k holds the k-th slice of each block, side by
+  /// side. 1 for an ordinary shard.
+  int blocks = 1;
 
-  static Placement R() { return {Kind::Replicated, -1}; }
-  static Placement S(int d) { return {Kind::Shard, d}; }
-  static Placement P() { return {Kind::Partial, -1}; }
+  static Placement R() { return {Kind::Replicated, -1, 1}; }
+  static Placement S(int d, int blocks = 1) { return {Kind::Shard, d, blocks}; }
+  static Placement P() { return {Kind::Partial, -1, 1}; }
 
   bool isReplicated() const { return kind == Kind::Replicated; }
   bool isShard() const { return kind == Kind::Shard; }
   bool isPartial() const { return kind == Kind::Partial; }
   bool operator==(const Placement &o) const {
-    return kind == o.kind && (kind != Kind::Shard || axis == o.axis);
+    return kind == o.kind && (kind != Kind::Shard || (axis == o.axis && blocks == o.blocks));
   }
   bool operator!=(const Placement &o) const { return !(*this == o); }
-  /// "R", "S(1)", "P".
+  /// "R", "S(1)", "S(2)x3" (blocked), "P".
   std::string str() const;
 };
 
