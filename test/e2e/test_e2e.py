@@ -86,6 +86,12 @@ MODEL_CASES["attention_block"] = dict(
     may_replicate={"o_proj.bias", "split_shape", "merge_shape", "scale"},
     collectives=["AllReduce"],
 )
+MODEL_CASES["fused_attention_block"] = dict(
+    inputs={"x": [(2, 5, 64), (3, 11, 64)]},
+    # c_attn (fused Q|K|V) column-parallel head by head, c_proj row-parallel.
+    may_replicate={"c_proj.bias", "split_sizes", "split_shape", "merge_shape", "scale"},
+    collectives=["AllReduce"],
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}

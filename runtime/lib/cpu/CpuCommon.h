@@ -70,5 +70,6 @@ void registerMatMulKernels(KernelRegistry &reg);
 void registerElementwiseKernels(KernelRegistry &reg);
 void registerShapeKernels(KernelRegistry &reg);
 void registerCollectiveKernels(KernelRegistry &reg);
+void registerTransformerKernels(KernelRegistry &reg);
 
 } // namespace qn::rt::cpu

@@ -22,6 +22,7 @@ void registerCpuKernels(KernelRegistry &reg) {
   cpu::registerElementwiseKernels(reg);
   cpu::registerShapeKernels(reg);
   cpu::registerCollectiveKernels(reg);
+  cpu::registerTransformerKernels(reg);
 }
 
 namespace cpu {
