@@ -1,10 +1,12 @@
 //===- CpuKernels.cpp - CPU kernel registry and shared helpers ------------===//
 //
 // The kernels live in:
-//   CpuMatMul.cpp       MatMul, Gemm (OpenBLAS)
+//   CpuMatMul.cpp       MatMul, Gemm (oneDNN sgemm; OpenBLAS for float64)
 //   CpuElementwise.cpp  binary/unary/compare ops, Softmax, LogSoftmax, Cast
 //   CpuShape.cpp        Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat,
-//                       Slice, Shape, Constant, Identity
+//                       Slice, Shape, Constant, Identity, Gather
+//   CpuTransformer.cpp  LayerNormalization, reductions, Where, Expand, Range,
+//                       ConstantOfShape, Split, Trilu, Sin/Cos, logic ops, Max/Min
 //   CpuCollectives.cpp  ai.quintnet AllReduce, AllGather, ReduceScatter
 //
 //===----------------------------------------------------------------------===//
