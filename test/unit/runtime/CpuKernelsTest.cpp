@@ -8,6 +8,8 @@
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/TensorProto.h"
 
+#include "KernelTestUtil.h"
+
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -18,6 +20,7 @@
 #include "gtest/gtest.h"
 
 using namespace qn::rt;
+using namespace qn::rt::testing;
 
 namespace {
 
@@ -25,88 +28,15 @@ namespace {
 // Helpers
 //===----------------------------------------------------------------------===//
 
-class Node {
-public:
-  explicit Node(const std::string &op, const std::string &domain = "") {
-    n_.set_op_type(op);
-    n_.set_name("n_" + op);
-    n_.set_domain(domain);
-    n_.add_output("y");
-  }
-  Node &i(const std::string &name, int64_t v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(v);
-    return *this;
-  }
-  Node &f(const std::string &name, float v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::FLOAT);
-    a->set_f(v);
-    return *this;
-  }
-  Node &s(const std::string &name, const std::string &v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::STRING);
-    a->set_s(v);
-    return *this;
-  }
-  Node &ints(const std::string &name, std::vector<int64_t> v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t x : v)
-      a->add_ints(x);
-    return *this;
-  }
-  Node &floats(const std::string &name, std::vector<float> v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::FLOATS);
-    for (float x : v)
-      a->add_floats(x);
-    return *this;
-  }
-  Node &tensor(const std::string &name, const onnx::TensorProto &t) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::TENSOR);
-    *a->mutable_t() = t;
-    return *this;
-  }
-  const onnx::NodeProto &proto() const { return n_; }
 
-private:
-  onnx::NodeProto n_;
-};
-
-const KernelRegistry &registry() {
-  static KernelRegistry reg = [] {
-    KernelRegistry r;
-    registerCpuKernels(r);
-    return r;
-  }();
-  return reg;
-}
 
 /// Runs one node; undefined tensors in `ins` are left-out inputs.
 llvm::Expected<Tensor> run(const Node &node, std::vector<Tensor> ins, int opset = 17,
                            Communicator *comm = nullptr) {
-  const onnx::NodeProto &n = node.proto();
-  const KernelFn *fn = registry().lookup(n.domain(), n.op_type());
-  if (!fn)
-    return llvm::createStringError(llvm::inconvertibleErrorCode(), "no kernel");
-  std::vector<const Tensor *> ptrs;
-  for (const Tensor &t : ins)
-    ptrs.push_back(t.defined() ? &t : nullptr);
-  std::vector<Tensor> outs(1);
-  KernelContext ctx{n, ptrs, outs, comm, opset};
-  if (llvm::Error e = (*fn)(ctx))
-    return e;
-  return outs[0];
+  auto outs = runN(node, std::move(ins), 1, opset, comm);
+  if (!outs)
+    return outs.takeError();
+  return (*outs)[0];
 }
 
 /// Runs a node that must fail; returns the message.
@@ -140,23 +70,6 @@ int64_t numelOf(const std::vector<int64_t> &s) {
   return n;
 }
 
-template <class T> Tensor make(DType dt, std::vector<int64_t> shape, std::vector<T> v) {
-  Tensor t = Tensor::zeros(dt, shape);
-  EXPECT_EQ(static_cast<int64_t>(v.size()), t.numel());
-  if (!v.empty())
-    std::memcpy(t.raw(), v.data(), v.size() * sizeof(T));
-  return t;
-}
-Tensor F(std::vector<int64_t> shape, std::vector<float> v) {
-  return make<float>(DType::Float, shape, v);
-}
-Tensor I64(std::vector<int64_t> shape, std::vector<int64_t> v) {
-  return make<int64_t>(DType::Int64, shape, v);
-}
-Tensor I32(std::vector<int64_t> shape, std::vector<int32_t> v) {
-  return make<int32_t>(DType::Int32, shape, v);
-}
-Tensor I64v(std::vector<int64_t> v) { return I64({static_cast<int64_t>(v.size())}, v); }
 
 Tensor randF(std::vector<int64_t> shape, unsigned seed, float lo = -1, float hi = 1) {
   Tensor t = Tensor::zeros(DType::Float, shape);

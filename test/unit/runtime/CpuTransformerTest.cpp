@@ -7,6 +7,8 @@
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/TensorProto.h"
 
+#include "KernelTestUtil.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -16,77 +18,11 @@
 #include "gtest/gtest.h"
 
 using namespace qn::rt;
+using namespace qn::rt::testing;
 
 namespace {
 
-class Node {
-public:
-  explicit Node(const std::string &op) {
-    n_.set_op_type(op);
-    n_.set_name("n_" + op);
-    n_.add_output("y");
-  }
-  Node &i(const std::string &name, int64_t v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(v);
-    return *this;
-  }
-  Node &f(const std::string &name, float v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::FLOAT);
-    a->set_f(v);
-    return *this;
-  }
-  Node &ints(const std::string &name, std::vector<int64_t> v) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t x : v)
-      a->add_ints(x);
-    return *this;
-  }
-  Node &tensor(const std::string &name, const onnx::TensorProto &t) {
-    auto *a = n_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::TENSOR);
-    *a->mutable_t() = t;
-    return *this;
-  }
-  const onnx::NodeProto &proto() const { return n_; }
 
-private:
-  onnx::NodeProto n_;
-};
-
-const KernelRegistry &registry() {
-  static KernelRegistry reg = [] {
-    KernelRegistry r;
-    registerCpuKernels(r);
-    return r;
-  }();
-  return reg;
-}
-
-/// Runs one node with `nOut` output slots; undefined tensors in `ins` are
-/// left-out inputs.
-llvm::Expected<std::vector<Tensor>> runN(const Node &node, std::vector<Tensor> ins,
-                                         size_t nOut = 1, int opset = 17) {
-  const onnx::NodeProto &n = node.proto();
-  const KernelFn *fn = registry().lookup(n.domain(), n.op_type());
-  if (!fn)
-    return llvm::createStringError(llvm::inconvertibleErrorCode(), "no kernel");
-  std::vector<const Tensor *> ptrs;
-  for (const Tensor &t : ins)
-    ptrs.push_back(t.defined() ? &t : nullptr);
-  std::vector<Tensor> outs(nOut);
-  KernelContext ctx{n, ptrs, outs, nullptr, opset};
-  if (llvm::Error e = (*fn)(ctx))
-    return e;
-  return outs;
-}
 
 std::vector<Tensor> mustRunN(const Node &node, std::vector<Tensor> ins, size_t nOut,
                              int opset = 17) {
@@ -116,22 +52,7 @@ std::string runError(const Node &node, std::vector<Tensor> ins, size_t nOut = 1,
   return msg;
 }
 
-template <class T> Tensor make(DType dt, std::vector<int64_t> shape, std::vector<T> v) {
-  Tensor t = Tensor::zeros(dt, shape);
-  EXPECT_EQ(static_cast<int64_t>(v.size()), t.numel());
-  if (!v.empty())
-    std::memcpy(t.raw(), v.data(), v.size() * sizeof(T));
-  return t;
-}
-Tensor F(std::vector<int64_t> s, std::vector<float> v) { return make<float>(DType::Float, s, v); }
-Tensor I64(std::vector<int64_t> s, std::vector<int64_t> v) {
-  return make<int64_t>(DType::Int64, s, v);
-}
-Tensor I32(std::vector<int64_t> s, std::vector<int32_t> v) {
-  return make<int32_t>(DType::Int32, s, v);
-}
 Tensor B(std::vector<int64_t> s, std::vector<uint8_t> v) { return make<uint8_t>(DType::Bool, s, v); }
-Tensor I64v(std::vector<int64_t> v) { return I64({static_cast<int64_t>(v.size())}, v); }
 Tensor I64s(int64_t v) { return I64({}, {v}); }
 
 Tensor randF(std::vector<int64_t> shape, unsigned seed, float lo = -2, float hi = 2) {
