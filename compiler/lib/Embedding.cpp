@@ -18,12 +18,6 @@
 namespace qn {
 namespace {
 
-int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt) {
-  for (const auto &a : n.attribute())
-    if (a.name() == name)
-      return a.i();
-  return dflt;
-}
 
 onnx::TensorProto scalar(const std::string &name, int32_t type, int64_t value) {
   onnx::TensorProto t;

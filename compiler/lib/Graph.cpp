@@ -124,6 +124,24 @@ int64_t Graph::opsetVersion() const {
   return 1;
 }
 
+llvm::Error fail(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt) {
+  for (const auto &a : n.attribute())
+    if (a.name() == name)
+      return a.i();
+  return dflt;
+}
+
+float attrFloat(const onnx::NodeProto &n, llvm::StringRef name, float dflt) {
+  for (const auto &a : n.attribute())
+    if (a.name() == name)
+      return a.f();
+  return dflt;
+}
+
 std::string elemTypeName(int32_t t) {
   switch (t) {
   case onnx::TensorProto::FLOAT: return "float";

@@ -19,9 +19,6 @@
 namespace qn {
 namespace {
 
-llvm::Error fail(const llvm::Twine &msg) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
-}
 
 bool looksLikeText(llvm::StringRef path, llvm::StringRef bytes) {
   if (path.endswith(".onnxtext") || path.endswith(".onnxtxt"))

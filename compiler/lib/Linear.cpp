@@ -8,28 +8,6 @@
 #include "llvm/Support/FormatVariadic.h"
 
 namespace qn {
-namespace {
-
-llvm::Error fail(const llvm::Twine &msg) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
-}
-
-int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt) {
-  for (const auto &a : n.attribute())
-    if (a.name() == name)
-      return a.i();
-  return dflt;
-}
-
-float attrFloat(const onnx::NodeProto &n, llvm::StringRef name, float dflt) {
-  for (const auto &a : n.attribute())
-    if (a.name() == name)
-      return a.f();
-  return dflt;
-}
-
-} // namespace
-
 /// Elementwise ops through which a last-axis shard flows unchanged (used to
 /// find Megatron pairs; Propagate.cpp has the full rules).
 bool isShardPreservingElementwise(llvm::StringRef op) {

@@ -15,9 +15,6 @@
 namespace qn {
 namespace {
 
-llvm::Error fail(const llvm::Twine &msg) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
-}
 
 onnx::TensorProto int64Vector(const std::string &name, std::vector<int64_t> values) {
   onnx::TensorProto t;

@@ -6,13 +6,6 @@
 #include <onnx/shape_inference/implementation.h>
 
 namespace qn {
-namespace {
-
-llvm::Error fail(const llvm::Twine &msg) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
-}
-
-} // namespace
 
 onnx::TensorProto sliceTensor(const onnx::TensorProto &t, int axis, int index, int parts,
                               int blocks) {

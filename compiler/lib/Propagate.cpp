@@ -19,16 +19,7 @@ bool isShardPreservingElementwise(llvm::StringRef op);
 
 namespace {
 
-llvm::Error fail(const llvm::Twine &msg) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
-}
 
-int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt) {
-  for (const auto &a : n.attribute())
-    if (a.name() == name)
-      return a.i();
-  return dflt;
-}
 
 bool isUnary(llvm::StringRef op) {
   static const llvm::StringSet<> ops = {

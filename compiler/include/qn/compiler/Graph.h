@@ -16,6 +16,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
+#include "llvm/Support/Error.h"
 #include <onnx/onnx_pb.h>
 
 namespace qn {
@@ -95,6 +96,12 @@ private:
   llvm::StringMap<std::unique_ptr<Value>> values_;
   unsigned uniqueCounter_ = 0;
 };
+
+/// An llvm::Error carrying `msg` (the compiler's one way to make one).
+llvm::Error fail(const llvm::Twine &msg);
+/// Attribute `name` of `n`, or `dflt` when absent.
+int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt);
+float attrFloat(const onnx::NodeProto &n, llvm::StringRef name, float dflt);
 
 /// Element type name ("float", "int64", ...).
 std::string elemTypeName(int32_t t);
