@@ -247,8 +247,10 @@ def build_attention_block(rng):
 
 def build_fused_attention_block(rng):
     """GPT-2's attention as exported: one c_attn projection to 3*hidden (a
-    MatMul and a bias Add), Split into q, k, v, heads reshaped and
-    transposed, scaled scores, softmax, the c_proj projection, a residual."""
+    MatMul and a bias Add), Split into q, k, v; _split_heads / _merge_heads
+    build their Reshape targets at run time (Shape -> Slice of the leading
+    dims, Concat with the constant head count and size, or hidden size);
+    transposes, scaled scores, softmax, the c_proj projection, a residual."""
     hidden, heads = 64, 4
     head_dim = hidden // heads
     w_attn, b_attn = linear_params(rng, hidden, 3 * hidden)
@@ -256,8 +258,12 @@ def build_fused_attention_block(rng):
     inits = [init("onnx::MatMul_c_attn", w_attn.T), init("c_attn.bias", b_attn),
              init("onnx::MatMul_c_proj", w_proj.T), init("c_proj.bias", b_proj),
              init("split_sizes", np.array([hidden] * 3, np.int64)),
-             init("split_shape", np.array([0, 0, heads, head_dim], np.int64)),
-             init("merge_shape", np.array([0, 0, hidden], np.int64)),
+             init("num_heads", np.array([heads], np.int64)),
+             init("head_size", np.array([head_dim], np.int64)),
+             init("all_head_size", np.array([hidden], np.int64)),
+             init("zero", np.array([0], np.int64)),
+             init("minus1", np.array([-1], np.int64)),
+             init("minus2", np.array([-2], np.int64)),
              init("scale", np.array(np.sqrt(head_dim), np.float32))]
     nodes = [
         helper.make_node("MatMul", ["x", "onnx::MatMul_c_attn"], ["/c_attn/MatMul_output_0"],
@@ -270,7 +276,13 @@ def build_fused_attention_block(rng):
     ]
     for i, n in enumerate(("q", "k", "v")):
         nodes += [
-            helper.make_node("Reshape", [f"/Split_output_{i}", "split_shape"],
+            helper.make_node("Shape", [f"/Split_output_{i}"], [f"/{n}/Shape_output_0"],
+                             name=f"/{n}/Shape"),
+            helper.make_node("Slice", [f"/{n}/Shape_output_0", "zero", "minus1"],
+                             [f"/{n}/Slice_output_0"], name=f"/{n}/Slice"),
+            helper.make_node("Concat", [f"/{n}/Slice_output_0", "num_heads", "head_size"],
+                             [f"/{n}/Concat_output_0"], name=f"/{n}/Concat", axis=0),
+            helper.make_node("Reshape", [f"/Split_output_{i}", f"/{n}/Concat_output_0"],
                              [f"/{n}/Reshape_output_0"], name=f"/{n}/Reshape"),
             helper.make_node("Transpose", [f"/{n}/Reshape_output_0"],
                              [f"/{n}/Transpose_output_0"], name=f"/{n}/Transpose",
@@ -286,7 +298,12 @@ def build_fused_attention_block(rng):
                          ["/MatMul_1_output_0"], name="/MatMul_1"),
         helper.make_node("Transpose", ["/MatMul_1_output_0"], ["/Transpose_output_0"],
                          name="/Transpose", perm=[0, 2, 1, 3]),
-        helper.make_node("Reshape", ["/Transpose_output_0", "merge_shape"],
+        helper.make_node("Shape", ["/Transpose_output_0"], ["/Shape_output_0"], name="/Shape"),
+        helper.make_node("Slice", ["/Shape_output_0", "zero", "minus2"], ["/Slice_output_0"],
+                         name="/Slice"),
+        helper.make_node("Concat", ["/Slice_output_0", "all_head_size"], ["/Concat_output_0"],
+                         name="/Concat", axis=0),
+        helper.make_node("Reshape", ["/Transpose_output_0", "/Concat_output_0"],
                          ["/Reshape_output_0"], name="/Reshape"),
         helper.make_node("MatMul", ["/Reshape_output_0", "onnx::MatMul_c_proj"],
                          ["/c_proj/MatMul_output_0"], name="/c_proj/MatMul"),

@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 #include "qn/compiler/Partition.h"
 
+#include <cstring>
+
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -37,6 +39,9 @@ struct Rules {
   const PartitionOptions &opts;
   llvm::DenseMap<const Node *, const LinearInfo *> linearOf;
   DryRun *dry = nullptr;
+  /// What earlier nodes need (a rule may add a constant override to the
+  /// Concat that builds its Reshape target).
+  llvm::DenseMap<const Node *, NodePlacements> *all = nullptr;
 
   /// Placement of value v as it is (constants: R).
   Placement of(const Value *v) const { return v ? v->placement : Placement::R(); }
@@ -205,8 +210,7 @@ struct Rules {
       np.out[0] = p;
       return;
     }
-    if (!p.isShard() || p.blocks != 1 || !shape || !shape->constant || !x->hasShape || !y ||
-        !y->hasShape || shape->constant->data_type() != onnx::TensorProto::INT64)
+    if (!p.isShard() || p.blocks != 1 || !shape || !x->hasShape || !y || !y->hasShape)
       return;
     // Group the axes of x and y into blocks of equal known products;
     // symbolic dims must match one to one.
@@ -244,22 +248,58 @@ struct Rules {
     }
     if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % opts.tp)
       return;
-    // The local target shape.
-    onnx::TensorProto t = *shape->constant;
+    // The target shape is a constant, or (as exporters write it for dynamic
+    // batch and sequence) a Concat of pieces: Shape->Gather->Unsqueeze for
+    // the dynamic dims, constants for heads and head_dim. Either way the
+    // constant entry of the sharded axis is replaced by its local size.
+    const Value *holder = shape; // the constant holding the sharded entry
+    int64_t offset = outAxis;
+    Node *concat = nullptr;
+    unsigned concatInput = 0;
+    if (!shape->constant) {
+      concat = shape->producer;
+      if (!concat || concat->opType() != "Concat" || shape->uses.size() != 1 || !all)
+        return;
+      int64_t pos = 0;
+      holder = nullptr;
+      for (unsigned ci = 0; ci < concat->inputs.size(); ++ci) {
+        const Value *piece = concat->inputs[ci];
+        int64_t len = piece && piece->rank() == 1 ? piece->dimSize(0) : -1;
+        if (len < 0)
+          return;
+        if (outAxis >= pos && outAxis < pos + len) {
+          holder = piece;
+          offset = outAxis - pos;
+          concatInput = ci;
+          break;
+        }
+        pos += len;
+      }
+      if (!holder || !holder->constant)
+        return; // a dynamic entry: its size is not known here
+    }
+    if (holder->constant->data_type() != onnx::TensorProto::INT64)
+      return;
+    onnx::TensorProto t = *holder->constant;
     std::string &raw = *t.mutable_raw_data();
-    if (raw.size() != ys.size() * sizeof(int64_t))
+    if (static_cast<int64_t>(raw.size()) <= offset * static_cast<int64_t>(sizeof(int64_t)))
       return;
     int64_t *dims = reinterpret_cast<int64_t *>(raw.data());
-    if (dims[outAxis] > 0)
-      dims[outAxis] /= opts.tp;
-    else if (dims[outAxis] == 0 && outAxis != p.axis)
+    if (dims[offset] > 0)
+      dims[offset] /= opts.tp;
+    else if (dims[offset] == 0 && outAxis != p.axis)
       return; // "copy the input's dim" would copy an unsharded one
-    t.set_name(g.uniqueName(shape->name + "__qn_local"));
+    else if (dims[offset] < 0 && concat)
+      return;
+    t.set_name(g.uniqueName(holder->name + "__qn_local"));
     std::string name = t.name();
     g.addConstant(std::move(t));
     np.in[0] = p;
     np.out[0] = Placement::S(outAxis);
-    np.constantOverrides.push_back({1u, name});
+    if (concat)
+      (*all)[concat].constantOverrides.push_back({concatInput, name});
+    else
+      np.constantOverrides.push_back({1u, name});
   }
 
   /// MatMul of two activations (attention's Q.K^T and P.V): shards on the
@@ -352,6 +392,47 @@ struct Rules {
     np.out.assign(n.outputs.size(), Placement::S(p.axis));
   }
 
+  /// Shape of a sharded value yields the local dims. That is only allowed
+  /// when every consumer reads other dims than the sharded one (the leading
+  /// batch/sequence dims that exporters feed into Reshape targets): a
+  /// Gather of a constant index, or a Slice with constant bounds.
+  void shape(const Node &n, NodePlacements &np) {
+    allReplicated(n, np);
+    const Value *x = n.inputs[0], *y = n.outputs[0];
+    Placement p = of(x);
+    if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty())
+      return;
+    int64_t rank = x->rank();
+    auto scalarAt = [](const Value *v, int64_t &out) {
+      if (!v || !v->constant || v->constant->data_type() != onnx::TensorProto::INT64 ||
+          v->constant->raw_data().size() != sizeof(int64_t))
+        return false;
+      std::memcpy(&out, v->constant->raw_data().data(), sizeof(int64_t));
+      return true;
+    };
+    for (const auto &[user, idx] : y->uses) {
+      if (idx != 0)
+        return;
+      int64_t a = 0, b = 0;
+      if (user->opType() == "Gather" && scalarAt(user->input(1), a)) {
+        if (a < 0)
+          a += rank;
+        if (a == p.axis)
+          return;
+      } else if (user->opType() == "Slice" && scalarAt(user->input(1), a) &&
+                 scalarAt(user->input(2), b) &&
+                 (user->inputs.size() < 5 || !user->inputs[4])) {
+        a = a < 0 ? a + rank : std::min(a, rank);
+        b = b < 0 ? b + rank : std::min(b, rank);
+        if (p.axis >= a && p.axis < b)
+          return;
+      } else {
+        return;
+      }
+    }
+    np.in[0] = p;
+  }
+
   llvm::Error apply(const Node &n, NodePlacements &np) {
     if (auto it = linearOf.find(&n); it != linearOf.end())
       return linear(n, *it->second, np);
@@ -370,6 +451,8 @@ struct Rules {
       reshape(n, np);
     else if (op == "Split")
       split(n, np);
+    else if (op == "Shape")
+      shape(n, np);
     else if (op == "MatMul")
       matmul(n, np);
     else
@@ -383,7 +466,7 @@ struct Rules {
 llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
                                 const PartitionOptions &opts, const RewriteState &state,
                                 llvm::DenseMap<const Node *, NodePlacements> &out, DryRun *dry) {
-  Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>(), dry};
+  Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>(), dry, &out};
   for (const LinearInfo &li : linears)
     rules.linearOf[li.node] = &li;
   for (Value *v : g.inputs)

@@ -89,7 +89,8 @@ MODEL_CASES["attention_block"] = dict(
 MODEL_CASES["fused_attention_block"] = dict(
     inputs={"x": [(2, 5, 64), (3, 11, 64)]},
     # c_attn (fused Q|K|V) column-parallel head by head, c_proj row-parallel.
-    may_replicate={"c_proj.bias", "split_sizes", "split_shape", "merge_shape", "scale"},
+    may_replicate={"c_proj.bias", "split_sizes", "num_heads", "head_size", "all_head_size",
+                   "zero", "minus1", "minus2", "scale"},
     collectives=["AllReduce"],
 )
 TP_SIZES = (1, 2, 4)
