@@ -320,6 +320,142 @@ def build_fused_attention_block(rng):
     return finish(graph)
 
 
+def build_gpt2_tiny(rng):
+    """A two-layer GPT-2 (vocab 1024, 64 positions, hidden 64, 4 heads) in the
+    form torch.onnx.export gives HF's GPT2LMHeadModel at opset 17: token and
+    position Gathers, pre-LN blocks (LayerNormalization), fused c_attn + Split,
+    run-time Reshape targets, a causal mask sliced from the `bias` buffer and
+    applied with Where, tanh GELU spelled out, c_proj, residuals, a final LN
+    and the tied LM head (a MatMul with the transposed token table)."""
+    vocab, n_pos, hidden, heads, layers = 1024, 64, 64, 4, 2
+    head_dim = hidden // heads
+    f32 = np.float32
+    wte = (rng.standard_normal((vocab, hidden)) * 0.02).astype(f32)
+    wpe = (rng.standard_normal((n_pos, hidden)) * 0.01).astype(f32)
+    inits = [init("transformer.wte.weight", wte), init("transformer.wpe.weight", wpe),
+             init("onnx::MatMul_lm_head", np.ascontiguousarray(wte.T)),
+             init("bias", np.tril(np.ones((n_pos, n_pos), bool)).reshape(1, 1, n_pos, n_pos)),
+             init("num_heads", np.array([heads], np.int64)),
+             init("head_size", np.array([head_dim], np.int64)),
+             init("all_head_size", np.array([hidden], np.int64)),
+             init("split_sizes", np.array([hidden] * 3, np.int64)),
+             init("zero", np.array([0], np.int64)), init("zero2", np.array([0, 0], np.int64)),
+             init("minus1", np.array([-1], np.int64)), init("minus2", np.array([-2], np.int64)),
+             init("one", np.array([1], np.int64)), init("two", np.array([2], np.int64)),
+             init("axes23", np.array([2, 3], np.int64)),
+             init("scale", np.array(np.sqrt(head_dim), f32)),
+             init("mask_value", np.array(np.finfo(f32).min, f32)),
+             init("half", np.array(0.5, f32)), init("c1", np.array(1.0, f32)),
+             init("three", np.array(3.0, f32)), init("c044715", np.array(0.044715, f32)),
+             init("sqrt_2_over_pi", np.array(np.sqrt(2 / np.pi), f32))]
+    nodes = [
+        helper.make_node("Gather", ["transformer.wte.weight", "input_ids"], ["/wte/Gather_output_0"],
+                         name="/transformer/wte/Gather"),
+        helper.make_node("Gather", ["transformer.wpe.weight", "position_ids"],
+                         ["/wpe/Gather_output_0"], name="/transformer/wpe/Gather"),
+        helper.make_node("Add", ["/wte/Gather_output_0", "/wpe/Gather_output_0"], ["/h0"],
+                         name="/transformer/Add"),
+        # The causal mask for this sequence length: bias[:, :, :T, :T].
+        helper.make_node("Shape", ["input_ids"], ["/ids_shape"], name="/transformer/Shape"),
+        helper.make_node("Slice", ["/ids_shape", "one", "two"], ["/seq_len"],
+                         name="/transformer/Slice"),
+        helper.make_node("Concat", ["/seq_len", "/seq_len"], ["/mask_ends"],
+                         name="/transformer/Concat", axis=0),
+        helper.make_node("Slice", ["bias", "zero2", "/mask_ends", "axes23"], ["/causal"],
+                         name="/transformer/Slice_1"),
+    ]
+
+    def linear(prefix, x, fan_in, fan_out, out):
+        w, b = linear_params(rng, fan_in, fan_out)
+        inits.extend([init(f"onnx::MatMul_{prefix}", w.T), init(f"{prefix}.bias", b)])
+        nodes.extend([
+            helper.make_node("MatMul", [x, f"onnx::MatMul_{prefix}"], [f"/{prefix}/MatMul_output_0"],
+                             name=f"/{prefix}/MatMul"),
+            helper.make_node("Add", [f"{prefix}.bias", f"/{prefix}/MatMul_output_0"], [out],
+                             name=f"/{prefix}/Add"),
+        ])
+
+    def layer_norm(prefix, x, out):
+        inits.extend([init(f"{prefix}.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(f32)),
+                      init(f"{prefix}.bias", (0.1 * rng.standard_normal(hidden)).astype(f32))])
+        nodes.append(helper.make_node("LayerNormalization", [x, f"{prefix}.weight", f"{prefix}.bias"],
+                                      [out], name=f"/{prefix}/LayerNormalization", axis=-1,
+                                      epsilon=1e-5))
+
+    h = "/h0"
+    for L in range(layers):
+        p = f"transformer.h.{L}"
+        layer_norm(f"{p}.ln_1", h, f"/{p}/ln_1")
+        linear(f"{p}.attn.c_attn", f"/{p}/ln_1", hidden, 3 * hidden, f"/{p}/qkv")
+        nodes.append(helper.make_node("Split", [f"/{p}/qkv", "split_sizes"],
+                                      [f"/{p}/q", f"/{p}/k", f"/{p}/v"], name=f"/{p}/attn/Split",
+                                      axis=2))
+        for n in ("q", "k", "v"):
+            nodes.extend([
+                helper.make_node("Shape", [f"/{p}/{n}"], [f"/{p}/{n}/shape"], name=f"/{p}/{n}/Shape"),
+                helper.make_node("Slice", [f"/{p}/{n}/shape", "zero", "minus1"],
+                                 [f"/{p}/{n}/lead"], name=f"/{p}/{n}/Slice"),
+                helper.make_node("Concat", [f"/{p}/{n}/lead", "num_heads", "head_size"],
+                                 [f"/{p}/{n}/target"], name=f"/{p}/{n}/Concat", axis=0),
+                helper.make_node("Reshape", [f"/{p}/{n}", f"/{p}/{n}/target"], [f"/{p}/{n}/heads"],
+                                 name=f"/{p}/{n}/Reshape"),
+                helper.make_node("Transpose", [f"/{p}/{n}/heads"], [f"/{p}/{n}/t"],
+                                 name=f"/{p}/{n}/Transpose",
+                                 perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3]),
+            ])
+        nodes.extend([
+            helper.make_node("MatMul", [f"/{p}/q/t", f"/{p}/k/t"], [f"/{p}/scores"],
+                             name=f"/{p}/attn/MatMul"),
+            helper.make_node("Div", [f"/{p}/scores", "scale"], [f"/{p}/scaled"], name=f"/{p}/attn/Div"),
+            helper.make_node("Where", ["/causal", f"/{p}/scaled", "mask_value"], [f"/{p}/masked"],
+                             name=f"/{p}/attn/Where"),
+            helper.make_node("Softmax", [f"/{p}/masked"], [f"/{p}/probs"], name=f"/{p}/attn/Softmax",
+                             axis=-1),
+            helper.make_node("MatMul", [f"/{p}/probs", f"/{p}/v/t"], [f"/{p}/ctx"],
+                             name=f"/{p}/attn/MatMul_1"),
+            helper.make_node("Transpose", [f"/{p}/ctx"], [f"/{p}/ctx_t"], name=f"/{p}/attn/Transpose",
+                             perm=[0, 2, 1, 3]),
+            helper.make_node("Shape", [f"/{p}/ctx_t"], [f"/{p}/ctx_shape"], name=f"/{p}/attn/Shape"),
+            helper.make_node("Slice", [f"/{p}/ctx_shape", "zero", "minus2"], [f"/{p}/ctx_lead"],
+                             name=f"/{p}/attn/Slice"),
+            helper.make_node("Concat", [f"/{p}/ctx_lead", "all_head_size"], [f"/{p}/ctx_target"],
+                             name=f"/{p}/attn/Concat", axis=0),
+            helper.make_node("Reshape", [f"/{p}/ctx_t", f"/{p}/ctx_target"], [f"/{p}/ctx_merged"],
+                             name=f"/{p}/attn/Reshape"),
+        ])
+        linear(f"{p}.attn.c_proj", f"/{p}/ctx_merged", hidden, hidden, f"/{p}/attn_out")
+        nodes.append(helper.make_node("Add", [h, f"/{p}/attn_out"], [f"/{p}/h_attn"], name=f"/{p}/Add"))
+        layer_norm(f"{p}.ln_2", f"/{p}/h_attn", f"/{p}/ln_2")
+        linear(f"{p}.mlp.c_fc", f"/{p}/ln_2", hidden, 4 * hidden, f"/{p}/fc")
+        x = f"/{p}/fc"
+        g = f"/{p}/mlp/act"
+        nodes.extend([  # gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            helper.make_node("Pow", [x, "three"], [g + "/pow"], name=g + "/Pow"),
+            helper.make_node("Mul", ["c044715", g + "/pow"], [g + "/mul"], name=g + "/Mul"),
+            helper.make_node("Add", [x, g + "/mul"], [g + "/add"], name=g + "/Add"),
+            helper.make_node("Mul", ["sqrt_2_over_pi", g + "/add"], [g + "/mul1"], name=g + "/Mul_1"),
+            helper.make_node("Tanh", [g + "/mul1"], [g + "/tanh"], name=g + "/Tanh"),
+            helper.make_node("Add", ["c1", g + "/tanh"], [g + "/add1"], name=g + "/Add_1"),
+            helper.make_node("Mul", ["half", x], [g + "/mul2"], name=g + "/Mul_2"),
+            helper.make_node("Mul", [g + "/mul2", g + "/add1"], [g + "/out"], name=g + "/Mul_3"),
+        ])
+        linear(f"{p}.mlp.c_proj", g + "/out", 4 * hidden, hidden, f"/{p}/mlp_out")
+        nodes.append(helper.make_node("Add", [f"/{p}/h_attn", f"/{p}/mlp_out"], [f"/{p}/h_out"],
+                                      name=f"/{p}/Add_1"))
+        h = f"/{p}/h_out"
+    layer_norm("transformer.ln_f", h, "/ln_f")
+    nodes.append(helper.make_node("MatMul", ["/ln_f", "onnx::MatMul_lm_head"], ["logits"],
+                                  name="/lm_head/MatMul"))
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+                helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])],
+        initializer=inits,
+    )
+    return finish(graph)
+
+
 def build_all():
     # One generator per model so adding a model never changes the others' weights.
     return {
@@ -329,6 +465,7 @@ def build_all():
         "attention_block.onnx": build_attention_block(np.random.default_rng(SEED + 3)),
         "fused_attention_block.onnx": build_fused_attention_block(
             np.random.default_rng(SEED + 4)),
+        "gpt2_tiny.onnx": build_gpt2_tiny(np.random.default_rng(SEED + 5)),
     }
 
 

@@ -382,6 +382,7 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
     g->nodes.push_back(std::move(node));
   }
   g->rebuildUses();
+  completeShapes(*g);
   return g;
 }
 

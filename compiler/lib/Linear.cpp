@@ -6,6 +6,9 @@
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdlib>
 
 namespace qn {
 /// Elementwise ops through which a last-axis shard flows unchanged (used to
@@ -180,6 +183,10 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
       if (!structural)
         return structural.takeError();
     }
+    if (std::getenv("QN_DEBUG_PLAN"))
+      llvm::errs() << "plan: group of '" << li.node->label() << "' (" << group.size()
+                   << "): " << (structural->violation.empty() ? "ok" : structural->violation)
+                   << ", " << structural->rows.size() << " row partner(s)\n";
     if (structural->violation.empty() && !structural->rows.empty()) {
       auto real = dryRun(g, linears, opts, tp, group);
       if (!real)

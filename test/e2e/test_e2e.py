@@ -93,6 +93,18 @@ MODEL_CASES["fused_attention_block"] = dict(
                    "zero", "minus1", "minus2", "scale"},
     collectives=["AllReduce"],
 )
+MODEL_CASES["gpt2_tiny"] = dict(
+    inputs=[_lm_inputs(2, 7), _lm_inputs(1, 33)],
+    # Position table, LayerNorm parameters and the row layers' biases stay whole.
+    may_replicate={"transformer.wpe.weight", "bias"} | {
+        f"transformer.h.{l}.{m}" for l in range(2)
+        for m in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias",
+                  "attn.c_proj.bias", "mlp.c_proj.bias")} | {
+        "transformer.ln_f.weight", "transformer.ln_f.bias"},
+    # The Megatron minimum: one AllReduce for the token embedding, two per
+    # layer (attention, MLP), one AllGather for the logits.
+    collectives=["AllReduce"] * 5 + ["AllGather"],
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}

@@ -21,6 +21,11 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
 /// raw_data, so later passes see one representation.
 llvm::Error normalizeToRawData(onnx::TensorProto &t);
 
+/// Fills the shapes ONNX's inference leaves out (run-time Slice bounds,
+/// unknown dims under broadcasting, run-time Reshape targets); see
+/// ShapeCompletion.cpp. Part of import.
+void completeShapes(Graph &g);
+
 /// Registers the ai.quintnet collective schemas with ONNX (idempotent), so the
 /// ONNX checker and shape inference accept rank plans.
 void registerQuintNetSchemas();
