@@ -248,58 +248,194 @@ struct Rules {
     }
     if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % opts.tp)
       return;
-    // The target shape is a constant, or (as exporters write it for dynamic
-    // batch and sequence) a Concat of pieces: Shape->Gather->Unsqueeze for
-    // the dynamic dims, constants for heads and head_dim. Either way the
-    // constant entry of the sharded axis is replaced by its local size.
-    const Value *holder = shape; // the constant holding the sharded entry
-    int64_t offset = outAxis;
+    if (!localizeShapeEntry(shape, outAxis, outAxis != p.axis, 1, np))
+      return;
+    np.in[0] = p;
+    np.out[0] = Placement::S(outAxis);
+  }
+
+  /// The shape input `shape` of a Reshape or Expand (input `index` of its
+  /// node) holds, at `axis`, the global size of a sharded axis: replace that
+  /// entry by the local size. The shape is a constant, or (as exporters
+  /// write it for dynamic batch and sequence) a Concat of pieces:
+  /// Shape->Gather->Unsqueeze for the dynamic dims, constants for heads and
+  /// head_dim. `zeroIsWrong`: a 0 ("copy the input's dim") there would copy
+  /// an unsharded dim. Returns false if the entry cannot be localised.
+  bool localizeShapeEntry(const Value *shape, int64_t axis, bool zeroIsWrong, unsigned index,
+                          NodePlacements &np) {
+    const Value *holder = shape; // the constant holding the entry
+    int64_t offset = axis;
     Node *concat = nullptr;
     unsigned concatInput = 0;
     if (!shape->constant) {
       concat = shape->producer;
       if (!concat || concat->opType() != "Concat" || shape->uses.size() != 1 || !all)
-        return;
+        return false;
       int64_t pos = 0;
       holder = nullptr;
       for (unsigned ci = 0; ci < concat->inputs.size(); ++ci) {
         const Value *piece = concat->inputs[ci];
         int64_t len = piece && piece->rank() == 1 ? piece->dimSize(0) : -1;
         if (len < 0)
-          return;
-        if (outAxis >= pos && outAxis < pos + len) {
+          return false;
+        if (axis >= pos && axis < pos + len) {
           holder = piece;
-          offset = outAxis - pos;
+          offset = axis - pos;
           concatInput = ci;
           break;
         }
         pos += len;
       }
       if (!holder || !holder->constant)
-        return; // a dynamic entry: its size is not known here
+        return false; // a dynamic entry: its size is not known here
     }
     if (holder->constant->data_type() != onnx::TensorProto::INT64)
-      return;
+      return false;
     onnx::TensorProto t = *holder->constant;
     std::string &raw = *t.mutable_raw_data();
     if (static_cast<int64_t>(raw.size()) <= offset * static_cast<int64_t>(sizeof(int64_t)))
-      return;
+      return false;
     int64_t *dims = reinterpret_cast<int64_t *>(raw.data());
-    if (dims[offset] > 0)
+    if (dims[offset] > 1 && dims[offset] % opts.tp)
+      return false; // e.g. fewer KV heads than ranks
+    if (dims[offset] > 1)
       dims[offset] /= opts.tp;
-    else if (dims[offset] == 0 && outAxis != p.axis)
-      return; // "copy the input's dim" would copy an unsharded one
-    else if (dims[offset] < 0 && concat)
-      return;
+    else if ((dims[offset] == 0 && zeroIsWrong) || (dims[offset] < 0 && concat))
+      return false;
+    else if (dims[offset] == 1)
+      return true; // Expand: 1 keeps the input's (local) dim
     t.set_name(g.uniqueName(holder->name + "__qn_local"));
     std::string name = t.name();
     g.addConstant(std::move(t));
-    np.in[0] = p;
-    np.out[0] = Placement::S(outAxis);
     if (concat)
       (*all)[concat].constantOverrides.push_back({concatInput, name});
     else
-      np.constantOverrides.push_back({1u, name});
+      np.constantOverrides.push_back({index, name});
+    return true;
+  }
+
+  /// Unsqueeze / Squeeze move the shard axis past the inserted or removed
+  /// axes; a partial sum passes.
+  void unsqueezeOrSqueeze(const Node &n, NodePlacements &np, bool unsqueeze) {
+    allReplicated(n, np);
+    const Value *x = n.inputs[0], *y = n.outputs[0];
+    Placement p = of(x);
+    if (p.isPartial()) {
+      np.in[0] = p;
+      np.out[0] = p;
+      return;
+    }
+    if (!p.isShard() || !x->hasShape || !y || !y->hasShape)
+      return;
+    std::vector<int64_t> axes;
+    if (const Value *a = n.input(1)) {
+      if (!a->constant || a->constant->data_type() != onnx::TensorProto::INT64)
+        return;
+      axes.resize(a->constant->raw_data().size() / sizeof(int64_t));
+      std::memcpy(axes.data(), a->constant->raw_data().data(), axes.size() * sizeof(int64_t));
+    } else {
+      for (const auto &at : n.proto.attribute())
+        if (at.name() == "axes")
+          axes.assign(at.ints().begin(), at.ints().end());
+    }
+    if (axes.empty())
+      return; // Squeeze of every size-1 dim: keep it simple
+    int64_t rank = unsqueeze ? y->rank() : x->rank();
+    for (int64_t &a : axes)
+      if (a < 0)
+        a += rank;
+    int64_t d = p.axis;
+    if (unsqueeze) {
+      // The output axis that is the d-th of the kept ones.
+      int64_t kept = -1;
+      for (int64_t o = 0; o < rank; ++o)
+        if (!llvm::is_contained(axes, o) && ++kept == d) {
+          d = o;
+          break;
+        }
+    } else {
+      if (llvm::is_contained(axes, d))
+        return;
+      int64_t before = 0;
+      for (int64_t a : axes)
+        before += a < d;
+      d -= before;
+    }
+    np.in[0] = p;
+    np.out[0] = Placement::S(static_cast<int>(d), p.blocks);
+  }
+
+  /// Slice along other axes than the sharded one keeps the shard.
+  void slice(const Node &n, NodePlacements &np) {
+    allReplicated(n, np);
+    const Value *x = n.inputs[0];
+    Placement p = of(x);
+    if (!p.isShard() || p.blocks != 1 || !x->hasShape)
+      return;
+    std::vector<int64_t> axes;
+    const Value *a = n.input(3);
+    if (a) {
+      if (!a->constant || a->constant->data_type() != onnx::TensorProto::INT64)
+        return;
+      axes.resize(a->constant->raw_data().size() / sizeof(int64_t));
+      std::memcpy(axes.data(), a->constant->raw_data().data(), axes.size() * sizeof(int64_t));
+    } else if (const Value *st = n.input(1); st && st->hasShape && st->rank() == 1 &&
+                                              st->shape[0].known()) {
+      for (int64_t i = 0; i < st->shape[0].size; ++i)
+        axes.push_back(i);
+    } else {
+      return;
+    }
+    for (int64_t ax : axes)
+      if ((ax < 0 ? ax + x->rank() : ax) == p.axis)
+        return;
+    np.in[0] = p;
+    np.out[0] = p;
+  }
+
+  /// Concat along another axis of inputs sharded alike keeps the shard;
+  /// constant inputs spanning the shard axis are sliced.
+  void concat(const Node &n, NodePlacements &np) {
+    allReplicated(n, np);
+    const Value *y = n.outputs[0];
+    if (!y || !y->hasShape)
+      return;
+    int64_t axis = attrInt(n.proto, "axis", 0);
+    if (axis < 0)
+      axis += y->rank();
+    Placement shard = Placement::R();
+    for (const Value *v : n.inputs) {
+      if (!v || v->constant)
+        continue;
+      Placement p = of(v);
+      if (!p.isShard() || p.blocks != 1 || p.axis == axis ||
+          (shard.isShard() && shard != p))
+        return;
+      shard = p;
+    }
+    if (!shard.isShard())
+      return;
+    for (unsigned i = 0; i < n.inputs.size(); ++i)
+      if (n.inputs[i])
+        np.in[i] = shard;
+    np.out[0] = shard;
+  }
+
+  /// Expand of a sharded value along other axes: the target's entry for the
+  /// sharded axis becomes the local size.
+  void expand(const Node &n, NodePlacements &np) {
+    allReplicated(n, np);
+    const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
+    Placement p = of(x);
+    if (!p.isShard() || p.blocks != 1 || !x->hasShape || !shape || !y || !y->hasShape)
+      return;
+    int64_t d = p.axis + (y->rank() - x->rank());
+    if (y->dimSize(d) != x->dimSize(p.axis) || x->dimSize(p.axis) <= 0)
+      return; // broadcast along the sharded axis
+    if (!localizeShapeEntry(shape, d, false, 1, np))
+      return;
+    np.in[0] = p;
+    np.out[0] = Placement::S(static_cast<int>(d));
   }
 
   /// MatMul of two activations (attention's Q.K^T and P.V): shards on the
@@ -453,6 +589,14 @@ struct Rules {
       split(n, np);
     else if (op == "Shape")
       shape(n, np);
+    else if (op == "Unsqueeze" || op == "Squeeze")
+      unsqueezeOrSqueeze(n, np, op == "Unsqueeze");
+    else if (op == "Slice")
+      slice(n, np);
+    else if (op == "Concat")
+      concat(n, np);
+    else if (op == "Expand")
+      expand(n, np);
     else if (op == "MatMul")
       matmul(n, np);
     else
