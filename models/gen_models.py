@@ -456,6 +456,173 @@ def build_gpt2_tiny(rng):
     return finish(graph)
 
 
+def build_llama_tiny(rng):
+    """A two-layer Llama (vocab 1024, hidden 64, 4 query heads, 2 KV heads,
+    SwiGLU 128) in the form torch.onnx.export gives HF's LlamaForCausalLM at
+    opset 17: RMSNorm spelled out (Pow, ReduceMean, Add, Sqrt, Div, Mul),
+    rotary embeddings (cos/sin caches gathered by position, rotate_half with
+    Slice/Neg/Concat), grouped-query attention (K/V heads repeated with
+    Unsqueeze, Expand, Reshape), a causal mask, SwiGLU (Sigmoid*gate*up) and
+    an untied LM head."""
+    vocab, n_pos, hidden, heads, kv_heads, inter, layers = 1024, 64, 64, 4, 2, 128, 2
+    hd = hidden // heads
+    n_rep = heads // kv_heads
+    f32 = np.float32
+    inv_freq = 1.0 / (10000 ** (np.arange(0, hd, 2) / hd))
+    freqs = np.outer(np.arange(n_pos), inv_freq)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    inits = [init("model.embed_tokens.weight", (rng.standard_normal((vocab, hidden)) * 0.02).astype(f32)),
+             init("cos_cached", np.cos(emb).astype(f32)), init("sin_cached", np.sin(emb).astype(f32)),
+             init("bias", np.tril(np.ones((n_pos, n_pos), bool)).reshape(1, 1, n_pos, n_pos)),
+             init("q_target", np.array([heads, hd], np.int64)),
+             init("kv_target", np.array([kv_heads, hd], np.int64)),
+             init("expand_mid", np.array([kv_heads, n_rep], np.int64)),
+             init("num_heads", np.array([heads], np.int64)),
+             init("hidden_size", np.array([hidden], np.int64)),
+             init("zero", np.array([0], np.int64)), init("zero2", np.array([0, 0], np.int64)),
+             init("one", np.array([1], np.int64)), init("two", np.array([2], np.int64)),
+             init("four", np.array([4], np.int64)), init("minus1", np.array([-1], np.int64)),
+             init("half_hd", np.array([hd // 2], np.int64)),
+             init("big", np.array([np.iinfo(np.int64).max], np.int64)),
+             init("axes23", np.array([2, 3], np.int64)), init("ax1", np.array([1], np.int64)),
+             init("ax2", np.array([2], np.int64)),
+             init("scale", np.array(np.sqrt(hd), f32)), init("eps", np.array(1e-6, f32)),
+             init("two_f", np.array(2.0, f32)),
+             init("mask_value", np.array(np.finfo(f32).min, f32))]
+    nodes = [
+        helper.make_node("Gather", ["model.embed_tokens.weight", "input_ids"], ["/h0"],
+                         name="/model/embed_tokens/Gather"),
+        helper.make_node("Gather", ["cos_cached", "position_ids"], ["/cos_g"], name="/rotary/Gather"),
+        helper.make_node("Gather", ["sin_cached", "position_ids"], ["/sin_g"], name="/rotary/Gather_1"),
+        helper.make_node("Unsqueeze", ["/cos_g", "ax1"], ["/cos"], name="/rotary/Unsqueeze"),
+        helper.make_node("Unsqueeze", ["/sin_g", "ax1"], ["/sin"], name="/rotary/Unsqueeze_1"),
+        helper.make_node("Shape", ["input_ids"], ["/ids_shape"], name="/model/Shape"),
+        helper.make_node("Slice", ["/ids_shape", "one", "two"], ["/seq_len"], name="/model/Slice"),
+        helper.make_node("Concat", ["/seq_len", "/seq_len"], ["/mask_ends"], name="/model/Concat",
+                         axis=0),
+        helper.make_node("Slice", ["bias", "zero2", "/mask_ends", "axes23"], ["/causal"],
+                         name="/model/Slice_1"),
+    ]
+
+    def rms_norm(prefix, x, out):
+        inits.append(init(f"{prefix}.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(f32)))
+        p = f"/{prefix}"
+        nodes.extend([
+            helper.make_node("Pow", [x, "two_f"], [p + "/pow"], name=p + "/Pow"),
+            helper.make_node("ReduceMean", [p + "/pow"], [p + "/mean"], name=p + "/ReduceMean",
+                             axes=[-1], keepdims=1),
+            helper.make_node("Add", [p + "/mean", "eps"], [p + "/add"], name=p + "/Add"),
+            helper.make_node("Sqrt", [p + "/add"], [p + "/sqrt"], name=p + "/Sqrt"),
+            helper.make_node("Div", [x, p + "/sqrt"], [p + "/norm"], name=p + "/Div"),
+            helper.make_node("Mul", [f"{prefix}.weight", p + "/norm"], [out], name=p + "/Mul"),
+        ])
+
+    def proj(prefix, x, fan_in, fan_out, out):
+        w = rng.uniform(-1 / np.sqrt(fan_in), 1 / np.sqrt(fan_in), (fan_out, fan_in)).astype(f32)
+        inits.append(init(f"onnx::MatMul_{prefix}", w.T))
+        nodes.append(helper.make_node("MatMul", [x, f"onnx::MatMul_{prefix}"], [out],
+                                      name=f"/{prefix}/MatMul"))
+
+    def lead_and(x, tail_const, out, p):
+        """Concat(Shape(x)[:2], tail_const): the exporter's view(B, T, ...)."""
+        nodes.extend([
+            helper.make_node("Shape", [x], [p + "/shape"], name=p + "/Shape"),
+            helper.make_node("Slice", [p + "/shape", "zero", "two"], [p + "/lead"], name=p + "/Slice"),
+            helper.make_node("Concat", [p + "/lead", tail_const], [out], name=p + "/Concat", axis=0),
+        ])
+
+    def rotary(x, p):
+        nodes.extend([
+            helper.make_node("Slice", [x, "zero", "half_hd", "minus1"], [p + "/x1"], name=p + "/Slice"),
+            helper.make_node("Slice", [x, "half_hd", "big", "minus1"], [p + "/x2"], name=p + "/Slice_1"),
+            helper.make_node("Neg", [p + "/x2"], [p + "/neg"], name=p + "/Neg"),
+            helper.make_node("Concat", [p + "/neg", p + "/x1"], [p + "/rot"], name=p + "/Concat",
+                             axis=-1),
+            helper.make_node("Mul", [x, "/cos"], [p + "/xc"], name=p + "/Mul"),
+            helper.make_node("Mul", [p + "/rot", "/sin"], [p + "/rs"], name=p + "/Mul_1"),
+            helper.make_node("Add", [p + "/xc", p + "/rs"], [p + "/out"], name=p + "/Add"),
+        ])
+        return p + "/out"
+
+    h = "/h0"
+    for L in range(layers):
+        p = f"/model/layers.{L}"
+        m = f"model.layers.{L}"
+        rms_norm(f"{m}.input_layernorm", h, p + "/ln_in")
+        proj(f"{m}.self_attn.q_proj", p + "/ln_in", hidden, heads * hd, p + "/q")
+        proj(f"{m}.self_attn.k_proj", p + "/ln_in", hidden, kv_heads * hd, p + "/k")
+        proj(f"{m}.self_attn.v_proj", p + "/ln_in", hidden, kv_heads * hd, p + "/v")
+        t = {}
+        for n, target in (("q", "q_target"), ("k", "kv_target"), ("v", "kv_target")):
+            lead_and(f"{p}/{n}", target, f"{p}/{n}/target", f"{p}/{n}/view")
+            nodes.extend([
+                helper.make_node("Reshape", [f"{p}/{n}", f"{p}/{n}/target"], [f"{p}/{n}/heads"],
+                                 name=f"{p}/{n}/Reshape"),
+                helper.make_node("Transpose", [f"{p}/{n}/heads"], [f"{p}/{n}/t"],
+                                 name=f"{p}/{n}/Transpose", perm=[0, 2, 1, 3]),
+            ])
+            t[n] = f"{p}/{n}/t"
+        t["q"] = rotary(t["q"], p + "/rope_q")
+        t["k"] = rotary(t["k"], p + "/rope_k")
+        for n in ("k", "v"):  # repeat_kv: [B, kv, T, hd] -> [B, kv*n_rep, T, hd]
+            r = f"{p}/repeat_{n}"
+            nodes.extend([
+                helper.make_node("Unsqueeze", [t[n], "ax2"], [r + "/u"], name=r + "/Unsqueeze"),
+                helper.make_node("Shape", [t[n]], [r + "/shape"], name=r + "/Shape"),
+                helper.make_node("Slice", [r + "/shape", "zero", "one"], [r + "/b"], name=r + "/Slice"),
+                helper.make_node("Slice", [r + "/shape", "two", "four"], [r + "/tail"],
+                                 name=r + "/Slice_1"),
+                helper.make_node("Concat", [r + "/b", "expand_mid", r + "/tail"], [r + "/to"],
+                                 name=r + "/Concat", axis=0),
+                helper.make_node("Expand", [r + "/u", r + "/to"], [r + "/e"], name=r + "/Expand"),
+                helper.make_node("Concat", [r + "/b", "num_heads", r + "/tail"], [r + "/merge_to"],
+                                 name=r + "/Concat_1", axis=0),
+                helper.make_node("Reshape", [r + "/e", r + "/merge_to"], [r + "/out"],
+                                 name=r + "/Reshape"),
+            ])
+            t[n] = r + "/out"
+        nodes.extend([
+            helper.make_node("Transpose", [t["k"]], [p + "/kT"], name=p + "/attn/Transpose_k",
+                             perm=[0, 1, 3, 2]),
+            helper.make_node("MatMul", [t["q"], p + "/kT"], [p + "/scores"], name=p + "/attn/MatMul"),
+            helper.make_node("Div", [p + "/scores", "scale"], [p + "/scaled"], name=p + "/attn/Div"),
+            helper.make_node("Where", ["/causal", p + "/scaled", "mask_value"], [p + "/masked"],
+                             name=p + "/attn/Where"),
+            helper.make_node("Softmax", [p + "/masked"], [p + "/probs"], name=p + "/attn/Softmax",
+                             axis=-1),
+            helper.make_node("MatMul", [p + "/probs", t["v"]], [p + "/ctx"], name=p + "/attn/MatMul_1"),
+            helper.make_node("Transpose", [p + "/ctx"], [p + "/ctx_t"], name=p + "/attn/Transpose",
+                             perm=[0, 2, 1, 3]),
+        ])
+        lead_and(p + "/ctx_t", "hidden_size", p + "/ctx_target", p + "/attn/merge")
+        nodes.append(helper.make_node("Reshape", [p + "/ctx_t", p + "/ctx_target"], [p + "/ctx_m"],
+                                      name=p + "/attn/Reshape"))
+        proj(f"{m}.self_attn.o_proj", p + "/ctx_m", heads * hd, hidden, p + "/attn_out")
+        nodes.append(helper.make_node("Add", [h, p + "/attn_out"], [p + "/h_attn"], name=p + "/Add"))
+        rms_norm(f"{m}.post_attention_layernorm", p + "/h_attn", p + "/ln_post")
+        proj(f"{m}.mlp.gate_proj", p + "/ln_post", hidden, inter, p + "/gate")
+        proj(f"{m}.mlp.up_proj", p + "/ln_post", hidden, inter, p + "/up")
+        nodes.extend([
+            helper.make_node("Sigmoid", [p + "/gate"], [p + "/sig"], name=p + "/mlp/act_fn/Sigmoid"),
+            helper.make_node("Mul", [p + "/gate", p + "/sig"], [p + "/silu"], name=p + "/mlp/act_fn/Mul"),
+            helper.make_node("Mul", [p + "/silu", p + "/up"], [p + "/gated"], name=p + "/mlp/Mul"),
+        ])
+        proj(f"{m}.mlp.down_proj", p + "/gated", inter, hidden, p + "/mlp_out")
+        nodes.append(helper.make_node("Add", [p + "/h_attn", p + "/mlp_out"], [p + "/h_out"],
+                                      name=p + "/Add_1"))
+        h = p + "/h_out"
+    rms_norm("model.norm", h, "/norm")
+    proj("lm_head", "/norm", hidden, vocab, "logits")
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+                helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])],
+        initializer=inits,
+    )
+    return finish(graph)
+
+
 def build_all():
     # One generator per model so adding a model never changes the others' weights.
     return {
@@ -466,6 +633,7 @@ def build_all():
         "fused_attention_block.onnx": build_fused_attention_block(
             np.random.default_rng(SEED + 4)),
         "gpt2_tiny.onnx": build_gpt2_tiny(np.random.default_rng(SEED + 5)),
+        "llama_tiny.onnx": build_llama_tiny(np.random.default_rng(SEED + 6)),
     }
 
 

@@ -206,15 +206,90 @@ void completeShapes(Graph &g) {
       llvm::SmallVector<Dim, 4> target;
       if (reshapeTarget(n.input(1), target))
         refine(y, target);
+    } else if ((op == "ReduceMean" || op == "ReduceSum" || op == "ReduceMax") &&
+               ins[0]->hasShape) {
+      std::vector<int64_t> axes;
+      for (const auto &a : n.proto.attribute())
+        if (a.name() == "axes")
+          axes.assign(a.ints().begin(), a.ints().end());
+      if (axes.empty() && !constInts(n.input(1), axes))
+        continue;
+      int64_t r = ins[0]->rank();
+      bool keep = attrInt(n.proto, "keepdims", 1) != 0;
+      llvm::SmallVector<Dim, 4> out;
+      for (int64_t i = 0; i < r; ++i) {
+        bool reduced = false;
+        for (int64_t a : axes)
+          reduced |= (a < 0 ? a + r : a) == i;
+        if (!reduced)
+          out.push_back(ins[0]->shape[i]);
+        else if (keep)
+          out.push_back(Dim{1, {}});
+      }
+      refine(y, out);
+    } else if (op == "Expand" && ins[0]->hasShape && ins.size() == 2) {
+      llvm::SmallVector<Dim, 4> target;
+      if (!reshapeTarget(n.input(1), target))
+        continue;
+      Value t;
+      t.hasShape = true;
+      t.shape = target;
+      for (Dim &d : t.shape)
+        if (d.known() && d.size == 1)
+          d = Dim{1, {}};
+      refine(y, broadcast({ins[0], &t}));
+    } else if ((op == "Unsqueeze" || op == "Squeeze") && ins[0]->hasShape) {
+      std::vector<int64_t> axes;
+      for (const auto &a : n.proto.attribute())
+        if (a.name() == "axes")
+          axes.assign(a.ints().begin(), a.ints().end());
+      if (axes.empty() && !constInts(n.input(1), axes))
+        continue;
+      int64_t inRank = ins[0]->rank();
+      int64_t outRank = op == "Unsqueeze" ? inRank + static_cast<int64_t>(axes.size())
+                                          : inRank - static_cast<int64_t>(axes.size());
+      auto has = [&](int64_t i, int64_t r) {
+        for (int64_t a : axes)
+          if ((a < 0 ? a + r : a) == i)
+            return true;
+        return false;
+      };
+      llvm::SmallVector<Dim, 4> out;
+      if (op == "Unsqueeze") {
+        size_t k = 0;
+        for (int64_t i = 0; i < outRank; ++i)
+          out.push_back(has(i, outRank) ? Dim{1, {}}
+                                        : (k < ins[0]->shape.size() ? ins[0]->shape[k++] : Dim{}));
+      } else {
+        for (int64_t i = 0; i < inRank; ++i)
+          if (!has(i, inRank))
+            out.push_back(ins[0]->shape[i]);
+      }
+      refine(y, out);
     } else if (op == "Shape" && ins[0]->hasShape && n.proto.attribute().empty()) {
       refine(y, {Dim{ins[0]->rank(), {}}});
-    } else if (op == "Concat" && allShaped && ins[0]->rank() == 1) {
+    } else if (op == "Concat" && allShaped) {
+      int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
+      if (axis < 0)
+        axis += r;
+      if (axis < 0 || axis >= r)
+        continue;
+      llvm::SmallVector<Dim, 4> out(r);
       int64_t total = 0;
-      for (const Value *v : ins)
-        total = (total >= 0 && v->rank() == 1 && v->shape[0].known()) ? total + v->shape[0].size
-                                                                      : -1;
-      if (total >= 0)
-        refine(y, {Dim{total, {}}});
+      bool ok = true;
+      for (const Value *v : ins) {
+        ok &= v->rank() == r;
+        if (!ok)
+          break;
+        total = (total >= 0 && v->shape[axis].known()) ? total + v->shape[axis].size : -1;
+        for (int64_t i = 0; i < r; ++i)
+          if (i != axis && unknown(out[i]))
+            out[i] = v->shape[i];
+      }
+      if (!ok)
+        continue;
+      out[axis] = total >= 0 ? Dim{total, {}} : Dim{};
+      refine(y, out);
     } else if (op == "Slice" && ins[0]->hasShape && ins[0]->rank() == 1 &&
                ins[0]->shape[0].known()) {
       std::vector<int64_t> starts, ends;
@@ -244,14 +319,28 @@ void completeShapes(Graph &g) {
         refine(n.outputs[k], out);
       }
     } else if (op == "Slice" && ins[0]->hasShape) {
-      // Same rank; axes not sliced keep their dims.
-      std::vector<int64_t> axes;
+      // Same rank; axes not sliced keep their dims; constant bounds on a
+      // known dim give the size.
+      std::vector<int64_t> axes, starts, ends;
       int64_t r = ins[0]->rank();
       llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.end());
+      bool bounds = constInts(n.input(1), starts) && constInts(n.input(2), ends) &&
+                    starts.size() == ends.size() && (n.inputs.size() < 5 || !n.inputs[4]);
       if (constInts(n.input(3), axes)) {
-        for (int64_t a : axes)
-          if (a + (a < 0 ? r : 0) >= 0 && a + (a < 0 ? r : 0) < r)
-            out[a < 0 ? a + r : a] = Dim{};
+        for (size_t k = 0; k < axes.size(); ++k) {
+          int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
+          if (a < 0 || a >= r)
+            continue;
+          const Dim in = out[a];
+          out[a] = Dim{};
+          if (bounds && k < starts.size() && in.known()) {
+            int64_t len = in.size;
+            int64_t b = starts[k] < 0 ? std::max<int64_t>(starts[k] + len, 0)
+                                      : std::min(starts[k], len);
+            int64_t e = ends[k] < 0 ? std::max<int64_t>(ends[k] + len, 0) : std::min(ends[k], len);
+            out[a] = Dim{std::max<int64_t>(e - b, 0), {}};
+          }
+        }
       } else {
         for (Dim &d : out)
           d = Dim{};

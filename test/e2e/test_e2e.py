@@ -105,6 +105,16 @@ MODEL_CASES["gpt2_tiny"] = dict(
     # layer (attention, MLP), one AllGather for the logits.
     collectives=["AllReduce"] * 5 + ["AllGather"],
 )
+MODEL_CASES["llama_tiny"] = dict(
+    inputs=[_lm_inputs(2, 7), _lm_inputs(1, 30)],
+    may_replicate={"cos_cached", "sin_cached", "bias", "model.norm.weight"} | {
+        f"model.layers.{l}.{m}.weight" for l in range(2)
+        for m in ("input_layernorm", "post_attention_layernorm")},
+    collectives=["AllReduce"] * 5 + ["AllGather"],
+    # 2 KV heads: tp 4 would need K/V replicated per group of query heads,
+    # which is not built yet (test_llama_tp4_is_refused checks the message).
+    tps=(1, 2),
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
@@ -273,7 +283,7 @@ class TestBundledModels(ToolsTestCase):
 
 def _add_model_tests():
     for name in MODEL_CASES:
-        for tp in TP_SIZES:
+        for tp in MODEL_CASES[name].get("tps", TP_SIZES):
             def test(self, name=name, tp=tp):
                 self.check_model(name, tp)
             test.__name__ = f"test_{name}_tp{tp}"
@@ -307,6 +317,15 @@ class TestCompileErrors(ToolsTestCase):
         proc = self.compile(garbage, 2, out)
         self.assert_failed_cleanly(proc, out)
         self.assertIn("garbage_bytes.onnx", proc.stderr)
+
+    def test_llama_tp4_is_refused(self):
+        # 4 query heads but 2 KV heads: tp 4 cannot split the KV heads; the
+        # error names the attention's projections and the tp values that work.
+        out = self.path("plan-llama-tp4")
+        proc = self.compile(os.path.join(MODELS, "llama_tiny.onnx"), 4, out)
+        self.assert_failed_cleanly(proc, out)
+        self.assertIn("self_attn.k_proj", proc.stderr)
+        self.assertIn("tp values that work for these layers: 1, 2", proc.stderr)
 
     def test_tp_not_dividing(self):
         model_path = os.path.join(MODELS, "mlp_gemm.onnx")
