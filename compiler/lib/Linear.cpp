@@ -163,41 +163,45 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
       continue;
     // The group: undecided Linears reading the same activation (Q, K, V).
     llvm::SmallVector<const Node *, 4> group;
-    int64_t common = 0;
     for (LinearInfo &other : linears)
       if (undecided(other) && other.node->inputs[0] == li.node->inputs[0] &&
-          other.actKAxis == li.actKAxis) {
+          other.actKAxis == li.actKAxis)
         group.push_back(other.node);
-        common = std::gcd(common, other.N);
-      }
     // Structure first (tp 1: no divisibility question): do the group's
-    // shards reach row partners without a gather? If the whole group does
-    // not, the Linear may still pair on its own.
-    auto structural = dryRun(g, linears, opts, 1, group);
-    if (!structural)
-      return structural.takeError();
-    if ((!structural->violation.empty() || structural->rows.empty()) && group.size() > 1) {
-      group.assign(1, li.node);
-      common = li.N;
-      structural = dryRun(g, linears, opts, 1, group);
+    // shards reach row partners without a gather? Then the real tp. If the
+    // whole group does not work, the Linear may still pair on its own (e.g.
+    // the query projection of grouped-query attention with fewer KV heads
+    // than ranks, K and V then staying whole).
+    llvm::SmallVector<llvm::SmallVector<const Node *, 4>, 2> candidates = {group};
+    if (group.size() > 1)
+      candidates.push_back({li.node});
+    bool committed = false;
+    llvm::Optional<std::string> firstError;
+    for (auto &cand : candidates) {
+      int64_t common = 0;
+      for (const Node *n : cand)
+        common = std::gcd(common, byNode[n]->N);
+      auto structural = dryRun(g, linears, opts, 1, cand);
       if (!structural)
         return structural.takeError();
-    }
-    if (std::getenv("QN_DEBUG_PLAN"))
-      llvm::errs() << "plan: group of '" << li.node->label() << "' (" << group.size()
-                   << "): " << (structural->violation.empty() ? "ok" : structural->violation)
-                   << ", " << structural->rows.size() << " row partner(s)\n";
-    if (structural->violation.empty() && !structural->rows.empty()) {
-      auto real = dryRun(g, linears, opts, tp, group);
+      if (std::getenv("QN_DEBUG_PLAN"))
+        llvm::errs() << "plan: group of '" << li.node->label() << "' (" << cand.size()
+                     << "): " << (structural->violation.empty() ? "ok" : structural->violation)
+                     << ", " << structural->rows.size() << " row partner(s)\n";
+      if (!structural->violation.empty() || structural->rows.empty())
+        continue;
+      auto real = dryRun(g, linears, opts, tp, cand);
       if (!real)
         return real.takeError();
       if (common % (tp * li.fusedParts) || !real->violation.empty() ||
           real->rows != structural->rows) {
+        if (firstError)
+          continue;
         std::string works;
         for (int64_t t = 1; t <= common; ++t) {
           if (common % (t * li.fusedParts))
             continue;
-          auto d = dryRun(g, linears, opts, static_cast<int>(t), group);
+          auto d = dryRun(g, linears, opts, static_cast<int>(t), cand);
           if (!d)
             return d.takeError();
           if (d->violation.empty() && d->rows == structural->rows)
@@ -207,18 +211,19 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
                               ? llvm::formatv("{0} is not divisible by {1}", common, tp).str()
                               : real->violation.empty() ? std::string("the row layers change")
                                                         : real->violation;
-        std::string features = group.size() == 1
+        std::string features = cand.size() == 1
                                    ? llvm::formatv(", {0} output features", li.N).str()
                                    : std::string();
-        return fail("cannot split " +
-                    (group.size() == 1
-                         ? "'" + li.node->label() + "' (" + li.node->opType() + features + ")"
-                         : labels(group)) +
-                    " and " + labels(structural->rows) + " over --tp " + llvm::Twine(tp) + ": " +
-                    why + "; tp values that work for these layers: " +
-                    (works.empty() ? std::string("none") : works));
+        firstError = "cannot split " +
+                     (cand.size() == 1
+                          ? "'" + li.node->label() + "' (" + li.node->opType() + features + ")"
+                          : labels(cand)) +
+                     " and " + labels(structural->rows) + " over --tp " + std::to_string(tp) +
+                     ": " + why + "; tp values that work for these layers: " +
+                     (works.empty() ? std::string("none") : works);
+        continue;
       }
-      for (const Node *n : group) {
+      for (const Node *n : cand) {
         LinearInfo *c = byNode[n];
         c->strategy = LinearStrategy::Column;
         c->pairedWith = structural->rows.front()->label();
@@ -228,8 +233,13 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
         r->strategy = LinearStrategy::Row;
         r->pairedWith = li.node->label();
       }
-      continue;
+      committed = true;
+      break;
     }
+    if (committed)
+      continue;
+    if (firstError)
+      return fail(*firstError);
     // A lone Linear: column-parallel then gathered, or replicated when the
     // weight is too small for sharding to pay, or tp does not divide N.
     if (li.N % tp == 0 && li.weightBytes >= opts.replicateBelowBytes) {

@@ -460,6 +460,31 @@ struct Rules {
       np.out[0] = Placement::S(static_cast<int>(outBatch(pa.axis, ra)));
       return;
     }
+    // One side sharded on a batch axis (heads), the other whole: slice the
+    // whole side locally (no communication). This is how grouped-query
+    // attention with fewer KV heads than ranks works: K and V are computed
+    // whole, repeated to the query heads, and each rank keeps the heads its
+    // query heads use.
+    auto batchSlice = [&](const Value *s, Placement ps, const Value *o, int64_t rs, int64_t ro,
+                          unsigned otherIndex) {
+      if (!ps.isShard() || ps.axis >= rs - 2 || !of(o).isReplicated())
+        return false;
+      int64_t ob = outBatch(ps.axis, rs) - (r - ro); // the other side's axis
+      if (ob < 0 || ob >= ro - 2 || o->dimSize(ob) != s->dimSize(ps.axis) ||
+          s->dimSize(ps.axis) <= 0)
+        return false;
+      np.in[otherIndex] = Placement::S(static_cast<int>(ob));
+      np.out[0] = Placement::S(static_cast<int>(outBatch(ps.axis, rs)));
+      return true;
+    };
+    if (batchSlice(a, pa, b, ra, rb, 1)) {
+      np.in[0] = pa;
+      return;
+    }
+    if (batchSlice(b, pb, a, rb, ra, 0)) {
+      np.in[1] = pb;
+      return;
+    }
     if (pa.isShard() && pb.isShard() && pa.axis == ra - 1 && pb.axis == rb - 2) {
       np.in[0] = pa;
       np.in[1] = pb;

@@ -111,9 +111,9 @@ MODEL_CASES["llama_tiny"] = dict(
         f"model.layers.{l}.{m}.weight" for l in range(2)
         for m in ("input_layernorm", "post_attention_layernorm")},
     collectives=["AllReduce"] * 5 + ["AllGather"],
-    # 2 KV heads: tp 4 would need K/V replicated per group of query heads,
-    # which is not built yet (test_llama_tp4_is_refused checks the message).
-    tps=(1, 2),
+    # 2 KV heads: at tp 4 (more ranks than KV heads) K and V stay whole and
+    # each rank slices the repeated KV heads its query heads use
+    # (test_llama_kv_heads_replicated_at_tp4 checks the strategies).
 )
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
@@ -318,14 +318,22 @@ class TestCompileErrors(ToolsTestCase):
         self.assert_failed_cleanly(proc, out)
         self.assertIn("garbage_bytes.onnx", proc.stderr)
 
-    def test_llama_tp4_is_refused(self):
-        # 4 query heads but 2 KV heads: tp 4 cannot split the KV heads; the
-        # error names the attention's projections and the tp values that work.
-        out = self.path("plan-llama-tp4")
-        proc = self.compile(os.path.join(MODELS, "llama_tiny.onnx"), 4, out)
-        self.assert_failed_cleanly(proc, out)
-        self.assertIn("self_attn.k_proj", proc.stderr)
-        self.assertIn("tp values that work for these layers: 1, 2", proc.stderr)
+    def test_llama_kv_heads_replicated_at_tp4(self):
+        # 4 query heads, 2 KV heads: at tp 2 Q, K, V are all column-parallel;
+        # at tp 4 only Q is, K and V are replicated (sliced per rank after
+        # repeat_kv); both give the minimum of collectives (checked above).
+        for tp, kv in ((2, "column"), (4, "replicated")):
+            out = self.path(f"plan-llama-kv{tp}")
+            proc = self.compile(os.path.join(MODELS, "llama_tiny.onnx"), tp, out)
+            self.assertEqual(proc.returncode, 0, describe(proc))
+            with open(os.path.join(out, "plan.json")) as f:
+                strategies = {l["node"]: l["strategy"] for l in json.load(f)["linears"]}
+            for layer in range(2):
+                p = f"/model.layers.{layer}.self_attn"
+                self.assertEqual(strategies[f"{p}.q_proj/MatMul"], "column")
+                self.assertEqual(strategies[f"{p}.k_proj/MatMul"], kv, f"tp {tp}")
+                self.assertEqual(strategies[f"{p}.v_proj/MatMul"], kv, f"tp {tp}")
+                self.assertEqual(strategies[f"{p}.o_proj/MatMul"], "row")
 
     def test_tp_not_dividing(self):
         model_path = os.path.join(MODELS, "mlp_gemm.onnx")
