@@ -210,6 +210,13 @@ class TestBundledModels(ToolsTestCase):
             self.assertIn(f"rank{k}.bin", files)
         self.assertFalse({f"rank{tp}.onnx", f"rank{tp}.bin"} & files,
                          f"more rank files than tp={tp}: {sorted(files)}")
+        # The plan's own figures: each rank's parameters within 5% of
+        # model/N plus what every rank keeps whole.
+        ideal = ((plan["model_param_bytes"] - plan["replicated_param_bytes"]) / tp
+                 + plan["replicated_param_bytes"])
+        for r in plan["ranks"]:
+            self.assertLessEqual(abs(r["param_bytes"] - ideal), 0.05 * ideal,
+                                 f"rank {r['rank']}: {r['param_bytes']} bytes, ideal {ideal:.0f}")
 
         # Each rank holds ~1/N of the weights, plus what may be replicated.
         wb = weight_bytes(model)
