@@ -623,6 +623,131 @@ def build_llama_tiny(rng):
     return finish(graph)
 
 
+def build_bert_tiny(rng):
+    """A two-layer BERT encoder (vocab 1024, 64 positions, 2 token types,
+    hidden 64, 4 heads, intermediate 256) as torch.onnx.export gives HF's
+    BertModel at opset 17: word + position + token-type embeddings and a
+    LayerNorm, the extended attention mask ((1 - mask) * min) added to the
+    scores, separate query/key/value Linears, exact (Erf) GELU, post-LN
+    residual blocks; output: the last hidden state."""
+    vocab, n_pos, types, hidden, heads, inter, layers = 1024, 64, 2, 64, 4, 256, 2
+    hd = hidden // heads
+    f32 = np.float32
+    inits = [init("embeddings.word_embeddings.weight",
+                  (rng.standard_normal((vocab, hidden)) * 0.02).astype(f32)),
+             init("embeddings.position_embeddings.weight",
+                  (rng.standard_normal((n_pos, hidden)) * 0.02).astype(f32)),
+             init("embeddings.token_type_embeddings.weight",
+                  (rng.standard_normal((types, hidden)) * 0.02).astype(f32)),
+             init("q_target", np.array([heads, hd], np.int64)),
+             init("hidden_size", np.array([hidden], np.int64)),
+             init("zero", np.array([0], np.int64)), init("two", np.array([2], np.int64)),
+             init("ax12", np.array([1, 2], np.int64)),
+             init("one_f", np.array(1.0, f32)), init("min_f", np.array(np.finfo(f32).min, f32)),
+             init("scale", np.array(np.sqrt(hd), f32)), init("sqrt2", np.array(np.sqrt(2.0), f32)),
+             init("half", np.array(0.5, f32))]
+    nodes = [
+        helper.make_node("Gather", ["embeddings.word_embeddings.weight", "input_ids"], ["/we"],
+                         name="/embeddings/word_embeddings/Gather"),
+        helper.make_node("Gather", ["embeddings.token_type_embeddings.weight", "token_type_ids"],
+                         ["/te"], name="/embeddings/token_type_embeddings/Gather"),
+        helper.make_node("Add", ["/we", "/te"], ["/e1"], name="/embeddings/Add"),
+        helper.make_node("Gather", ["embeddings.position_embeddings.weight", "position_ids"], ["/pe"],
+                         name="/embeddings/position_embeddings/Gather"),
+        helper.make_node("Add", ["/e1", "/pe"], ["/e2"], name="/embeddings/Add_1"),
+        # extended_attention_mask = (1.0 - mask[:, None, None, :]) * finfo.min
+        helper.make_node("Unsqueeze", ["attention_mask", "ax12"], ["/m4"], name="/Unsqueeze"),
+        helper.make_node("Cast", ["/m4"], ["/m4f"], name="/Cast", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one_f", "/m4f"], ["/inv"], name="/Sub"),
+        helper.make_node("Mul", ["/inv", "min_f"], ["/ext_mask"], name="/Mul"),
+    ]
+
+    def layer_norm(prefix, x, out):
+        inits.extend([init(f"{prefix}.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(f32)),
+                      init(f"{prefix}.bias", (0.1 * rng.standard_normal(hidden)).astype(f32))])
+        nodes.append(helper.make_node("LayerNormalization", [x, f"{prefix}.weight", f"{prefix}.bias"],
+                                      [out], name=f"/{prefix}/LayerNormalization", axis=-1,
+                                      epsilon=1e-12))
+
+    def linear(prefix, x, fan_in, fan_out, out):
+        w, b = linear_params(rng, fan_in, fan_out)
+        inits.extend([init(f"onnx::MatMul_{prefix}", w.T), init(f"{prefix}.bias", b)])
+        nodes.extend([
+            helper.make_node("MatMul", [x, f"onnx::MatMul_{prefix}"], [f"/{prefix}/MatMul_output_0"],
+                             name=f"/{prefix}/MatMul"),
+            helper.make_node("Add", [f"{prefix}.bias", f"/{prefix}/MatMul_output_0"], [out],
+                             name=f"/{prefix}/Add"),
+        ])
+
+    layer_norm("embeddings.LayerNorm", "/e2", "/h0")
+    h = "/h0"
+    for L in range(layers):
+        m = f"encoder.layer.{L}"
+        p = f"/{m}"
+        t = {}
+        for n in ("query", "key", "value"):
+            linear(f"{m}.attention.self.{n}", h, hidden, hidden, f"{p}/{n}")
+            nodes.extend([
+                helper.make_node("Shape", [f"{p}/{n}"], [f"{p}/{n}/shape"], name=f"{p}/{n}/Shape"),
+                helper.make_node("Slice", [f"{p}/{n}/shape", "zero", "two"], [f"{p}/{n}/lead"],
+                                 name=f"{p}/{n}/Slice"),
+                helper.make_node("Concat", [f"{p}/{n}/lead", "q_target"], [f"{p}/{n}/target"],
+                                 name=f"{p}/{n}/Concat", axis=0),
+                helper.make_node("Reshape", [f"{p}/{n}", f"{p}/{n}/target"], [f"{p}/{n}/heads"],
+                                 name=f"{p}/{n}/Reshape"),
+                helper.make_node("Transpose", [f"{p}/{n}/heads"], [f"{p}/{n}/t"],
+                                 name=f"{p}/{n}/Transpose",
+                                 perm=[0, 2, 3, 1] if n == "key" else [0, 2, 1, 3]),
+            ])
+            t[n] = f"{p}/{n}/t"
+        nodes.extend([
+            helper.make_node("MatMul", [t["query"], t["key"]], [f"{p}/scores"], name=f"{p}/MatMul"),
+            helper.make_node("Div", [f"{p}/scores", "scale"], [f"{p}/scaled"], name=f"{p}/Div"),
+            helper.make_node("Add", [f"{p}/scaled", "/ext_mask"], [f"{p}/masked"], name=f"{p}/Add"),
+            helper.make_node("Softmax", [f"{p}/masked"], [f"{p}/probs"], name=f"{p}/Softmax", axis=-1),
+            helper.make_node("MatMul", [f"{p}/probs", t["value"]], [f"{p}/ctx"], name=f"{p}/MatMul_1"),
+            helper.make_node("Transpose", [f"{p}/ctx"], [f"{p}/ctx_t"], name=f"{p}/Transpose",
+                             perm=[0, 2, 1, 3]),
+            helper.make_node("Shape", [f"{p}/ctx_t"], [f"{p}/ctx_shape"], name=f"{p}/Shape"),
+            helper.make_node("Slice", [f"{p}/ctx_shape", "zero", "two"], [f"{p}/ctx_lead"],
+                             name=f"{p}/Slice"),
+            helper.make_node("Concat", [f"{p}/ctx_lead", "hidden_size"], [f"{p}/ctx_target"],
+                             name=f"{p}/Concat", axis=0),
+            helper.make_node("Reshape", [f"{p}/ctx_t", f"{p}/ctx_target"], [f"{p}/ctx_m"],
+                             name=f"{p}/Reshape"),
+        ])
+        linear(f"{m}.attention.output.dense", f"{p}/ctx_m", hidden, hidden, f"{p}/attn_dense")
+        nodes.append(helper.make_node("Add", [f"{p}/attn_dense", h], [f"{p}/attn_res"],
+                                      name=f"{p}/attention/output/Add"))
+        layer_norm(f"{m}.attention.output.LayerNorm", f"{p}/attn_res", f"{p}/attn_out")
+        linear(f"{m}.intermediate.dense", f"{p}/attn_out", hidden, inter, f"{p}/inter")
+        g = f"{p}/intermediate/act"
+        nodes.extend([  # exact GELU as exported: x * 0.5 * (1 + erf(x / sqrt(2)))
+            helper.make_node("Div", [f"{p}/inter", "sqrt2"], [g + "/div"], name=g + "/Div"),
+            helper.make_node("Erf", [g + "/div"], [g + "/erf"], name=g + "/Erf"),
+            helper.make_node("Add", [g + "/erf", "one_f"], [g + "/add"], name=g + "/Add"),
+            helper.make_node("Mul", [f"{p}/inter", g + "/add"], [g + "/mul"], name=g + "/Mul"),
+            helper.make_node("Mul", [g + "/mul", "half"], [g + "/out"], name=g + "/Mul_1"),
+        ])
+        linear(f"{m}.output.dense", g + "/out", inter, hidden, f"{p}/out_dense")
+        nodes.append(helper.make_node("Add", [f"{p}/out_dense", f"{p}/attn_out"], [f"{p}/out_res"],
+                                      name=f"{p}/output/Add"))
+        out = "last_hidden_state" if L == layers - 1 else f"{p}/h_out"
+        layer_norm(f"{m}.output.LayerNorm", f"{p}/out_res", out)
+        h = out
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+                helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+                helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]),
+                helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])],
+        outputs=[helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                               ["batch", "seq", hidden])],
+        initializer=inits,
+    )
+    return finish(graph)
+
+
 def build_all():
     # One generator per model so adding a model never changes the others' weights.
     return {
@@ -634,6 +759,7 @@ def build_all():
             np.random.default_rng(SEED + 4)),
         "gpt2_tiny.onnx": build_gpt2_tiny(np.random.default_rng(SEED + 5)),
         "llama_tiny.onnx": build_llama_tiny(np.random.default_rng(SEED + 6)),
+        "bert_tiny.onnx": build_bert_tiny(np.random.default_rng(SEED + 7)),
     }
 
 

@@ -115,6 +115,33 @@ MODEL_CASES["llama_tiny"] = dict(
     # each rank slices the repeated KV heads its query heads use
     # (test_llama_kv_heads_replicated_at_tp4 checks the strategies).
 )
+
+
+def _bert_inputs(batch, seq):
+    def make(rng):
+        mask = np.ones((batch, seq), np.int64)
+        mask[-1, seq // 2:] = 0  # padding in the last sequence
+        types = np.zeros((batch, seq), np.int64)
+        types[:, seq // 2:] = 1
+        return {"input_ids": rng.integers(0, 1024, size=(batch, seq), dtype=np.int64),
+                "attention_mask": mask, "token_type_ids": types,
+                "position_ids": np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq)).copy()}
+    make.shape = (batch, seq)
+    return make
+
+
+MODEL_CASES["bert_tiny"] = dict(
+    inputs=[_bert_inputs(2, 9), _bert_inputs(3, 24)],
+    may_replicate={"embeddings.position_embeddings.weight",
+                   "embeddings.token_type_embeddings.weight",
+                   "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"} | {
+        f"encoder.layer.{l}.{m}" for l in range(2)
+        for m in ("attention.output.dense.bias", "output.dense.bias",
+                  "attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
+                  "output.LayerNorm.weight", "output.LayerNorm.bias")},
+    # Vocab-parallel word embedding, then attention and MLP per layer.
+    collectives=["AllReduce"] * 5,
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
