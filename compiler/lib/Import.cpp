@@ -134,6 +134,22 @@ llvm::Error foldConstantNodes(onnx::GraphProto &g) {
   auto *nodes = g.mutable_node();
   for (int i = 0; i < nodes->size();) {
     const onnx::NodeProto &n = nodes->Get(i);
+    if (n.op_type() == "Identity" && n.domain().empty() && n.input_size() == 1 &&
+        n.output_size() == 1) {
+      // The exporter dedups equal weights with Identity nodes: the output is
+      // the same constant under another name.
+      const onnx::TensorProto *src = nullptr;
+      for (const auto &t : g.initializer())
+        if (t.name() == n.input(0))
+          src = &t;
+      if (src) {
+        onnx::TensorProto copy = *src;
+        copy.set_name(n.output(0));
+        *g.add_initializer() = std::move(copy);
+        nodes->DeleteSubrange(i, 1);
+        continue;
+      }
+    }
     if (n.op_type() != "Constant" || !n.domain().empty() || n.output_size() != 1 ||
         n.attribute_size() != 1) {
       ++i;

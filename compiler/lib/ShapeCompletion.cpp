@@ -135,6 +135,23 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
         out.push_back(v > 0 ? Dim{v, {}} : Dim{});
       continue;
     }
+    // Unsqueeze(Gather(Shape(v), i)): v's dim i.
+    if (const Node *u = piece->producer; u && u->opType() == "Unsqueeze" && u->inputs[0]) {
+      const Node *gather = u->inputs[0]->producer;
+      std::vector<int64_t> index;
+      if (gather && gather->opType() == "Gather" && constInts(gather->input(1), index) &&
+          index.size() == 1 && gather->inputs[0] && gather->inputs[0]->producer &&
+          gather->inputs[0]->producer->opType() == "Shape") {
+        const Value *v = gather->inputs[0]->producer->inputs[0];
+        int64_t r = v && v->hasShape ? v->rank() : -1;
+        int64_t i = index[0] < 0 ? index[0] + r : index[0];
+        if (r < 0 || i < 0 || i >= r)
+          return false;
+        out.push_back(v->shape[i]);
+        continue;
+      }
+      return false;
+    }
     const Node *slice = piece->producer;
     std::vector<int64_t> starts, ends;
     if (!slice || slice->opType() != "Slice" || !constInts(slice->input(1), starts) ||
@@ -265,6 +282,16 @@ void completeShapes(Graph &g) {
           if (!has(i, inRank))
             out.push_back(ins[0]->shape[i]);
       }
+      refine(y, out);
+    } else if (op == "Gather" && allShaped && ins.size() == 2) {
+      int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
+      if (axis < 0)
+        axis += r;
+      if (axis < 0 || axis >= r)
+        continue;
+      llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.begin() + axis);
+      out.append(ins[1]->shape.begin(), ins[1]->shape.end());
+      out.append(ins[0]->shape.begin() + axis + 1, ins[0]->shape.end());
       refine(y, out);
     } else if (op == "Shape" && ins[0]->hasShape && n.proto.attribute().empty()) {
       refine(y, {Dim{ins[0]->rank(), {}}});
