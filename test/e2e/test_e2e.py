@@ -21,6 +21,8 @@ import onnxruntime as ort
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = os.path.join(REPO, "models")
+# Models exported by PyTorch itself (models/export_torch.py), bundled.
+TORCH_MODELS = os.path.join(MODELS, "torch")
 BIN = os.environ.get("QN_BIN", os.path.join(REPO, "build", "bin"))
 TIMEOUT_S = 300
 
@@ -142,6 +144,26 @@ MODEL_CASES["bert_tiny"] = dict(
     # Vocab-parallel word embedding, then attention and MLP per layer.
     collectives=["AllReduce"] * 5,
 )
+
+
+def _torch_bert_inputs(batch, seq):
+    def make(rng):
+        mask = np.ones((batch, seq), np.int64)
+        mask[-1, seq // 2:] = 0
+        types = np.zeros((batch, seq), np.int64)
+        types[:, seq // 2:] = 1
+        return {"input_ids": rng.integers(0, 1024, size=(batch, seq), dtype=np.int64),
+                "attention_mask": mask, "token_type_ids": types}
+    make.shape = (batch, seq)
+    return make
+
+
+MODEL_CASES["torch/bert"] = dict(
+    # HF BertModel exported by torch.onnx.export (TorchScript, opset 17).
+    inputs=[_torch_bert_inputs(2, 9), _torch_bert_inputs(3, 21)],
+    may_replicate=None,  # checked through plan.json's own figures only
+    collectives=["AllReduce"] * 5,
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
@@ -245,6 +267,8 @@ class TestBundledModels(ToolsTestCase):
             self.assertLessEqual(abs(r["param_bytes"] - ideal), 0.05 * ideal,
                                  f"rank {r['rank']}: {r['param_bytes']} bytes, ideal {ideal:.0f}")
 
+        if case["may_replicate"] is None:
+            return self.check_collectives(plan_dir, tp, case)
         # Each rank holds ~1/N of the weights, plus what may be replicated.
         wb = weight_bytes(model)
         total = sum(wb.values())
@@ -252,13 +276,17 @@ class TestBundledModels(ToolsTestCase):
         slack = 4096 * (len(wb) + 2)  # alignment padding, small constants
         upper = total / tp + replicable * (tp - 1) / tp + slack
         lower = (total - replicable) / tp - slack
-        collective_seqs = []
         for k in range(tp):
             size = os.path.getsize(os.path.join(plan_dir, f"rank{k}.bin"))
             self.assertLessEqual(size, upper, f"rank{k}.bin: {size} bytes; model weights "
                                  f"{total}, tp {tp}, replicable {replicable}")
             self.assertGreaterEqual(size, lower, f"rank{k}.bin: {size} bytes; model weights "
                                     f"{total}, tp {tp}")
+        self.check_collectives(plan_dir, tp, case)
+
+    def check_collectives(self, plan_dir, tp, case):
+        collective_seqs = []
+        for k in range(tp):
             rank_path = os.path.join(plan_dir, f"rank{k}.onnx")
             onnx.checker.check_model(rank_path)  # valid ONNX, external data resolvable
             rank_model = onnx.load(rank_path, load_external_data=False)
@@ -272,11 +300,12 @@ class TestBundledModels(ToolsTestCase):
 
     def check_model(self, name, tp):
         case = MODEL_CASES[name]
-        model_path = os.path.join(MODELS, name + ".onnx")
+        model_path = os.path.join(MODELS, name + ".onnx")  # "torch/x" -> models/torch/x.onnx
         model = onnx.load(model_path)
         out_names = [o.name for o in model.graph.output]
-        os.makedirs(self.path(f"{name}-tp{tp}"))
-        plan_dir = self.path(f"{name}-tp{tp}", "plan")
+        work = name.replace("/", "_")
+        os.makedirs(self.path(f"{work}-tp{tp}"))
+        plan_dir = self.path(f"{work}-tp{tp}", "plan")
         proc = self.compile(model_path, tp, plan_dir)
         self.assertEqual(proc.returncode, 0, describe(proc))
         self.check_plan_files(model, plan_dir, tp, case)
@@ -296,10 +325,10 @@ class TestBundledModels(ToolsTestCase):
             feeds = make(rng)
             bound = []
             for in_name, x in feeds.items():
-                x_path = self.path(f"{name}-tp{tp}", f"{in_name}{i}.npy")
+                x_path = self.path(f"{work}-tp{tp}", f"{in_name}{i}.npy")
                 np.save(x_path, x)
                 bound.append((in_name, x_path))
-            out_dir = self.path(f"{name}-tp{tp}", f"out{i}")
+            out_dir = self.path(f"{work}-tp{tp}", f"out{i}")
             proc = self.qn_run(plan_dir, tp, bound, out_dir)
             self.assertEqual(proc.returncode, 0, describe(proc))
             self.assertEqual(listing(out_dir), sorted(sanitize(n) + ".npy" for n in out_names))
@@ -320,7 +349,7 @@ def _add_model_tests():
         for tp in MODEL_CASES[name].get("tps", TP_SIZES):
             def test(self, name=name, tp=tp):
                 self.check_model(name, tp)
-            test.__name__ = f"test_{name}_tp{tp}"
+            test.__name__ = f"test_{name.replace('/', '_')}_tp{tp}"
             setattr(TestBundledModels, test.__name__, test)
 
 
