@@ -120,6 +120,13 @@ static int fusedParts(const LinearInfo &li) {
       return 1;
     user = v->uses[0].first;
   }
+  // A Reshape that keeps the last axis (HF's Conv1D: 2-D Gemm, then the
+  // leading dims restored).
+  if (user->opType() == "Reshape" && user->outputs[0] && user->outputs[0]->hasShape &&
+      user->outputs[0]->dimSize(-1) == li.N && user->outputs[0]->uses.size() == 1) {
+    v = user->outputs[0];
+    user = v->uses[0].first;
+  }
   if (user->opType() != "Split" || !user->domain().empty() || user->inputs[0] != v)
     return 1;
   int64_t axis = 0;

@@ -210,11 +210,25 @@ struct Rules {
       np.out[0] = p;
       return;
     }
-    if (!p.isShard() || p.blocks != 1 || !shape || !x->hasShape || !y || !y->hasShape)
+    if (!p.isShard() || !shape || !x->hasShape || !y || !y->hasShape)
+      return;
+    const auto &xs = x->shape, &ys = y->shape;
+    // The sharded axis is the last one and keeps its size (flattening the
+    // leading dims for a 2-D Gemm, as exporters do for HF's Conv1D, and
+    // restoring them): the shard stays on the last axis, blocks and all.
+    if (static_cast<size_t>(p.axis) + 1 == xs.size() && xs.back().known() &&
+        ys.back().known() && xs.back().size == ys.back().size) {
+      int last = static_cast<int>(ys.size() - 1);
+      if (!localizeShapeEntry(shape, last, false, 1, np, x))
+        return;
+      np.in[0] = p;
+      np.out[0] = Placement::S(last, p.blocks);
+      return;
+    }
+    if (p.blocks != 1)
       return;
     // Group the axes of x and y into blocks of equal known products;
     // symbolic dims must match one to one.
-    const auto &xs = x->shape, &ys = y->shape;
     size_t i = 0, j = 0;
     int outAxis = -1;
     while (i < xs.size() && j < ys.size()) {
@@ -248,7 +262,7 @@ struct Rules {
     }
     if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % opts.tp)
       return;
-    if (!localizeShapeEntry(shape, outAxis, outAxis != p.axis, 1, np))
+    if (!localizeShapeEntry(shape, outAxis, outAxis != p.axis, 1, np, x))
       return;
     np.in[0] = p;
     np.out[0] = Placement::S(outAxis);
@@ -262,7 +276,7 @@ struct Rules {
   /// head_dim. `zeroIsWrong`: a 0 ("copy the input's dim") there would copy
   /// an unsharded dim. Returns false if the entry cannot be localised.
   bool localizeShapeEntry(const Value *shape, int64_t axis, bool zeroIsWrong, unsigned index,
-                          NodePlacements &np) {
+                          NodePlacements &np, const Value *data = nullptr) {
     const Value *holder = shape; // the constant holding the entry
     int64_t offset = axis;
     Node *concat = nullptr;
@@ -286,6 +300,8 @@ struct Rules {
         }
         pos += len;
       }
+      if (holder && !holder->constant && data && readsShapeOf(holder, data))
+        return true; // read at run time from the sharded tensor itself: local
       if (!holder || !holder->constant)
         return false; // a dynamic entry: its size is not known here
     }
@@ -311,6 +327,44 @@ struct Rules {
       (*all)[concat].constantOverrides.push_back({concatInput, name});
     else
       np.constantOverrides.push_back({index, name});
+    return true;
+  }
+
+  /// `v` is computed from Shape(data) through Slice/Gather/Squeeze/
+  /// Unsqueeze/Cast only.
+  static bool readsShapeOf(const Value *v, const Value *data) {
+    for (int depth = 0; v && v->producer && depth < 8; ++depth) {
+      const Node *p = v->producer;
+      llvm::StringRef op = p->opType();
+      if (op == "Shape")
+        return p->inputs[0] == data;
+      if (op != "Slice" && op != "Gather" && op != "Squeeze" && op != "Unsqueeze" &&
+          op != "Cast")
+        return false;
+      v = p->inputs[0];
+    }
+    return false;
+  }
+
+  /// The Shape value `v` only feeds Reshape targets of `data` itself (through
+  /// Slice/Gather/Squeeze/Unsqueeze/Cast/Concat): reading the sharded dim
+  /// there gives the local size, which is what those reshapes need.
+  static bool feedsOnlyReshapesOf(const Value *v, const Value *data, int depth = 0) {
+    if (depth > 8 || v->uses.empty())
+      return false;
+    for (const auto &[user, idx] : v->uses) {
+      llvm::StringRef op = user->opType();
+      if (op == "Reshape") {
+        if (idx != 1 || user->inputs[0] != data)
+          return false;
+        continue;
+      }
+      if ((op != "Slice" && op != "Gather" && op != "Squeeze" && op != "Unsqueeze" &&
+           op != "Cast" && op != "Concat") ||
+          (op != "Concat" && idx != 0) || !user->outputs[0] ||
+          !feedsOnlyReshapesOf(user->outputs[0], data, depth + 1))
+        return false;
+    }
     return true;
   }
 
@@ -563,6 +617,10 @@ struct Rules {
     Placement p = of(x);
     if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty())
       return;
+    if (feedsOnlyReshapesOf(y, x)) {
+      np.in[0] = p;
+      return;
+    }
     int64_t rank = x->rank();
     auto scalarAt = [](const Value *v, int64_t &out) {
       if (!v || !v->constant || v->constant->data_type() != onnx::TensorProto::INT64 ||

@@ -135,14 +135,19 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
         out.push_back(v > 0 ? Dim{v, {}} : Dim{});
       continue;
     }
-    // Unsqueeze(Gather(Shape(v), i)): v's dim i.
+    // Unsqueeze(Gather(Shape(v), i)) or Unsqueeze(Squeeze(Slice(Shape(v),
+    // i, i+1))): v's dim i.
     if (const Node *u = piece->producer; u && u->opType() == "Unsqueeze" && u->inputs[0]) {
-      const Node *gather = u->inputs[0]->producer;
-      std::vector<int64_t> index;
-      if (gather && gather->opType() == "Gather" && constInts(gather->input(1), index) &&
-          index.size() == 1 && gather->inputs[0] && gather->inputs[0]->producer &&
-          gather->inputs[0]->producer->opType() == "Shape") {
-        const Value *v = gather->inputs[0]->producer->inputs[0];
+      const Node *inner = u->inputs[0]->producer;
+      if (inner && inner->opType() == "Squeeze" && inner->inputs[0])
+        inner = inner->inputs[0]->producer;
+      std::vector<int64_t> index, ends;
+      bool gather = inner && inner->opType() == "Gather" && constInts(inner->input(1), index);
+      bool slice = inner && inner->opType() == "Slice" && constInts(inner->input(1), index) &&
+                   constInts(inner->input(2), ends);
+      if ((gather || slice) && index.size() == 1 && inner->inputs[0] &&
+          inner->inputs[0]->producer && inner->inputs[0]->producer->opType() == "Shape") {
+        const Value *v = inner->inputs[0]->producer->inputs[0];
         int64_t r = v && v->hasShape ? v->rank() : -1;
         int64_t i = index[0] < 0 ? index[0] + r : index[0];
         if (r < 0 || i < 0 || i >= r)
@@ -219,6 +224,9 @@ void completeShapes(Graph &g) {
       out.push_back(a->shape[a->shape.size() - 2]);
       out.push_back(b->shape.back());
       refine(y, out);
+    } else if (op == "Gemm" && ins.size() >= 2 && ins[0]->rank() == 2 && ins[1]->rank() == 2) {
+      bool ta = attrInt(n.proto, "transA", 0), tb = attrInt(n.proto, "transB", 0);
+      refine(y, {ins[0]->shape[ta ? 1 : 0], ins[1]->shape[tb ? 0 : 1]});
     } else if (op == "Reshape" && ins.size() == 2) {
       llvm::SmallVector<Dim, 4> target;
       if (reshapeTarget(n.input(1), target))

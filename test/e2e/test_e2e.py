@@ -164,6 +164,23 @@ MODEL_CASES["torch/bert"] = dict(
     may_replicate=None,  # checked through plan.json's own figures only
     collectives=["AllReduce"] * 5,
 )
+
+
+def _torch_ids_inputs(batch, seq):
+    def make(rng):
+        return {"input_ids": rng.integers(0, 1024, size=(batch, seq), dtype=np.int64)}
+    make.shape = (batch, seq)
+    return make
+
+
+MODEL_CASES["torch/gpt2"] = dict(
+    # HF GPT2LMHeadModel exported by torch.onnx.export: Conv1D as Gemm on
+    # flattened views, fused c_attn split head by head, tied LM head.
+    inputs=[_torch_ids_inputs(2, 7), _torch_ids_inputs(1, 29)],
+    may_replicate=None,
+    # 1 (token embedding) + 2 per layer AllReduce, 1 AllGather (logits).
+    collectives=["AllReduce"] * 5 + ["AllGather"],
+)
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
