@@ -202,6 +202,18 @@ struct Rules {
   /// target shape (a constant) is rewritten with the sharded dim divided by
   /// tp; anything else is gathered first. A partial sum reshapes as is.
   void reshape(const Node &n, NodePlacements &np) {
+    reshapeRule(n, np);
+    checkLocalReads(n, np);
+  }
+
+  void checkLocalReads(const Node &n, const NodePlacements &np) {
+    if (localReadProblem.empty() && !np.out.empty() && !np.out[0].isShard() &&
+        targetReadsShardedAxis(n.input(1)))
+      localReadProblem = "'" + n.label() + "' (" + n.opType() +
+                         ") would use a local size read from a sharded tensor";
+  }
+
+  void reshapeRule(const Node &n, NodePlacements &np) {
     allReplicated(n, np);
     const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
     Placement p = of(x);
@@ -282,9 +294,28 @@ struct Rules {
     Node *concat = nullptr;
     unsigned concatInput = 0;
     if (!shape->constant) {
-      concat = shape->producer;
-      if (!concat || concat->opType() != "Concat" || shape->uses.size() != 1 || !all)
+      const Value *inner = unwrapShape(shape);
+      concat = inner->producer;
+      if (!concat || concat->opType() != "Concat" || !all ||
+          (inner == shape && shape->uses.size() != 1))
         return false;
+      // A run-time read of a sharded axis holds the local size: it must be
+      // the entry of the sharded output axis, nowhere else.
+      int64_t at = 0;
+      bool localAtAxis = false;
+      for (const Value *piece : concat->inputs) {
+        int64_t len = piece && piece->rank() == 1 ? piece->dimSize(0) : -1;
+        if (len < 0)
+          return false;
+        if (len == 1 && readsShardedAxis(piece)) {
+          if (at != axis)
+            return false;
+          localAtAxis = true; // already the local size
+        }
+        at += len;
+      }
+      if (localAtAxis)
+        return true;
       int64_t pos = 0;
       holder = nullptr;
       for (unsigned ci = 0; ci < concat->inputs.size(); ++ci) {
@@ -327,6 +358,105 @@ struct Rules {
       (*all)[concat].constantOverrides.push_back({concatInput, name});
     else
       np.constantOverrides.push_back({index, name});
+    return true;
+  }
+
+  /// If `v` is one entry of a shape read at run time, Shape(t)[i] (through
+  /// Unsqueeze/Squeeze/Cast, a Gather of a constant index or a one-element
+  /// Slice, and Mul by a constant), returns t and sets `index` to i.
+  static const Value *traceShapeRead(const Value *v, int64_t &index) {
+    auto scalar = [](const Value *c, int64_t &out) {
+      if (!c || !c->constant || c->constant->data_type() != onnx::TensorProto::INT64 ||
+          c->constant->raw_data().size() != sizeof(int64_t))
+        return false;
+      std::memcpy(&out, c->constant->raw_data().data(), sizeof(int64_t));
+      return true;
+    };
+    for (int depth = 0; v && v->producer && depth < 8; ++depth) {
+      const Node *p = v->producer;
+      llvm::StringRef op = p->opType();
+      if (op == "Unsqueeze" || op == "Squeeze" || op == "Cast") {
+        v = p->inputs[0];
+      } else if (op == "Mul" && p->inputs.size() == 2 && p->inputs[1] && p->inputs[1]->constant) {
+        v = p->inputs[0];
+      } else if ((op == "Gather" || op == "Slice") && scalar(p->input(1), index) && p->inputs[0] &&
+                 p->inputs[0]->producer && p->inputs[0]->producer->opType() == "Shape") {
+        const Value *t = p->inputs[0]->producer->inputs[0];
+        if (!t || !t->hasShape)
+          return nullptr;
+        if (index < 0)
+          index += t->rank();
+        return t;
+      } else {
+        return nullptr;
+      }
+    }
+    return nullptr;
+  }
+
+  /// Whether the entry `piece` is a run-time read of a sharded axis (which
+  /// then holds the local size).
+  bool readsShardedAxis(const Value *piece) const {
+    int64_t index = -1;
+    const Value *t = traceShapeRead(piece, index);
+    return t && of(t).isShard() && of(t).axis == index;
+  }
+
+  /// The exporter writes expand(sizes) targets as Where(Equal(s, -1), 1, s)
+  /// with s = Reshape(Concat(...), [-1]): the Concat is what matters.
+  static const Value *unwrapShape(const Value *v) {
+    for (int depth = 0; v && v->producer && depth < 4; ++depth) {
+      const Node *p = v->producer;
+      if (p->opType() == "Where" && p->inputs.size() == 3 && p->inputs[2] && p->inputs[0] &&
+          p->inputs[0]->producer && p->inputs[0]->producer->opType() == "Equal" &&
+          p->inputs[0]->producer->inputs[0] == p->inputs[2])
+        v = p->inputs[2];
+      else if (p->opType() == "Reshape" && p->inputs[0] && p->inputs[0]->producer &&
+               p->inputs[0]->producer->opType() == "Concat" && p->input(1) &&
+               p->input(1)->constant)
+        v = p->inputs[0];
+      else
+        break;
+    }
+    return v;
+  }
+
+  /// Whether a Reshape/Expand target holds a run-time read of a sharded
+  /// axis (a local size).
+  bool targetReadsShardedAxis(const Value *shape) const {
+    if (!shape || shape->constant)
+      return false;
+    const Value *inner = unwrapShape(shape);
+    if (!inner->producer || inner->producer->opType() != "Concat")
+      return false;
+    for (const Value *piece : inner->producer->inputs)
+      if (piece && readsShardedAxis(piece))
+        return true;
+    return false;
+  }
+
+  /// Set when a Reshape/Expand would use a local size read at run time
+  /// without keeping the shard it came from (a wrong plan).
+  std::string localReadProblem;
+
+  /// The Shape value `v` only feeds the target shapes of Reshape/Expand
+  /// (through the ops exporters use to build them): reading a sharded dim
+  /// there gives the local size, and the Reshape/Expand rules check that it
+  /// lands on their sharded axis.
+  static bool feedsOnlyShapeTargets(const Value *v, int depth = 0) {
+    static const llvm::StringSet<> through = {"Slice", "Gather", "Squeeze", "Unsqueeze", "Cast",
+                                              "Concat", "Mul", "Reshape", "Equal", "Where",
+                                              "ConstantOfShape", "Shape"};
+    if (depth > 10 || v->uses.empty())
+      return false;
+    for (const auto &[user, idx] : v->uses) {
+      llvm::StringRef op = user->opType();
+      if ((op == "Reshape" || op == "Expand") && idx == 1)
+        continue;
+      if (!through.contains(op) || !user->outputs[0] ||
+          !feedsOnlyShapeTargets(user->outputs[0], depth + 1))
+        return false;
+    }
     return true;
   }
 
@@ -478,6 +608,11 @@ struct Rules {
   /// Expand of a sharded value along other axes: the target's entry for the
   /// sharded axis becomes the local size.
   void expand(const Node &n, NodePlacements &np) {
+    expandRule(n, np);
+    checkLocalReads(n, np);
+  }
+
+  void expandRule(const Node &n, NodePlacements &np) {
     allReplicated(n, np);
     const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
     Placement p = of(x);
@@ -617,7 +752,7 @@ struct Rules {
     Placement p = of(x);
     if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty())
       return;
-    if (feedsOnlyReshapesOf(y, x)) {
+    if (feedsOnlyReshapesOf(y, x) || feedsOnlyShapeTargets(y)) {
       np.in[0] = p;
       return;
     }
@@ -711,6 +846,13 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
       p = it->second;
     else if (auto err = rules.apply(*np, p))
       return err;
+    if (!rules.localReadProblem.empty()) {
+      if (!dry)
+        return fail("internal: " + rules.localReadProblem);
+      if (dry->violation.empty())
+        dry->violation = rules.localReadProblem;
+      rules.localReadProblem.clear();
+    }
     if (dry && dry->violation.empty()) {
       bool isRow = dry->rows.size() > rowsBefore;
       bool inGroup = llvm::is_contained(dry->group, n);

@@ -124,6 +124,20 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
       out.push_back(v > 0 ? Dim{v, {}} : Dim{});
     return true;
   }
+  // The exporter's expand(sizes) target: Where(Equal(s, -1), 1, s) with
+  // s = Reshape(Concat(...), [-1]).
+  for (int depth = 0; target && target->producer && depth < 4; ++depth) {
+    const Node *p = target->producer;
+    if (p->opType() == "Where" && p->inputs.size() == 3 && p->inputs[0] && p->inputs[2] &&
+        p->inputs[0]->producer && p->inputs[0]->producer->opType() == "Equal" &&
+        p->inputs[0]->producer->inputs[0] == p->inputs[2])
+      target = p->inputs[2];
+    else if (p->opType() == "Reshape" && p->inputs[0] && p->inputs[0]->producer &&
+             p->inputs[0]->producer->opType() == "Concat")
+      target = p->inputs[0];
+    else
+      break;
+  }
   const Node *concat = target ? target->producer : nullptr;
   if (!concat || concat->opType() != "Concat")
     return false;
@@ -141,6 +155,13 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
       const Node *inner = u->inputs[0]->producer;
       if (inner && inner->opType() == "Squeeze" && inner->inputs[0])
         inner = inner->inputs[0]->producer;
+      int64_t factor = 1;
+      std::vector<int64_t> c;
+      if (inner && inner->opType() == "Mul" && inner->inputs.size() == 2 &&
+          constInts(inner->input(1), c) && c.size() == 1 && inner->inputs[0]) {
+        factor = c[0]; // e.g. kv_heads * n_rep
+        inner = inner->inputs[0]->producer;
+      }
       std::vector<int64_t> index, ends;
       bool gather = inner && inner->opType() == "Gather" && constInts(inner->input(1), index);
       bool slice = inner && inner->opType() == "Slice" && constInts(inner->input(1), index) &&
@@ -152,7 +173,10 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
         int64_t i = index[0] < 0 ? index[0] + r : index[0];
         if (r < 0 || i < 0 || i >= r)
           return false;
-        out.push_back(v->shape[i]);
+        if (factor == 1)
+          out.push_back(v->shape[i]);
+        else
+          out.push_back(v->shape[i].known() ? Dim{v->shape[i].size * factor, {}} : Dim{});
         continue;
       }
       return false;

@@ -182,15 +182,15 @@ MODEL_CASES["torch/gpt2"] = dict(
     collectives=["AllReduce"] * 5 + ["AllGather"],
 )
 MODEL_CASES["torch/llama"] = dict(
-    # HF LlamaForCausalLM (2 KV heads) exported by torch.onnx.export. Correct at
-    # every tp, but its attention is not sharded yet: the exporter builds
-    # repeat_kv's Expand target as Where(Equal(shape, -1), 1, shape) from
-    # Shape reads of the K/V heads, which the planner does not follow; so
-    # only the token embedding, the two MLPs (AllReduce each) and the LM head
-    # (AllGather) are split. The hand-built llama_tiny covers the attention.
+    # HF LlamaForCausalLM (4 query heads, 2 KV heads) exported by
+    # torch.onnx.export: repeat_kv's Expand target is built as
+    # Where(Equal(s, -1), 1, s) from run-time Shape reads of the K/V heads
+    # (local sizes on a sharded tensor). At tp 2 Q, K, V are split by heads;
+    # at tp 4 (more ranks than KV heads) K and V stay whole and are sliced
+    # after repeat_kv. Either way: the Megatron minimum of collectives.
     inputs=[_torch_ids_inputs(2, 7), _torch_ids_inputs(1, 29)],
     may_replicate=None,
-    collectives=["AllReduce"] * 3 + ["AllGather"],
+    collectives=["AllReduce"] * 5 + ["AllGather"],
 )
 TP_SIZES = (1, 2, 4)
 COLLECTIVE_DOMAIN = "ai.quintnet"
