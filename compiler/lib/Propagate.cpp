@@ -246,8 +246,15 @@ struct Rules {
     while (i < xs.size() && j < ys.size()) {
       size_t i0 = i, j0 = j;
       if (!xs[i].known() || !ys[j].known()) {
-        if (xs[i].known() || ys[j].known() || xs[i].symbol != ys[j].symbol ||
-            xs[i].symbol.empty())
+        // Symbolic dims match one to one; a dim with no name (a -1 or 0 in
+        // the target, or one of ONNX's "unk__" placeholders) is taken to be
+        // the symbolic dim across from it once all else matches.
+        auto nameless = [](const Dim &d) {
+          return !d.known() &&
+                 (d.symbol.empty() || llvm::StringRef(d.symbol).startswith("unk__"));
+        };
+        if (xs[i].known() || ys[j].known() ||
+            (xs[i].symbol != ys[j].symbol && !nameless(xs[i]) && !nameless(ys[j])))
           return;
         ++i, ++j;
       } else {
