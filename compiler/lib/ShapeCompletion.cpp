@@ -349,16 +349,6 @@ void completeShapes(Graph &g) {
         continue;
       out[axis] = total >= 0 ? Dim{total, {}} : Dim{};
       refine(y, out);
-    } else if (op == "Slice" && ins[0]->hasShape && ins[0]->rank() == 1 &&
-               ins[0]->shape[0].known()) {
-      std::vector<int64_t> starts, ends;
-      int64_t len = ins[0]->shape[0].size;
-      if (constInts(n.input(1), starts) && constInts(n.input(2), ends) && starts.size() == 1 &&
-          ends.size() == 1 && (n.inputs.size() < 5 || !n.inputs[4])) {
-        int64_t b = starts[0] < 0 ? std::max<int64_t>(starts[0] + len, 0) : std::min(starts[0], len);
-        int64_t e = ends[0] < 0 ? std::max<int64_t>(ends[0] + len, 0) : std::min(ends[0], len);
-        refine(y, {Dim{std::max<int64_t>(e - b, 0), {}}});
-      }
     } else if (op == "Split" && ins[0]->hasShape) {
       int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
       if (axis < 0)
@@ -385,7 +375,11 @@ void completeShapes(Graph &g) {
       llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.end());
       bool bounds = constInts(n.input(1), starts) && constInts(n.input(2), ends) &&
                     starts.size() == ends.size() && (n.inputs.size() < 5 || !n.inputs[4]);
-      if (constInts(n.input(3), axes)) {
+      bool haveAxes = constInts(n.input(3), axes);
+      if (!haveAxes && !n.input(3) && bounds)
+        for (size_t k = 0; k < starts.size(); ++k)
+          axes.push_back(static_cast<int64_t>(k));
+      if (haveAxes || !axes.empty()) {
         for (size_t k = 0; k < axes.size(); ++k) {
           int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
           if (a < 0 || a >= r)
