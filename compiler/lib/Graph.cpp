@@ -2,6 +2,7 @@
 #include "qn/compiler/Graph.h"
 
 #include <cassert>
+#include <cstring>
 
 namespace qn {
 
@@ -140,6 +141,33 @@ float attrFloat(const onnx::NodeProto &n, llvm::StringRef name, float dflt) {
     if (a.name() == name)
       return a.f();
   return dflt;
+}
+
+bool constantInts(const Value *v, std::vector<int64_t> &out) {
+  if (!v || !v->constant || v->constant->data_type() != onnx::TensorProto::INT64)
+    return false;
+  const std::string &raw = v->constant->raw_data();
+  out.resize(raw.size() / sizeof(int64_t));
+  if (!out.empty())
+    std::memcpy(out.data(), raw.data(), out.size() * sizeof(int64_t));
+  return true;
+}
+
+bool constantScalar(const Value *v, int64_t &out) {
+  std::vector<int64_t> values;
+  if (!constantInts(v, values) || values.size() != 1)
+    return false;
+  out = values[0];
+  return true;
+}
+
+bool nodeAxes(const Node &n, unsigned input, std::vector<int64_t> &out) {
+  for (const auto &a : n.proto.attribute())
+    if (a.name() == "axes") {
+      out.assign(a.ints().begin(), a.ints().end());
+      return true;
+    }
+  return constantInts(n.input(input), out);
 }
 
 std::string elemTypeName(int32_t t) {

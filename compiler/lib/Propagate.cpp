@@ -372,13 +372,6 @@ struct Rules {
   /// Unsqueeze/Squeeze/Cast, a Gather of a constant index or a one-element
   /// Slice, and Mul by a constant), returns t and sets `index` to i.
   static const Value *traceShapeRead(const Value *v, int64_t &index) {
-    auto scalar = [](const Value *c, int64_t &out) {
-      if (!c || !c->constant || c->constant->data_type() != onnx::TensorProto::INT64 ||
-          c->constant->raw_data().size() != sizeof(int64_t))
-        return false;
-      std::memcpy(&out, c->constant->raw_data().data(), sizeof(int64_t));
-      return true;
-    };
     for (int depth = 0; v && v->producer && depth < 8; ++depth) {
       const Node *p = v->producer;
       llvm::StringRef op = p->opType();
@@ -386,7 +379,7 @@ struct Rules {
         v = p->inputs[0];
       } else if (op == "Mul" && p->inputs.size() == 2 && p->inputs[1] && p->inputs[1]->constant) {
         v = p->inputs[0];
-      } else if ((op == "Gather" || op == "Slice") && scalar(p->input(1), index) && p->inputs[0] &&
+      } else if ((op == "Gather" || op == "Slice") && constantScalar(p->input(1), index) && p->inputs[0] &&
                  p->inputs[0]->producer && p->inputs[0]->producer->opType() == "Shape") {
         const Value *t = p->inputs[0]->producer->inputs[0];
         if (!t || !t->hasShape)
@@ -519,17 +512,7 @@ struct Rules {
     if (!p.isShard() || !x->hasShape || !y || !y->hasShape)
       return;
     std::vector<int64_t> axes;
-    if (const Value *a = n.input(1)) {
-      if (!a->constant || a->constant->data_type() != onnx::TensorProto::INT64)
-        return;
-      axes.resize(a->constant->raw_data().size() / sizeof(int64_t));
-      std::memcpy(axes.data(), a->constant->raw_data().data(), axes.size() * sizeof(int64_t));
-    } else {
-      for (const auto &at : n.proto.attribute())
-        if (at.name() == "axes")
-          axes.assign(at.ints().begin(), at.ints().end());
-    }
-    if (axes.empty())
+    if (!nodeAxes(n, 1, axes) || axes.empty())
       return; // Squeeze of every size-1 dim: keep it simple
     int64_t rank = unsqueeze ? y->rank() : x->rank();
     for (int64_t &a : axes)
@@ -564,12 +547,9 @@ struct Rules {
     if (!p.isShard() || p.blocks != 1 || !x->hasShape)
       return;
     std::vector<int64_t> axes;
-    const Value *a = n.input(3);
-    if (a) {
-      if (!a->constant || a->constant->data_type() != onnx::TensorProto::INT64)
+    if (n.input(3)) {
+      if (!constantInts(n.input(3), axes))
         return;
-      axes.resize(a->constant->raw_data().size() / sizeof(int64_t));
-      std::memcpy(axes.data(), a->constant->raw_data().data(), axes.size() * sizeof(int64_t));
     } else if (const Value *st = n.input(1); st && st->hasShape && st->rank() == 1 &&
                                               st->shape[0].known()) {
       for (int64_t i = 0; i < st->shape[0].size; ++i)
@@ -764,24 +744,17 @@ struct Rules {
       return;
     }
     int64_t rank = x->rank();
-    auto scalarAt = [](const Value *v, int64_t &out) {
-      if (!v || !v->constant || v->constant->data_type() != onnx::TensorProto::INT64 ||
-          v->constant->raw_data().size() != sizeof(int64_t))
-        return false;
-      std::memcpy(&out, v->constant->raw_data().data(), sizeof(int64_t));
-      return true;
-    };
     for (const auto &[user, idx] : y->uses) {
       if (idx != 0)
         return;
       int64_t a = 0, b = 0;
-      if (user->opType() == "Gather" && scalarAt(user->input(1), a)) {
+      if (user->opType() == "Gather" && constantScalar(user->input(1), a)) {
         if (a < 0)
           a += rank;
         if (a == p.axis)
           return;
-      } else if (user->opType() == "Slice" && scalarAt(user->input(1), a) &&
-                 scalarAt(user->input(2), b) &&
+      } else if (user->opType() == "Slice" && constantScalar(user->input(1), a) &&
+                 constantScalar(user->input(2), b) &&
                  (user->inputs.size() < 5 || !user->inputs[4])) {
         a = a < 0 ? a + rank : std::min(a, rank);
         b = b < 0 ? b + rank : std::min(b, rank);

@@ -91,16 +91,6 @@ bool refine(Value *v, const llvm::SmallVector<Dim, 4> &inferred) {
   return changed;
 }
 
-bool constInts(const Value *v, std::vector<int64_t> &out) {
-  if (!v || !v->constant || v->constant->data_type() != onnx::TensorProto::INT64)
-    return false;
-  const std::string &raw = v->constant->raw_data();
-  out.resize(raw.size() / sizeof(int64_t));
-  if (!out.empty())
-    std::memcpy(out.data(), raw.data(), out.size() * sizeof(int64_t));
-  return true;
-}
-
 bool isUnaryShapeKeeping(llvm::StringRef op) {
   static const llvm::StringSet<> ops = {
       "Relu", "Tanh", "Sigmoid", "Erf", "Gelu", "Exp", "Log", "Sqrt", "Abs", "Neg",
@@ -119,7 +109,7 @@ bool isBroadcasting(llvm::StringRef op) {
 /// Reshape's target `Concat(Slice(Shape(x), 0, k), c1, c2, ...)`: the dims.
 bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
   std::vector<int64_t> values;
-  if (constInts(target, values)) {
+  if (constantInts(target, values)) {
     for (int64_t v : values)
       out.push_back(v > 0 ? Dim{v, {}} : Dim{});
     return true;
@@ -144,7 +134,7 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
   for (const Value *piece : concat->inputs) {
     if (!piece)
       return false;
-    if (constInts(piece, values)) {
+    if (constantInts(piece, values)) {
       for (int64_t v : values)
         out.push_back(v > 0 ? Dim{v, {}} : Dim{});
       continue;
@@ -158,14 +148,14 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
       int64_t factor = 1;
       std::vector<int64_t> c;
       if (inner && inner->opType() == "Mul" && inner->inputs.size() == 2 &&
-          constInts(inner->input(1), c) && c.size() == 1 && inner->inputs[0]) {
+          constantInts(inner->input(1), c) && c.size() == 1 && inner->inputs[0]) {
         factor = c[0]; // e.g. kv_heads * n_rep
         inner = inner->inputs[0]->producer;
       }
       std::vector<int64_t> index, ends;
-      bool gather = inner && inner->opType() == "Gather" && constInts(inner->input(1), index);
-      bool slice = inner && inner->opType() == "Slice" && constInts(inner->input(1), index) &&
-                   constInts(inner->input(2), ends);
+      bool gather = inner && inner->opType() == "Gather" && constantInts(inner->input(1), index);
+      bool slice = inner && inner->opType() == "Slice" && constantInts(inner->input(1), index) &&
+                   constantInts(inner->input(2), ends);
       if ((gather || slice) && index.size() == 1 && inner->inputs[0] &&
           inner->inputs[0]->producer && inner->inputs[0]->producer->opType() == "Shape") {
         const Value *v = inner->inputs[0]->producer->inputs[0];
@@ -183,8 +173,8 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
     }
     const Node *slice = piece->producer;
     std::vector<int64_t> starts, ends;
-    if (!slice || slice->opType() != "Slice" || !constInts(slice->input(1), starts) ||
-        !constInts(slice->input(2), ends) || starts.size() != 1 || ends.size() != 1 ||
+    if (!slice || slice->opType() != "Slice" || !constantInts(slice->input(1), starts) ||
+        !constantInts(slice->input(2), ends) || starts.size() != 1 || ends.size() != 1 ||
         (slice->inputs.size() > 4 && slice->inputs[4]))
       return false;
     const Node *shape = slice->inputs[0] ? slice->inputs[0]->producer : nullptr;
@@ -258,10 +248,7 @@ void completeShapes(Graph &g) {
     } else if ((op == "ReduceMean" || op == "ReduceSum" || op == "ReduceMax") &&
                ins[0]->hasShape) {
       std::vector<int64_t> axes;
-      for (const auto &a : n.proto.attribute())
-        if (a.name() == "axes")
-          axes.assign(a.ints().begin(), a.ints().end());
-      if (axes.empty() && !constInts(n.input(1), axes))
+      if (!nodeAxes(n, 1, axes) || axes.empty())
         continue;
       int64_t r = ins[0]->rank();
       bool keep = attrInt(n.proto, "keepdims", 1) != 0;
@@ -283,16 +270,10 @@ void completeShapes(Graph &g) {
       Value t;
       t.hasShape = true;
       t.shape = target;
-      for (Dim &d : t.shape)
-        if (d.known() && d.size == 1)
-          d = Dim{1, {}};
       refine(y, broadcast({ins[0], &t}));
     } else if ((op == "Unsqueeze" || op == "Squeeze") && ins[0]->hasShape) {
       std::vector<int64_t> axes;
-      for (const auto &a : n.proto.attribute())
-        if (a.name() == "axes")
-          axes.assign(a.ints().begin(), a.ints().end());
-      if (axes.empty() && !constInts(n.input(1), axes))
+      if (!nodeAxes(n, 1, axes) || axes.empty())
         continue;
       int64_t inRank = ins[0]->rank();
       int64_t outRank = op == "Unsqueeze" ? inRank + static_cast<int64_t>(axes.size())
@@ -357,7 +338,7 @@ void completeShapes(Graph &g) {
         continue;
       std::vector<int64_t> sizes;
       int64_t parts = static_cast<int64_t>(n.outputs.size());
-      if (!constInts(n.input(1), sizes) && ins[0]->shape[axis].known() &&
+      if (!constantInts(n.input(1), sizes) && ins[0]->shape[axis].known() &&
           ins[0]->shape[axis].size % parts == 0)
         sizes.assign(parts, ins[0]->shape[axis].size / parts);
       for (size_t k = 0; k < n.outputs.size(); ++k) {
@@ -373,9 +354,9 @@ void completeShapes(Graph &g) {
       std::vector<int64_t> axes, starts, ends;
       int64_t r = ins[0]->rank();
       llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.end());
-      bool bounds = constInts(n.input(1), starts) && constInts(n.input(2), ends) &&
+      bool bounds = constantInts(n.input(1), starts) && constantInts(n.input(2), ends) &&
                     starts.size() == ends.size() && (n.inputs.size() < 5 || !n.inputs[4]);
-      bool haveAxes = constInts(n.input(3), axes);
+      bool haveAxes = constantInts(n.input(3), axes);
       if (!haveAxes && !n.input(3) && bounds)
         for (size_t k = 0; k < starts.size(); ++k)
           axes.push_back(static_cast<int64_t>(k));

@@ -103,6 +103,14 @@ llvm::Error fail(const llvm::Twine &msg);
 int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt);
 float attrFloat(const onnx::NodeProto &n, llvm::StringRef name, float dflt);
 
+/// The values of an int64 constant; false if `v` is not one.
+bool constantInts(const Value *v, std::vector<int64_t> &out);
+/// The value of a one-element int64 constant.
+bool constantScalar(const Value *v, int64_t &out);
+/// A node's axes: its `axes` attribute, else its constant input `input`
+/// (the form opset 13 moved them to). False if it has neither.
+bool nodeAxes(const Node &n, unsigned input, std::vector<int64_t> &out);
+
 /// Element type name ("float", "int64", ...).
 std::string elemTypeName(int32_t t);
 /// Bytes per element of an ONNX data type, 0 if unknown.
