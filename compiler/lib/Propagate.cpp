@@ -231,7 +231,7 @@ struct Rules {
     if (static_cast<size_t>(p.axis) + 1 == xs.size() && xs.back().known() &&
         ys.back().known() && xs.back().size == ys.back().size) {
       int last = static_cast<int>(ys.size() - 1);
-      if (!localizeShapeEntry(shape, last, false, 1, np, x))
+      if (!localizeShapeEntry(shape, last, false, 1, np))
         return;
       np.in[0] = p;
       np.out[0] = Placement::S(last, p.blocks);
@@ -281,7 +281,7 @@ struct Rules {
     }
     if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % opts.tp)
       return;
-    if (!localizeShapeEntry(shape, outAxis, outAxis != p.axis, 1, np, x))
+    if (!localizeShapeEntry(shape, outAxis, outAxis != p.axis, 1, np))
       return;
     np.in[0] = p;
     np.out[0] = Placement::S(outAxis);
@@ -295,7 +295,7 @@ struct Rules {
   /// head_dim. `zeroIsWrong`: a 0 ("copy the input's dim") there would copy
   /// an unsharded dim. Returns false if the entry cannot be localised.
   bool localizeShapeEntry(const Value *shape, int64_t axis, bool zeroIsWrong, unsigned index,
-                          NodePlacements &np, const Value *data = nullptr) {
+                          NodePlacements &np) {
     const Value *holder = shape; // the constant holding the entry
     int64_t offset = axis;
     Node *concat = nullptr;
@@ -338,8 +338,6 @@ struct Rules {
         }
         pos += len;
       }
-      if (holder && !holder->constant && data && readsShapeOf(holder, data))
-        return true; // read at run time from the sharded tensor itself: local
       if (!holder || !holder->constant)
         return false; // a dynamic entry: its size is not known here
     }
@@ -455,44 +453,6 @@ struct Rules {
         continue;
       if (!through.contains(op) || !user->outputs[0] ||
           !feedsOnlyShapeTargets(user->outputs[0], depth + 1))
-        return false;
-    }
-    return true;
-  }
-
-  /// `v` is computed from Shape(data) through Slice/Gather/Squeeze/
-  /// Unsqueeze/Cast only.
-  static bool readsShapeOf(const Value *v, const Value *data) {
-    for (int depth = 0; v && v->producer && depth < 8; ++depth) {
-      const Node *p = v->producer;
-      llvm::StringRef op = p->opType();
-      if (op == "Shape")
-        return p->inputs[0] == data;
-      if (op != "Slice" && op != "Gather" && op != "Squeeze" && op != "Unsqueeze" &&
-          op != "Cast")
-        return false;
-      v = p->inputs[0];
-    }
-    return false;
-  }
-
-  /// The Shape value `v` only feeds Reshape targets of `data` itself (through
-  /// Slice/Gather/Squeeze/Unsqueeze/Cast/Concat): reading the sharded dim
-  /// there gives the local size, which is what those reshapes need.
-  static bool feedsOnlyReshapesOf(const Value *v, const Value *data, int depth = 0) {
-    if (depth > 8 || v->uses.empty())
-      return false;
-    for (const auto &[user, idx] : v->uses) {
-      llvm::StringRef op = user->opType();
-      if (op == "Reshape") {
-        if (idx != 1 || user->inputs[0] != data)
-          return false;
-        continue;
-      }
-      if ((op != "Slice" && op != "Gather" && op != "Squeeze" && op != "Unsqueeze" &&
-           op != "Cast" && op != "Concat") ||
-          (op != "Concat" && idx != 0) || !user->outputs[0] ||
-          !feedsOnlyReshapesOf(user->outputs[0], data, depth + 1))
         return false;
     }
     return true;
@@ -730,16 +690,17 @@ struct Rules {
   }
 
   /// Shape of a sharded value yields the local dims. That is only allowed
-  /// when every consumer reads other dims than the sharded one (the leading
-  /// batch/sequence dims that exporters feed into Reshape targets): a
-  /// Gather of a constant index, or a Slice with constant bounds.
+  /// when the value only builds Reshape/Expand targets (whose rules check
+  /// that a read of the sharded dim lands on their sharded axis), or when
+  /// every consumer reads other dims than the sharded one: a Gather of a
+  /// constant index, or a Slice with constant bounds.
   void shape(const Node &n, NodePlacements &np) {
     allReplicated(n, np);
     const Value *x = n.inputs[0], *y = n.outputs[0];
     Placement p = of(x);
     if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty())
       return;
-    if (feedsOnlyReshapesOf(y, x) || feedsOnlyShapeTargets(y)) {
+    if (feedsOnlyShapeTargets(y)) {
       np.in[0] = p;
       return;
     }
@@ -808,7 +769,7 @@ struct Rules {
 llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears,
                                 const PartitionOptions &opts, const RewriteState &state,
                                 llvm::DenseMap<const Node *, NodePlacements> &out, DryRun *dry) {
-  Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>(), dry, &out};
+  Rules rules{g, opts, llvm::DenseMap<const Node *, const LinearInfo *>(), dry, &out, std::string()};
   for (const LinearInfo &li : linears)
     rules.linearOf[li.node] = &li;
   for (Value *v : g.inputs)
