@@ -8,6 +8,8 @@
 #include <omp.h>
 #endif
 #include <csignal>
+#include <mutex>
+#include <thread>
 #include <sched.h>
 #include <netinet/in.h>
 #include <spawn.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "qn/runtime/Communicator.h"
+#include "qn/runtime/Cuda.h"
 #include "qn/runtime/Executor.h"
 #include "qn/runtime/Npy.h"
 #include "qn/runtime/Plan.h"
@@ -37,7 +40,7 @@ namespace cl = llvm::cl;
 namespace {
 
 cl::OptionCategory category("qn-run options");
-cl::opt<std::string> planDir(cl::Positional, cl::Required, cl::desc("<plan folder>"),
+cl::opt<std::string> planDir(cl::Positional, cl::desc("<plan folder>"),
                              cl::cat(category));
 cl::opt<int> nproc("nproc",
                    cl::desc("Ranks to launch on this host (default: the plan's tp). Without it, "
@@ -50,8 +53,34 @@ cl::opt<std::string> outputDir("output-dir",
                                cl::desc("Folder for the outputs, one NAME.npy each (rank 0 "
                                         "writes them; default: qn-out)"),
                                cl::init("qn-out"), cl::value_desc("DIR"), cl::cat(category));
-cl::opt<std::string> device("device", cl::desc("Device to run on: cpu"), cl::init("cpu"),
-                            cl::cat(category));
+enum class Dev { Cpu, Cuda };
+cl::opt<Dev> device("device", cl::desc("Device the ranks run on"), cl::init(Dev::Cpu),
+                    cl::values(clEnumValN(Dev::Cpu, "cpu", "CPU kernels, a real BLAS (default)"),
+                               clEnumValN(Dev::Cuda, "cuda",
+                                          "one GPU per rank (cuBLAS, own kernels)")),
+                    cl::cat(category));
+enum class Comm { Auto, Gloo, Nccl, Local };
+cl::opt<Comm> commEngine(
+    "comm", cl::desc("How ranks communicate"), cl::init(Comm::Auto),
+    cl::values(clEnumValN(Comm::Auto, "auto",
+                          "gloo on cpu; on cuda nccl when this host has a GPU per rank, "
+                          "else local (default)"),
+               clEnumValN(Comm::Gloo, "gloo", "one process per rank, Gloo over TCP (cpu)"),
+               clEnumValN(Comm::Nccl, "nccl", "one process per GPU, NCCL (cuda)"),
+               clEnumValN(Comm::Local, "local",
+                          "every rank a thread of this process (on cuda: all on GPU 0)")),
+    cl::cat(category));
+cl::opt<bool> allowTf32("allow-tf32",
+                        cl::desc("Let float32 GEMMs use TF32 tensor cores (cuda; faster, "
+                                 "about 1e-3 relative error)"),
+                        cl::cat(category));
+cl::opt<bool> noGraphs("no-cuda-graphs",
+                       cl::desc("Run every kernel eagerly instead of replaying CUDA graphs"),
+                       cl::cat(category));
+cl::opt<bool> listDevices("list-devices",
+                          cl::desc("Print the CUDA GPUs this process sees (cuda:K NAME), one per "
+                                   "line, and exit"),
+                          cl::cat(category));
 cl::opt<int> benchRuns("bench",
                        cl::desc("After the run, time K more runs and print per rank the median "
                                 "latency and the time spent in collectives"),
@@ -85,7 +114,11 @@ bool shouldBusyPoll(int world) {
   return local >= 1 && local <= cpus;
 }
 
+/// Ranks of the local engine are threads: one message at a time.
+std::mutex printMu;
+
 int error(const llvm::Twine &msg) {
+  std::lock_guard<std::mutex> lock(printMu);
   llvm::WithColor::error(llvm::errs(), "qn-run") << msg << "\n";
   return 1;
 }
@@ -154,6 +187,7 @@ llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vecto
   for (auto &d : done)
     if (std::error_code ec = llvm::sys::fs::rename(d.first, d.second))
       return fail("cannot write '" + d.second + "': " + ec.message());
+  std::lock_guard<std::mutex> lock(printMu);
   if (!quiet)
     for (size_t i = 0; i < names.size(); ++i)
       if (which[i])
@@ -162,57 +196,106 @@ llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vecto
   return llvm::Error::success();
 }
 
-/// One rank: load, rendezvous, run, check that replicated outputs agree, write.
-int rankMain(int rank, int world, const std::string &masterAddr, int masterPort) {
-  auto fails = [&](const llvm::Twine &msg) {
-    return error(world > 1 ? "rank " + llvm::Twine(rank) + ": " + msg : msg);
+/// "bench rank=R runs=K median_ms=X collective_ms=Y collective_share=Z%".
+llvm::Error bench(Runner &runner, const llvm::StringMap<Tensor> &inputs, int rank) {
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
   };
-  openblas_set_num_threads(std::max(1, threads.getValue()));
-#ifdef QN_HAVE_ONEDNN
-  omp_set_num_threads(std::max(1, threads.getValue())); // oneDNN's threads
-#endif
-  auto plan = loadManifest(planDir);
-  if (!plan)
-    return fails(llvm::toString(plan.takeError()));
-  if (world != plan->tp)
-    return fails("the plan in '" + planDir + "' is for " + llvm::Twine(plan->tp) +
-                 " ranks but WORLD_SIZE is " + llvm::Twine(world));
-  auto inputs = readInputs(*plan);
-  if (!inputs)
-    return fails(llvm::toString(inputs.takeError()));
-  auto program = loadRank(*plan, rank);
-  if (!program)
-    return fails(llvm::toString(program.takeError()));
-  std::unique_ptr<Communicator> comm;
-  if (world > 1) {
-    RendezvousOptions ro;
-    ro.rank = rank;
-    ro.worldSize = world;
-    ro.masterAddr = masterAddr;
-    ro.masterPort = masterPort;
-    ro.planId = plan->planId;
-    ro.busyPoll = shouldBusyPoll(world);
-    ro.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSec * 1000));
-    auto c = createGlooCommunicator(ro);
-    if (!c)
-      return fails(llvm::toString(c.takeError()));
-    comm = std::move(*c);
+  auto timeRuns = [&](std::vector<double> &total, std::vector<double> &coll,
+                      std::vector<double> &dev) -> llvm::Error {
+    for (int i = 0; i < 2; ++i) // warm-up beyond the first run
+      if (auto o = runner.run(inputs); !o)
+        return o.takeError();
+    for (int i = 0; i < benchRuns; ++i) {
+      RunStats st;
+      auto o = runner.run(inputs, &st);
+      if (!o)
+        return o.takeError();
+      total.push_back(st.totalMs);
+      coll.push_back(st.collectiveMs);
+      dev.push_back(st.deviceMs);
+    }
+    return llvm::Error::success();
+  };
+  std::vector<double> total, coll, dev;
+  if (auto e = timeRuns(total, coll, dev))
+    return e;
+  double t = median(total), d = median(dev), c = median(coll);
+  // Inside a CUDA graph the collectives cannot be timed apart: measure their
+  // share in as many eager runs, and apply it to the graph runs.
+  double base = d > 0 ? d : t, share = base > 0 ? c / base : 0;
+  if (c < 0) {
+    std::vector<double> t2, c2, d2;
+    runner.setProfiling(true);
+    llvm::Error e = timeRuns(t2, c2, d2);
+    runner.setProfiling(false);
+    if (e)
+      return e;
+    double eager = median(d2) > 0 ? median(d2) : median(t2);
+    share = eager > 0 ? median(c2) / eager : 0;
+    c = share * base;
   }
+  char line[256];
+  int len = std::snprintf(line, sizeof(line),
+                          "bench rank=%d runs=%d median_ms=%.3f collective_ms=%.3f "
+                          "collective_share=%.1f%%",
+                          rank, benchRuns.getValue(), t, c, 100 * share);
+  if (d > 0 && len > 0 && static_cast<size_t>(len) < sizeof(line))
+    std::snprintf(line + len, sizeof(line) - len, " device_ms=%.3f", d);
+  std::lock_guard<std::mutex> lock(printMu);
+  llvm::outs() << line << "\n";
+  llvm::outs().flush();
+  return llvm::Error::success();
+}
+
+/// The GPU of a rank of this host: LOCAL_RANK (or the rank) modulo the GPUs
+/// visible; every rank of the local engine shares GPU 0.
+int gpuOf(int rank) {
+  if (commEngine == Comm::Local)
+    return 0;
+  int local = rank;
+  if (const char *v = std::getenv("LOCAL_RANK"))
+    llvm::StringRef(v).getAsInteger(10, local);
+  int n = std::max(1, cudaDeviceCount());
+  return local % n;
+}
+
+/// One rank with its communicator (null for a single rank): load, run, check
+/// that replicated outputs agree across ranks, write, bench.
+llvm::Error runRank(int rank, int world, const PlanManifest &plan,
+                    const llvm::StringMap<Tensor> &inputs, Communicator *comm) {
+  auto program = loadRank(plan, rank);
+  if (!program)
+    return program.takeError();
   KernelRegistry kernels;
-  registerCpuKernels(kernels);
-  auto exec = Executor::create(std::move(*program), kernels, comm.get());
-  if (!exec)
-    return fails(llvm::toString(exec.takeError()));
-  auto outs = (*exec)->run(*inputs);
+  std::unique_ptr<Runner> runner;
+  if (device == Dev::Cuda) {
+    CudaOptions co;
+    co.device = gpuOf(rank);
+    co.allowTf32 = allowTf32;
+    co.useGraphs = !noGraphs;
+    auto r = createCudaExecutor(std::move(*program), co, comm);
+    if (!r)
+      return r.takeError();
+    runner = std::move(*r);
+  } else {
+    registerCpuKernels(kernels);
+    auto r = Executor::create(std::move(*program), kernels, comm);
+    if (!r)
+      return r.takeError();
+    runner = std::move(*r);
+  }
+  auto outs = runner->run(inputs);
   if (!outs)
-    return fails(llvm::toString(outs.takeError()));
-  const auto &names = (*exec)->outputNames();
+    return outs.takeError();
+  const auto &names = runner->outputNames();
   // Outputs the plan leaves sharded are written by every rank, one file
   // each; replicated ones by rank 0, after checking that all ranks agree.
   std::vector<bool> sharded(names.size(), false), mineToWrite(names.size());
   std::vector<std::string> suffix(names.size());
   for (size_t i = 0; i < names.size(); ++i) {
-    for (const PlanValue &pv : plan->outputs)
+    for (const PlanValue &pv : plan.outputs)
       if (pv.name == names[i] && !pv.replicated())
         sharded[i] = true;
     suffix[i] = sharded[i] ? ".rank" + std::to_string(rank) : "";
@@ -226,35 +309,93 @@ int rankMain(int rank, int world, const std::string &masterAddr, int masterPort)
         mine += digest((*outs)[i]) + ";";
     auto all = comm->exchange("qn/outputs", mine);
     if (!all)
-      return fails(llvm::toString(all.takeError()));
+      return all.takeError();
     for (int r = 1; r < world; ++r)
       if ((*all)[r] != (*all)[0])
-        return fails("outputs differ between rank 0 and rank " + llvm::Twine(r) +
-                     "; replicated outputs must be identical (a bug: please report it)");
+        return fail("outputs differ between rank 0 and rank " + llvm::Twine(r) +
+                    "; replicated outputs must be identical (a bug: please report it)");
   }
   if (auto err = writeOutputs(names, *outs, mineToWrite, suffix))
-    return fails(llvm::toString(std::move(err)));
-  if (benchRuns > 0) {
-    for (int i = 0; i < 2; ++i) // warm-up beyond the first run
-      if (auto o = (*exec)->run(*inputs); !o)
-        return fails(llvm::toString(o.takeError()));
-    std::vector<double> total, coll;
-    for (int i = 0; i < benchRuns; ++i) {
-      RunStats st;
-      auto o = (*exec)->run(*inputs, &st);
-      if (!o)
-        return fails(llvm::toString(o.takeError()));
-      total.push_back(st.totalMs);
-      coll.push_back(st.collectiveMs);
-    }
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    };
-    llvm::outs() << llvm::formatv("bench rank={0} runs={1} median_ms={2:F3} collective_ms={3:F3}\n",
-                                  rank, benchRuns.getValue(), median(total), median(coll));
-    llvm::outs().flush();
+    return err;
+  if (benchRuns > 0)
+    if (auto e = bench(*runner, inputs, rank))
+      return e;
+  return llvm::Error::success();
+}
+
+void setBlasThreads() {
+  openblas_set_num_threads(std::max(1, threads.getValue()));
+#ifdef QN_HAVE_ONEDNN
+  omp_set_num_threads(std::max(1, threads.getValue())); // oneDNN's threads
+#endif
+}
+
+/// One rank process: rendezvous (Gloo or NCCL), then runRank.
+int rankMain(int rank, int world, const std::string &masterAddr, int masterPort) {
+  auto fails = [&](const llvm::Twine &msg) {
+    return error(world > 1 ? "rank " + llvm::Twine(rank) + ": " + msg : msg);
+  };
+  setBlasThreads();
+  auto plan = loadManifest(planDir);
+  if (!plan)
+    return fails(llvm::toString(plan.takeError()));
+  if (world != plan->tp)
+    return fails("the plan in '" + planDir + "' is for " + llvm::Twine(plan->tp) +
+                 " ranks but WORLD_SIZE is " + llvm::Twine(world));
+  auto inputs = readInputs(*plan);
+  if (!inputs)
+    return fails(llvm::toString(inputs.takeError()));
+  std::unique_ptr<Communicator> comm;
+  if (world > 1) {
+    RendezvousOptions ro;
+    ro.rank = rank;
+    ro.worldSize = world;
+    ro.masterAddr = masterAddr;
+    ro.masterPort = masterPort;
+    ro.planId = plan->planId;
+    ro.busyPoll = shouldBusyPoll(world);
+    ro.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSec * 1000));
+    auto c = commEngine == Comm::Nccl ? createNcclCommunicator(ro, gpuOf(rank))
+                                      : createGlooCommunicator(ro);
+    if (!c)
+      return fails(llvm::toString(c.takeError()));
+    comm = std::move(*c);
   }
+  if (auto e = runRank(rank, world, *plan, *inputs, comm.get()))
+    return fails(llvm::toString(std::move(e)));
+  if (comm)
+    if (auto e = comm->finish())
+      return fails(llvm::toString(std::move(e)));
+  return 0;
+}
+
+/// The local engine: every rank a thread of this process. A rank that fails
+/// stops the others (their collectives fail at once) and is named.
+int runThreads(const PlanManifest &plan, const llvm::StringMap<Tensor> &inputs, int n) {
+  setBlasThreads();
+  auto comms = createLocalCommunicators(
+      n, std::chrono::milliseconds(static_cast<int64_t>(timeoutSec * 1000)));
+  std::vector<std::string> errors(n);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < n; ++r)
+    ranks.emplace_back([&, r] {
+#ifdef QN_HAVE_ONEDNN
+      omp_set_num_threads(std::max(1, threads.getValue()));
+#endif
+      if (llvm::Error e = runRank(r, n, plan, inputs, comms[r].get())) {
+        errors[r] = llvm::toString(std::move(e));
+        abortLocalGroup(*comms[r], "rank " + std::to_string(r) + " failed");
+      }
+    });
+  for (auto &t : ranks)
+    t.join();
+  // The first rank to fail is the cause; the others stopped because of it.
+  for (int r = 0; r < n; ++r)
+    if (!errors[r].empty() && errors[r].find("the local group stopped") == std::string::npos)
+      return error("rank " + llvm::Twine(r) + ": " + errors[r]);
+  for (int r = 0; r < n; ++r)
+    if (!errors[r].empty())
+      return error("rank " + llvm::Twine(r) + ": " + errors[r]);
   return 0;
 }
 
@@ -379,8 +520,21 @@ int runnerMain(int argc, char **argv) {
       "QuintNet runner: runs a plan written by qn-compile on N ranks.\n\n"
       "  qn-run plan/ --nproc 2 --input x=x.npy --output-dir out/\n"
       "  RANK=1 WORLD_SIZE=2 MASTER_ADDR=host0 MASTER_PORT=29500 qn-run plan/ --input x=x.npy\n");
-  if (device != "cpu")
-    return error("--device " + device + " is not available in this build (only cpu)");
+  if (listDevices) {
+    for (int d = 0; d < cudaDeviceCount(); ++d)
+      llvm::outs() << "cuda:" << d << " " << cudaDeviceName(d) << "\n";
+    return 0;
+  }
+  if (planDir.empty())
+    return error("no plan folder given (qn-run PLAN ...; see --help)");
+  if (device == Dev::Cuda && cudaDeviceCount() == 0)
+    return error("--device cuda: " + cudaUnavailableReason());
+  if (commEngine == Comm::Auto && device == Dev::Cpu)
+    commEngine = Comm::Gloo;
+  if (commEngine == Comm::Nccl && device != Dev::Cuda)
+    return error("--comm nccl needs --device cuda (on cpu use gloo or local)");
+  if (commEngine == Comm::Gloo && device != Dev::Cpu)
+    return error("--comm gloo runs CPU ranks only (with --device cuda use nccl or local)");
   if (threads < 1)
     return error("--threads-per-rank must be at least 1");
   if (timeoutSec <= 0)
@@ -392,7 +546,12 @@ int runnerMain(int argc, char **argv) {
   int rank = -1, world = -1, port = -1;
   bool launched = std::getenv("QN_LAUNCHED") != nullptr;
   bool rankEnv = std::getenv("RANK") != nullptr;
+  if ((launched || (rankEnv && nproc == 0)) && commEngine == Comm::Local)
+    return error("--comm local runs every rank in this one process: start qn-run once, "
+                 "without RANK/WORLD_SIZE");
   if (launched || (rankEnv && nproc == 0)) {
+    if (commEngine == Comm::Auto)
+      commEngine = Comm::Nccl; // a rank process of a GPU job
     if (!envInt("RANK", rank) || !envInt("WORLD_SIZE", world) || rank < 0 || world < 1 ||
         rank >= world)
       return error("RANK and WORLD_SIZE must be integers with 0 <= RANK < WORLD_SIZE");
@@ -412,10 +571,19 @@ int runnerMain(int argc, char **argv) {
                  " makes a plan for " + llvm::Twine(n) + ")");
   // Check the inputs once here, so that a mistake is reported before any
   // rank starts.
-  if (auto inputs = readInputs(*plan); !inputs)
+  auto inputs = readInputs(*plan);
+  if (!inputs)
     return error(llvm::toString(inputs.takeError()));
+  if (commEngine == Comm::Auto) // cuda: a GPU per rank, else all ranks on GPU 0
+    commEngine = cudaDeviceCount() >= n ? Comm::Nccl : Comm::Local;
+  if (device == Dev::Cuda && commEngine == Comm::Nccl && cudaDeviceCount() < n)
+    return error("--comm nccl needs a GPU per rank: " + llvm::Twine(n) + " ranks but " +
+                 llvm::Twine(cudaDeviceCount()) +
+                 " GPU(s) visible (--comm local runs them all on GPU 0)");
   if (n == 1)
     return rankMain(0, 1, "127.0.0.1", 0);
+  if (commEngine == Comm::Local)
+    return runThreads(*plan, *inputs, n);
   return launch(argc, argv, n);
 }
 

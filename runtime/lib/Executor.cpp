@@ -16,35 +16,31 @@ double msSince(Clock::time_point t) {
 }
 } // namespace
 
-llvm::Expected<std::unique_ptr<Executor>>
-Executor::create(RankProgram program, const KernelRegistry &kernels, Communicator *comm) {
-  auto ex = std::unique_ptr<Executor>(new Executor());
-  ex->program_ = std::move(program);
-  ex->comm_ = comm;
-  const onnx::GraphProto &g = ex->program_.model.graph();
+Runner::~Runner() = default;
+
+llvm::Expected<Schedule> buildSchedule(const RankProgram &program) {
+  Schedule sc;
+  const onnx::GraphProto &g = program.model.graph();
   llvm::StringMap<int> ids;
   auto idOf = [&](const std::string &name) {
-    auto [it, inserted] = ids.insert({name, ex->numValues_});
+    auto [it, inserted] = ids.insert({name, sc.numValues});
     if (inserted)
-      ++ex->numValues_;
+      ++sc.numValues;
     return it->second;
   };
   llvm::StringMap<int> opsets;
-  for (const auto &op : ex->program_.model.opset_import())
+  for (const auto &op : program.model.opset_import())
     opsets[op.domain() == "ai.onnx" ? "" : op.domain()] = static_cast<int>(op.version());
 
-  for (auto &kv : ex->program_.constants)
-    idOf(kv.getKey().str());
+  for (auto &kv : program.constants)
+    sc.constantIds.push_back({idOf(kv.getKey().str()), kv.getKey().str()});
   for (const auto &vi : g.input())
-    if (!ex->program_.constants.count(vi.name()))
-      ex->inputIds_.push_back({vi.name(), idOf(vi.name())});
+    if (!program.constants.count(vi.name()))
+      sc.inputIds.push_back({vi.name(), idOf(vi.name())});
   for (const onnx::NodeProto &n : g.node()) {
-    Step s;
+    Schedule::Step s;
     s.node = &n;
-    s.kernel = kernels.lookup(n.domain() == "ai.onnx" ? "" : n.domain(), n.op_type());
-    if (!s.kernel)
-      return fail("no CPU kernel for " + (n.domain().empty() ? "" : n.domain() + ".") +
-                  n.op_type() + " (node '" + n.name() + "')");
+    s.domain = n.domain() == "ai.onnx" ? "" : n.domain();
     for (const std::string &in : n.input()) {
       if (in.empty()) {
         s.inputs.push_back(-1);
@@ -58,35 +54,58 @@ Executor::create(RankProgram program, const KernelRegistry &kernels, Communicato
     for (const std::string &out : n.output())
       s.outputs.push_back(out.empty() ? -1 : idOf(out));
     s.collective = n.domain() == "ai.quintnet";
-    auto op = opsets.find(n.domain() == "ai.onnx" ? "" : n.domain());
+    auto op = opsets.find(s.domain);
     s.opset = op == opsets.end() ? 1 : op->second;
-    ex->steps_.push_back(std::move(s));
+    sc.steps.push_back(std::move(s));
   }
   for (const auto &vi : g.output()) {
     auto it = ids.find(vi.name());
     if (it == ids.end())
       return fail("graph output '" + vi.name() + "' is never produced");
-    ex->outputIds_.push_back(it->second);
-    ex->outputNames_.push_back(vi.name());
+    sc.outputIds.push_back(it->second);
+    sc.outputNames.push_back(vi.name());
   }
-  ex->constants_.resize(ex->numValues_);
-  for (auto &kv : ex->program_.constants)
-    ex->constants_[ids[kv.getKey()]] = kv.getValue();
+  std::vector<bool> isConstant(sc.numValues, false);
+  for (auto &c : sc.constantIds)
+    isConstant[c.first] = true;
   // Lifetimes: release a non-constant, non-output value after its last use.
-  std::vector<int> lastUse(ex->numValues_, -1);
-  for (size_t i = 0; i < ex->steps_.size(); ++i) {
-    for (int v : ex->steps_[i].inputs)
+  std::vector<int> lastUse(sc.numValues, -1);
+  for (size_t i = 0; i < sc.steps.size(); ++i) {
+    for (int v : sc.steps[i].inputs)
       if (v >= 0)
         lastUse[v] = static_cast<int>(i);
-    for (int v : ex->steps_[i].outputs)
+    for (int v : sc.steps[i].outputs)
       if (v >= 0 && lastUse[v] < static_cast<int>(i))
         lastUse[v] = static_cast<int>(i); // produced but never read
   }
-  for (int v : ex->outputIds_)
+  for (int v : sc.outputIds)
     lastUse[v] = -1;
-  for (int v = 0; v < ex->numValues_; ++v)
-    if (lastUse[v] >= 0 && !ex->constants_[v].defined())
-      ex->steps_[lastUse[v]].release.push_back(v);
+  for (int v = 0; v < sc.numValues; ++v)
+    if (lastUse[v] >= 0 && !isConstant[v])
+      sc.steps[lastUse[v]].release.push_back(v);
+  return sc;
+}
+
+llvm::Expected<std::unique_ptr<Executor>>
+Executor::create(RankProgram program, const KernelRegistry &kernels, Communicator *comm) {
+  auto ex = std::unique_ptr<Executor>(new Executor());
+  ex->program_ = std::move(program);
+  ex->comm_ = comm;
+  auto sched = buildSchedule(ex->program_);
+  if (!sched)
+    return sched.takeError();
+  ex->sched_ = std::move(*sched);
+  for (const Schedule::Step &s : ex->sched_.steps) {
+    const KernelFn *k = kernels.lookup(s.domain, s.node->op_type());
+    if (!k)
+      return fail("no CPU kernel for " + (s.domain.empty() ? "" : s.domain + ".") +
+                  s.node->op_type() + " (node '" + s.node->name() + "')");
+    ex->kernels_.push_back(k);
+  }
+  ex->constants_.resize(ex->sched_.numValues);
+  for (auto &[id, name] : ex->sched_.constantIds)
+    ex->constants_[id] = ex->program_.constants[name];
+  ex->outputNames_ = ex->sched_.outputNames;
   return ex;
 }
 
@@ -94,7 +113,7 @@ llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> 
                                                   RunStats *stats) {
   auto start = Clock::now();
   std::vector<Tensor> values = constants_;
-  for (const auto &[name, id] : inputIds_) {
+  for (const auto &[name, id] : sched_.inputIds) {
     auto it = inputs.find(name);
     if (it == inputs.end())
       return fail("missing input '" + name + "'");
@@ -103,14 +122,15 @@ llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> 
   double collectiveMs = 0;
   std::vector<const Tensor *> ins;
   std::vector<Tensor> outs;
-  for (const Step &s : steps_) {
+  for (size_t si = 0; si < sched_.steps.size(); ++si) {
+    const Schedule::Step &s = sched_.steps[si];
     ins.clear();
     for (int v : s.inputs)
       ins.push_back(v >= 0 ? &values[v] : nullptr);
     outs.assign(s.outputs.size(), Tensor());
     KernelContext ctx{*s.node, ins, outs, comm_, s.opset};
     auto t0 = Clock::now();
-    if (auto err = (*s.kernel)(ctx))
+    if (auto err = (*kernels_[si])(ctx))
       return err;
     if (s.collective)
       collectiveMs += msSince(t0);
@@ -121,7 +141,7 @@ llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> 
       values[v] = Tensor();
   }
   std::vector<Tensor> result;
-  for (int v : outputIds_)
+  for (int v : sched_.outputIds)
     result.push_back(values[v]);
   if (stats) {
     stats->totalMs = msSince(start);

@@ -19,13 +19,19 @@ static std::string key(llvm::StringRef domain, llvm::StringRef opType) {
   return (domain + "::" + opType).str();
 }
 
-void KernelRegistry::add(llvm::StringRef domain, llvm::StringRef opType, KernelFn fn) {
-  fns_[key(domain, opType)] = std::move(fn);
+void KernelRegistry::add(llvm::StringRef domain, llvm::StringRef opType, KernelFn fn,
+                         uint32_t hostInputs) {
+  fns_[key(domain, opType)] = Entry{std::move(fn), hostInputs};
 }
 
 const KernelFn *KernelRegistry::lookup(llvm::StringRef domain, llvm::StringRef opType) const {
   auto it = fns_.find(key(domain, opType));
-  return it == fns_.end() ? nullptr : &it->second;
+  return it == fns_.end() ? nullptr : &it->second.fn;
+}
+
+uint32_t KernelRegistry::hostInputs(llvm::StringRef domain, llvm::StringRef opType) const {
+  auto it = fns_.find(key(domain, opType));
+  return it == fns_.end() ? 0 : it->second.hostInputs;
 }
 
 std::vector<std::string> KernelRegistry::names() const {

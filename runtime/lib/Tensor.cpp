@@ -212,9 +212,10 @@ Tensor Tensor::empty(DType dtype, llvm::ArrayRef<int64_t> shape) {
 }
 
 Tensor Tensor::view(DType dtype, llvm::ArrayRef<int64_t> shape, void *data,
-                    std::shared_ptr<void> owner) {
+                    std::shared_ptr<void> owner, Location location) {
   Tensor t;
   t.dtype_ = dtype;
+  t.location_ = location;
   t.shape_.assign(shape.begin(), shape.end());
   t.data_ = data;
   t.owner_ = std::move(owner);
@@ -233,6 +234,8 @@ Tensor Tensor::reshaped(llvm::ArrayRef<int64_t> shape) const {
 Tensor Tensor::clone() const {
   if (!defined())
     return Tensor();
+  if (!onHost())
+    llvm::report_fatal_error("Tensor::clone: a device tensor reached host code (a runtime bug)");
   Tensor t = empty(dtype_, shape_);
   if (nbytes())
     std::memcpy(t.raw(), data_, nbytes());

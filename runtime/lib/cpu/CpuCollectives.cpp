@@ -37,16 +37,6 @@ llvm::Error allReduceKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-/// Reads and normalises the required `axis` attribute against x's rank.
-llvm::Error collectiveAxis(const KernelContext &ctx, const Tensor &x, int64_t &axis) {
-  if (!hasAttr(ctx.node, "axis"))
-    return kernelError(ctx, "missing attribute 'axis'");
-  axis = attrInt(ctx.node, "axis", 0);
-  if (x.rank() == 0)
-    return kernelError(ctx, "input must have rank >= 1, got " + x.describe());
-  return normalizeAxis(ctx, axis, x.rank());
-}
-
 llvm::Error allGatherKernel(KernelContext &ctx) {
   if (auto e = checkArity(ctx, 1, 1))
     return e;
@@ -88,6 +78,15 @@ llvm::Error reduceScatterKernel(KernelContext &ctx) {
 }
 
 } // namespace
+
+llvm::Error collectiveAxis(const KernelContext &ctx, const Tensor &x, int64_t &axis) {
+  if (!hasAttr(ctx.node, "axis"))
+    return kernelError(ctx, "missing attribute 'axis'");
+  axis = attrInt(ctx.node, "axis", 0);
+  if (x.rank() == 0)
+    return kernelError(ctx, "input must have rank >= 1, got " + x.describe());
+  return normalizeAxis(ctx, axis, x.rank());
+}
 
 void registerCollectiveKernels(KernelRegistry &reg) {
   reg.add(kDomain, "AllReduce", allReduceKernel);

@@ -48,6 +48,10 @@ llvm::Error normalizeAxis(const KernelContext &ctx, int64_t &axis, int64_t rank,
 llvm::Expected<std::vector<int64_t>> readInts(const KernelContext &ctx, const Tensor &t,
                                               llvm::StringRef what);
 
+/// The required `axis` attribute of a collective (AllGather, ReduceScatter),
+/// normalised against x's rank.
+llvm::Error collectiveAxis(const KernelContext &ctx, const Tensor &x, int64_t &axis);
+
 /// Multidirectional (NumPy) broadcast of two shapes; false when incompatible.
 bool broadcastShapes(llvm::ArrayRef<int64_t> a, llvm::ArrayRef<int64_t> b,
                      std::vector<int64_t> &out);
@@ -65,6 +69,74 @@ void stridedCopy(const void *in, int64_t base, llvm::ArrayRef<int64_t> outShape,
 
 /// Row-major strides (in elements) of `shape`.
 llvm::SmallVector<int64_t, 8> contiguousStrides(llvm::ArrayRef<int64_t> shape);
+
+//===----------------------------------------------------------------------===//
+// Validation and shape logic shared by the CPU and CUDA kernels (one place for
+// the checks and their messages). They read only dtypes, shapes, attributes
+// and host inputs (the Reduce ops' axes input).
+//===----------------------------------------------------------------------===//
+
+/// LayerNormalization: arity, dtype (float32/64, float16, bfloat16), rank,
+/// axis, epsilon, and Scale/B (X's dtype, broadcasting to X.shape[axis:]).
+struct LayerNormPlan {
+  int64_t axis = 0;
+  int64_t rows = 1, cols = 1; // X as [rows, cols] = [prod(shape[:axis]), prod(shape[axis:])]
+  float eps = 1e-5f;
+  std::vector<int64_t> normShape; // X.shape[axis:]
+  std::vector<int64_t> statShape; // X.shape[:axis] + [1] * (rank - axis): Mean, InvStdDev
+};
+llvm::Error planLayerNorm(const KernelContext &ctx, LayerNormPlan &p);
+
+/// ReduceMean / ReduceSum / ReduceMax: axes from the attribute (opset < 18,
+/// ReduceSum < 13) or the input, keepdims, noop_with_empty_axes.
+enum class ReduceKind { Mean, Sum, Max };
+struct ReducePlan {
+  bool identity = false;          // noop_with_empty_axes and no axes: Y = X
+  std::vector<bool> reduced;      // per axis of X
+  std::vector<int64_t> outShape;  // Y's shape
+  std::vector<int64_t> perm;      // the kept axes, then the reduced axes
+  int64_t rows = 1, len = 1;      // outputs, elements reduced into each
+};
+llvm::Error planReduce(const KernelContext &ctx, ReduceKind kind, ReducePlan &p);
+
+/// Softmax / LogSoftmax: X viewed as [outer, n, inner], normalised along n
+/// (opset < 13: coerced to 2-D at axis, inner = 1).
+struct SoftmaxPlan {
+  int64_t axis = 0;
+  int64_t outer = 1, n = 1, inner = 1;
+};
+llvm::Error planSoftmax(const KernelContext &ctx, SoftmaxPlan &p);
+
+/// Shape and attribute logic of the data-movement kernels, shared with the
+/// CUDA kernels (runtime/lib/cuda/CudaShape.cpp) so that both devices check a
+/// node alike: each runs the CPU kernel's checks in the same order (arity,
+/// attributes, host-read inputs, dtype) and says what to copy, without
+/// touching the data of input 0.
+
+/// Output element with multi-index i reads input element
+/// base + sum_k i_k * strides[k] (Transpose, Slice).
+struct StridedView {
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;
+  int64_t base = 0;
+};
+llvm::Expected<StridedView> transposeView(const KernelContext &ctx);
+llvm::Expected<StridedView> sliceView(const KernelContext &ctx);
+/// Concat: the normalised axis and the output shape.
+llvm::Error concatShape(const KernelContext &ctx, int64_t &axis, std::vector<int64_t> &outShape);
+/// Split: the normalised axis and each output's size along it.
+llvm::Error splitSizes(const KernelContext &ctx, int64_t &axis, std::vector<int64_t> &sizes);
+/// Expand: the output shape (input 0 broadcast with the shape input).
+llvm::Error expandShape(const KernelContext &ctx, std::vector<int64_t> &shape);
+/// Gather: data viewed as [outer, n, inner], output as [outer, count, inner];
+/// checks dtypes and the axis (the index values are checked by the kernel).
+struct GatherShape {
+  int64_t axis = 0, outer = 1, n = 0, inner = 1, count = 0;
+  std::vector<int64_t> outShape;
+};
+llvm::Error gatherShape(const KernelContext &ctx, GatherShape &g);
+/// Trilu: the diagonal offset k (as given, not yet clamped) and `upper`.
+llvm::Error triluParams(const KernelContext &ctx, int64_t &k, bool &upper);
 
 void registerMatMulKernels(KernelRegistry &reg);
 void registerElementwiseKernels(KernelRegistry &reg);

@@ -10,9 +10,11 @@
 #include "llvm/Support/Error.h"
 
 namespace qn::rt {
+struct DeviceContext;
 
-/// One interface for every engine (Gloo for CPU ranks; NCCL and an
-/// in-process engine later). Every rank must call the same collectives in
+/// One interface for every engine: Gloo (CPU ranks, one process each), NCCL
+/// (CUDA ranks, one process per GPU) and the local engine (ranks as threads
+/// of one process: host tensors, or device tensors of one GPU). Every rank must call the same collectives in
 /// the same order with tensors of the same shape and dtype.
 class Communicator {
 public:
@@ -22,6 +24,10 @@ public:
   /// In place: t = sum over ranks of t. All ranks end with bitwise identical
   /// values.
   virtual llvm::Error allReduceSum(Tensor &t) = 0;
+  /// Out of place: `out` (allocated by the caller, same dtype, shape and
+  /// location as `in`) = sum over ranks of `in`. The default copies and
+  /// reduces in place (host tensors only).
+  virtual llvm::Error allReduceSum(const Tensor &in, Tensor &out);
   /// out = concat over ranks (in rank order) of `in` along `axis`; `out` is
   /// allocated here.
   virtual llvm::Error allGather(const Tensor &in, Tensor &out, int axis) = 0;
@@ -39,6 +45,15 @@ public:
   /// finished, so that no rank loses the store while it may still need it.
   /// No collective may follow. Engines with nothing to do keep this default.
   virtual llvm::Error finish() { return llvm::Error::success(); }
+
+  /// Device engines: collectives on device tensors are enqueued on the
+  /// stream of `dc` (the rank's CUDA state) and allocate from its allocator.
+  /// Host engines refuse (the default).
+  virtual llvm::Error bindDevice(DeviceContext *dc);
+  /// True when the collectives may be captured into a CUDA graph (NCCL).
+  virtual bool capturable() const { return false; }
+  /// "gloo", "nccl", "local".
+  virtual const char *engine() const { return "custom"; }
 };
 
 struct RendezvousOptions {
@@ -57,6 +72,18 @@ struct RendezvousOptions {
   /// every rank has a core of its own, wasteful when ranks share cores.
   bool busyPoll = false;
 };
+
+/// The local engine: `n` ranks as threads of this process, one communicator
+/// per rank (index = rank). Collectives meet at barriers bounded by
+/// `timeout`; a rank that fails calls abort() on its communicator's group
+/// (through the communicator's destructor or abortGroup) so that the others
+/// stop waiting. Sums are taken in rank order: bitwise identical on every
+/// rank. Host tensors, or (after bindDevice) device tensors of one GPU.
+std::vector<std::unique_ptr<Communicator>>
+createLocalCommunicators(int n, std::chrono::milliseconds timeout);
+/// Makes every rank of `comm`'s local group fail its current and later
+/// collectives (a peer thread failed). No-op for other engines.
+void abortLocalGroup(Communicator &comm, llvm::StringRef why);
 
 /// Rendezvous over TCP, plan-id check, then a Gloo full-mesh context.
 llvm::Expected<std::unique_ptr<Communicator>>

@@ -12,14 +12,58 @@ namespace qn::rt {
 class Communicator;
 
 struct RunStats {
+  /// Wall time of the run, transfers to and from a device included.
   double totalMs = 0;
+  /// Time in collectives; negative when the run could not measure it (a
+  /// CUDA graph replay: see Runner::setProfiling).
   double collectiveMs = 0;
+  /// On a GPU: device time from the first kernel to the last (input uploads
+  /// and output downloads excluded); 0 on the CPU.
+  double deviceMs = 0;
+};
+
+/// A rank graph numbered for execution: every value gets an id (constants
+/// first), steps follow the node order (ONNX graphs are topologically sorted),
+/// and each step lists the values whose last use it is.
+struct Schedule {
+  struct Step {
+    const onnx::NodeProto *node;
+    std::vector<int> inputs;  // value ids, -1 for omitted
+    std::vector<int> outputs; // value ids, -1 for omitted
+    std::vector<int> release; // non-constant values whose last use is this step
+    bool collective;          // an ai.quintnet node
+    int opset;                // of the node's domain
+    std::string domain;       // "" for ONNX
+  };
+  std::vector<Step> steps;
+  std::vector<std::pair<std::string, int>> inputIds; // graph inputs (not constants)
+  std::vector<int> outputIds;
+  std::vector<std::string> outputNames;
+  std::vector<std::pair<int, std::string>> constantIds; // id, initializer name
+  int numValues = 0;
+};
+/// Numbers `program` (which must outlive the schedule: steps point into it).
+llvm::Expected<Schedule> buildSchedule(const RankProgram &program);
+
+/// What runs one rank's graph: the CPU Executor below, or the CUDA executor
+/// (qn/runtime/Cuda.h).
+class Runner {
+public:
+  virtual ~Runner();
+  /// Runs the graph on `inputs` (host tensors, already checked against the
+  /// plan) and returns the graph outputs in order, as host tensors.
+  virtual llvm::Expected<std::vector<Tensor>> run(const llvm::StringMap<Tensor> &inputs,
+                                                  RunStats *stats = nullptr) = 0;
+  virtual const std::vector<std::string> &outputNames() const = 0;
+  /// Runs measure their collectives even where that costs speed (the CUDA
+  /// device then runs eagerly instead of replaying a CUDA graph).
+  virtual void setProfiling(bool) {}
 };
 
 /// Runs the nodes of a rank graph in order (ONNX graphs are topologically
 /// sorted) with the kernels of one device. Values are numbered once at
 /// construction; a value's buffer is released after its last use.
-class Executor {
+class Executor : public Runner {
 public:
   static llvm::Expected<std::unique_ptr<Executor>>
   create(RankProgram program, const KernelRegistry &kernels, Communicator *comm);
@@ -27,27 +71,16 @@ public:
   /// Runs the graph on `inputs` (already checked against the plan) and
   /// returns the graph outputs in order.
   llvm::Expected<std::vector<Tensor>> run(const llvm::StringMap<Tensor> &inputs,
-                                          RunStats *stats = nullptr);
-  const std::vector<std::string> &outputNames() const { return outputNames_; }
+                                          RunStats *stats = nullptr) override;
+  const std::vector<std::string> &outputNames() const override { return outputNames_; }
 
 private:
-  struct Step {
-    const onnx::NodeProto *node;
-    const KernelFn *kernel;
-    std::vector<int> inputs;  // value ids, -1 for omitted
-    std::vector<int> outputs; // value ids, -1 for omitted
-    std::vector<int> release; // values whose last use is this step
-    bool collective;
-    int opset;
-  };
   RankProgram program_;
   Communicator *comm_ = nullptr;
-  std::vector<Step> steps_;
-  std::vector<Tensor> constants_; // by value id (undefined for non-constants)
-  std::vector<std::pair<std::string, int>> inputIds_;
-  std::vector<int> outputIds_;
+  Schedule sched_;
+  std::vector<const KernelFn *> kernels_; // by step
+  std::vector<Tensor> constants_;         // by value id (undefined for non-constants)
   std::vector<std::string> outputNames_;
-  int numValues_ = 0;
 };
 
 } // namespace qn::rt

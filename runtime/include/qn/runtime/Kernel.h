@@ -14,6 +14,9 @@ class NodeProto;
 
 namespace qn::rt {
 class Communicator;
+/// A device's per-rank state, opaque to the CPU kernels (the CUDA device
+/// defines it: stream, cuBLAS handles, allocator; runtime/lib/cuda).
+struct DeviceContext;
 
 /// What a kernel sees. Inputs that the node leaves out (empty names) are
 /// null. The kernel allocates its outputs (Tensor::zeros) with the shapes it
@@ -24,6 +27,7 @@ struct KernelContext {
   llvm::MutableArrayRef<Tensor> outputs;
   Communicator *comm = nullptr; // null when running a single rank
   int opsetVersion = 17;        // of the node's domain in this model
+  DeviceContext *device = nullptr; // null for the CPU kernels
 };
 
 using KernelFn = std::function<llvm::Error(KernelContext &)>;
@@ -31,12 +35,21 @@ using KernelFn = std::function<llvm::Error(KernelContext &)>;
 class KernelRegistry {
 public:
   /// `domain` is "" for the ONNX domain, "ai.quintnet" for collectives.
-  void add(llvm::StringRef domain, llvm::StringRef opType, KernelFn fn);
+  /// `hostInputs` has bit i set when the kernel reads input i on the host
+  /// (shape, axes, bounds): a device registry's executor hands such inputs
+  /// over in host memory and every other input in device memory.
+  void add(llvm::StringRef domain, llvm::StringRef opType, KernelFn fn, uint32_t hostInputs = 0);
   const KernelFn *lookup(llvm::StringRef domain, llvm::StringRef opType) const;
+  /// The `hostInputs` mask the op was registered with (0 when unknown).
+  uint32_t hostInputs(llvm::StringRef domain, llvm::StringRef opType) const;
   std::vector<std::string> names() const;
 
 private:
-  llvm::StringMap<KernelFn> fns_;
+  struct Entry {
+    KernelFn fn;
+    uint32_t hostInputs = 0;
+  };
+  llvm::StringMap<Entry> fns_;
 };
 
 /// CPU kernels: the standard ops of the bundled models plus the ai.quintnet

@@ -24,6 +24,11 @@ enum class DType : int32_t {
   BFloat16 = 16,
 };
 
+/// Where a tensor's bytes live. Host tensors are what the CPU kernels, .npy
+/// I/O and plan loading see; Cuda tensors hold a device pointer (of the
+/// current rank's GPU) and are only touched by the CUDA device's kernels.
+enum class Location : uint8_t { Host = 0, Cuda = 1 };
+
 /// Bytes per element; 0 for Undefined or an unsupported type.
 size_t dtypeSize(DType t);
 /// "float32", "float16", "int64", ... (NumPy's names).
@@ -45,10 +50,12 @@ public:
   /// A view over `data`, which `owner` keeps alive (may be null when the
   /// caller guarantees the lifetime).
   static Tensor view(DType dtype, llvm::ArrayRef<int64_t> shape, void *data,
-                     std::shared_ptr<void> owner);
+                     std::shared_ptr<void> owner, Location location = Location::Host);
 
   bool defined() const { return dtype_ != DType::Undefined; }
   DType dtype() const { return dtype_; }
+  Location location() const { return location_; }
+  bool onHost() const { return location_ == Location::Host; }
   const std::vector<int64_t> &shape() const { return shape_; }
   int64_t rank() const { return static_cast<int64_t>(shape_.size()); }
   int64_t dim(int64_t i) const { return shape_[i < 0 ? i + rank() : i]; }
@@ -62,13 +69,14 @@ public:
 
   /// Same buffer, new shape (numel must match).
   Tensor reshaped(llvm::ArrayRef<int64_t> shape) const;
-  /// A deep copy that owns its buffer.
+  /// A deep copy that owns its (host) buffer; the tensor must be on the host.
   Tensor clone() const;
   /// "float32[2,3]".
   std::string describe() const;
 
 private:
   DType dtype_ = DType::Undefined;
+  Location location_ = Location::Host;
   std::vector<int64_t> shape_;
   std::shared_ptr<void> owner_;
   void *data_ = nullptr;

@@ -1,0 +1,522 @@
+//===- CudaExecutor.cpp - Runs one rank's graph on a GPU ------------------===//
+//
+// Where each node runs. Graph inputs are uploaded; weights were uploaded once
+// at start-up and keep their host copies. A node whose inputs all have host
+// forms (constants, and values computed from them and from tensor shapes:
+// the Shape -> Gather -> Concat chains of exported models, masks cut to the
+// sequence length, rotary tables) runs on the host with the CPU kernel; every
+// other node runs on the GPU, its host-read inputs (shapes, axes, bounds)
+// handed over on the host and the rest on the device. Host values that a GPU
+// kernel reads are uploaded once per input signature and reused: they depend
+// only on constants and on the input shapes, so they are the same in every run
+// with the same shapes (checked byte for byte before reuse).
+//
+// Runs with one input signature (names, dtypes, shapes):
+//   1st  eager; the allocator records every allocation's size and lifetime,
+//        then places them all in one arena (CudaDevice.h, Allocator);
+//   2nd  the same kernels with the arena's fixed addresses, captured into a
+//        CUDA graph (when the communicator allows capture: NCCL or none), then
+//        launched;
+//   3rd+ copy the inputs into their arena slots, launch the graph, copy the
+//        outputs out: no kernel launch overhead, no allocation.
+// A run that needs a device value on the host mid-way (a rare op whose host
+// input was computed on the GPU) cannot be captured: that signature stays
+// eager (with the arena).
+//
+//===----------------------------------------------------------------------===//
+#include "CudaDevice.h"
+
+#include <chrono>
+#include <cstring>
+#include <map>
+
+#include "../StrCat.h"
+#include "qn/runtime/Communicator.h"
+#include "qn/runtime/Cuda.h"
+
+#include "onnx/onnx_pb.h"
+
+namespace qn::rt {
+namespace cuda {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double msSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+llvm::Error makeError(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+/// A value's forms: on the host, on the device, or both.
+struct Val {
+  Tensor host, dev;
+};
+
+bool sameBytes(const Tensor &a, const Tensor &b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         (a.raw() == b.raw() || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
+}
+
+constexpr size_t kMaxSignatures = 4;
+
+/// Everything kept for one input signature.
+struct SigState {
+  std::unique_ptr<Allocator::Plan> plan;
+  std::map<int, Val> uploads; // host values read on the device, by value id
+  cudaGraphExec_t graph = nullptr;
+  std::vector<Tensor> inDev;  // graph inputs' arena buffers (graph replay)
+  std::vector<Val> outs;      // the outputs' forms (graph replay)
+  bool graphable = true;
+  uint64_t lastUse = 0;
+  SigState() = default;
+  SigState(const SigState &) = delete;
+  ~SigState() { dropGraph(); }
+  void dropGraph() {
+    if (graph)
+      cudaGraphExecDestroy(graph);
+    graph = nullptr;
+    inDev.clear();
+    outs.clear();
+  }
+};
+
+class CudaExecutor final : public Runner {
+public:
+  static llvm::Expected<std::unique_ptr<Runner>> create(RankProgram program,
+                                                        const CudaOptions &opts,
+                                                        Communicator *comm);
+  ~CudaExecutor() override;
+
+  llvm::Expected<std::vector<Tensor>> run(const llvm::StringMap<Tensor> &inputs,
+                                          RunStats *stats) override;
+  const std::vector<std::string> &outputNames() const override { return sched_.outputNames; }
+  void setProfiling(bool on) override { profiling_ = on; }
+
+private:
+  struct StepInfo {
+    const KernelFn *cuda = nullptr, *cpu = nullptr;
+    uint32_t hostMask = 0;
+  };
+  /// Per run.
+  struct RunState {
+    SigState *st = nullptr;
+    bool capturing = false;
+    bool abortCapture = false; // the run cannot be captured: rerun eagerly
+    size_t eventsUsed = 0;
+  };
+
+  CudaExecutor() = default;
+  llvm::Expected<std::vector<Tensor>> runOnce(const llvm::StringMap<Tensor> &inputs, SigState &st,
+                                              bool capture, bool &aborted, RunStats *stats);
+  llvm::Expected<std::vector<Tensor>> replay(const llvm::StringMap<Tensor> &inputs, SigState &st,
+                                             RunStats *stats);
+  llvm::Error execStep(size_t si, std::vector<Val> &values, RunState &rs);
+  llvm::Expected<Tensor> deviceForm(int v, Val &val, RunState &rs);
+  llvm::Expected<Tensor> hostForm(int v, Val &val, RunState &rs);
+  llvm::Expected<std::vector<Tensor>> collectOutputs(const std::vector<Val> &outs);
+  llvm::Error eventPair(size_t k, cudaEvent_t &a, cudaEvent_t &b);
+  std::string signature(const llvm::StringMap<Tensor> &inputs) const;
+  std::string valueName(int v) const;
+
+  RankProgram program_;
+  CudaOptions opts_;
+  Communicator *comm_ = nullptr;
+  std::unique_ptr<RankDevice> dev_;
+  Schedule sched_;
+  std::vector<StepInfo> info_;
+  std::vector<Val> constants_; // by value id
+  std::vector<std::string> names_; // by value id
+  std::map<std::string, std::unique_ptr<SigState>> sigs_;
+  uint64_t useCounter_ = 0;
+  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> events_; // collective timers
+  cudaEvent_t runStart_ = nullptr, runEnd_ = nullptr;
+  bool profiling_ = false;
+};
+
+llvm::Expected<std::unique_ptr<Runner>> CudaExecutor::create(RankProgram program,
+                                                             const CudaOptions &opts,
+                                                             Communicator *comm) {
+  std::unique_ptr<CudaExecutor> ex(new CudaExecutor());
+  ex->program_ = std::move(program);
+  ex->opts_ = opts;
+  ex->comm_ = comm;
+  auto dev = RankDevice::create(opts.device, opts.allowTf32);
+  if (!dev)
+    return dev.takeError();
+  ex->dev_ = std::move(*dev);
+  auto sched = buildSchedule(ex->program_);
+  if (!sched)
+    return sched.takeError();
+  ex->sched_ = std::move(*sched);
+  const KernelRegistry &gpu = cudaRegistry(), &cpu = cpuRegistry();
+  for (const Schedule::Step &s : ex->sched_.steps) {
+    StepInfo i;
+    i.cuda = gpu.lookup(s.domain, s.node->op_type());
+    i.cpu = cpu.lookup(s.domain, s.node->op_type());
+    i.hostMask = gpu.hostInputs(s.domain, s.node->op_type());
+    if (!i.cuda && (!i.cpu || s.collective))
+      return makeError("no CUDA kernel for " + (s.domain.empty() ? "" : s.domain + ".") +
+                       s.node->op_type() + " (node '" + s.node->name() + "')");
+    ex->info_.push_back(i);
+  }
+  ex->names_.resize(ex->sched_.numValues);
+  for (const auto &[name, id] : ex->sched_.inputIds)
+    ex->names_[id] = name;
+  for (const Schedule::Step &s : ex->sched_.steps)
+    for (size_t k = 0; k < s.outputs.size(); ++k)
+      if (s.outputs[k] >= 0)
+        ex->names_[s.outputs[k]] = s.node->output(static_cast<int>(k));
+  if (comm)
+    if (auto e = bindCommunicator(*comm, &ex->dev_->context()))
+      return e;
+  // Weights: uploaded once, host copies kept for the host-side nodes.
+  ex->constants_.resize(ex->sched_.numValues);
+  for (auto &[id, name] : ex->sched_.constantIds) {
+    ex->names_[id] = name;
+    const Tensor &h = ex->program_.constants[name];
+    auto d = uploadPersistent(h, "weight '" + name + "'");
+    if (!d)
+      return d.takeError();
+    ex->constants_[id] = Val{h, std::move(*d)};
+  }
+  for (cudaEvent_t *e : {&ex->runStart_, &ex->runEnd_})
+    if (cudaError_t err = cudaEventCreate(e); err != cudaSuccess)
+      return cudaCallError(err, "cudaEventCreate");
+  return std::unique_ptr<Runner>(std::move(ex));
+}
+
+CudaExecutor::~CudaExecutor() {
+  if (!dev_)
+    return;
+  cudaSetDevice(dev_->context().device);
+  cudaStreamSynchronize(dev_->context().stream);
+  sigs_.clear();
+  constants_.clear();
+  for (auto &[a, b] : events_) {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  if (runStart_)
+    cudaEventDestroy(runStart_);
+  if (runEnd_)
+    cudaEventDestroy(runEnd_);
+}
+
+std::string CudaExecutor::valueName(int v) const {
+  return v >= 0 && v < static_cast<int>(names_.size()) ? "'" + names_[v] + "'" : "<value>";
+}
+
+std::string CudaExecutor::signature(const llvm::StringMap<Tensor> &inputs) const {
+  std::string s;
+  for (const auto &[name, id] : sched_.inputIds) {
+    auto it = inputs.find(name);
+    s += name + "=" + (it == inputs.end() ? std::string("?") : it->second.describe()) + ";";
+  }
+  return s;
+}
+
+llvm::Error CudaExecutor::eventPair(size_t k, cudaEvent_t &a, cudaEvent_t &b) {
+  while (events_.size() <= k) {
+    cudaEvent_t x, y;
+    if (cudaError_t e = cudaEventCreate(&x); e != cudaSuccess)
+      return cudaCallError(e, "cudaEventCreate");
+    if (cudaError_t e = cudaEventCreate(&y); e != cudaSuccess)
+      return cudaCallError(e, "cudaEventCreate");
+    events_.push_back({x, y});
+  }
+  a = events_[k].first;
+  b = events_[k].second;
+  return llvm::Error::success();
+}
+
+llvm::Expected<Tensor> CudaExecutor::deviceForm(int v, Val &val, RunState &rs) {
+  if (val.dev.defined())
+    return val.dev;
+  auto it = rs.st->uploads.find(v);
+  if (it != rs.st->uploads.end() && sameBytes(it->second.host, val.host)) {
+    val.dev = it->second.dev;
+    return val.dev;
+  }
+  if (rs.capturing) { // no synchronous copy inside a capture
+    rs.abortCapture = true;
+    return Tensor();
+  }
+  auto d = uploadPersistent(val.host, "value " + valueName(v));
+  if (!d)
+    return d.takeError();
+  rs.st->uploads[v] = Val{val.host, *d};
+  val.dev = std::move(*d);
+  return val.dev;
+}
+
+llvm::Expected<Tensor> CudaExecutor::hostForm(int v, Val &val, RunState &rs) {
+  if (val.host.defined())
+    return val.host;
+  if (rs.capturing) { // a device -> host copy synchronises: not in a graph
+    rs.abortCapture = true;
+    rs.st->graphable = false;
+    return Tensor();
+  }
+  auto h = download(val.dev, dev_->context().stream, "value " + valueName(v));
+  if (!h)
+    return h.takeError();
+  val.host = std::move(*h);
+  return val.host;
+}
+
+llvm::Error CudaExecutor::execStep(size_t si, std::vector<Val> &values, RunState &rs) {
+  const Schedule::Step &s = sched_.steps[si];
+  const StepInfo &info = info_[si];
+  DeviceContext &dc = dev_->context();
+  bool allHost = true;
+  for (int v : s.inputs)
+    if (v >= 0 && !values[v].host.defined())
+      allHost = false;
+  bool onHost = (!s.collective && allHost && info.cpu) || !info.cuda;
+  std::vector<Tensor> ins(s.inputs.size());
+  std::vector<const Tensor *> ptrs(s.inputs.size(), nullptr);
+  for (size_t i = 0; i < s.inputs.size(); ++i) {
+    int v = s.inputs[i];
+    if (v < 0)
+      continue;
+    bool wantHost = onHost || (i < 32 && (info.hostMask >> i & 1u));
+    auto t = wantHost ? hostForm(v, values[v], rs) : deviceForm(v, values[v], rs);
+    if (!t)
+      return t.takeError();
+    if (rs.abortCapture)
+      return llvm::Error::success();
+    ins[i] = std::move(*t);
+    ptrs[i] = &ins[i];
+  }
+  std::vector<Tensor> outs(s.outputs.size());
+  KernelContext ctx{*s.node, ptrs, outs, comm_, s.opset, onHost ? nullptr : &dc};
+  bool timed = s.collective && comm_ && !rs.capturing;
+  cudaEvent_t before = nullptr, after = nullptr;
+  if (timed) {
+    if (auto e = eventPair(rs.eventsUsed++, before, after))
+      return e;
+    cudaEventRecord(before, dc.stream);
+  }
+  if (auto e = (onHost ? *info.cpu : *info.cuda)(ctx))
+    return e;
+  if (timed)
+    cudaEventRecord(after, dc.stream);
+  for (size_t k = 0; k < s.outputs.size(); ++k) {
+    int v = s.outputs[k];
+    if (v < 0)
+      continue;
+    values[v] = Val();
+    (outs[k].onHost() ? values[v].host : values[v].dev) = std::move(outs[k]);
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<std::vector<Tensor>> CudaExecutor::collectOutputs(const std::vector<Val> &outs) {
+  std::vector<Tensor> result;
+  for (size_t k = 0; k < outs.size(); ++k) {
+    const Val &v = outs[k];
+    if (v.host.defined()) {
+      result.push_back(v.host);
+      continue;
+    }
+    if (!v.dev.defined())
+      return makeError("graph output '" + sched_.outputNames[k] + "' was not computed");
+    auto h = download(v.dev, dev_->context().stream, "output '" + sched_.outputNames[k] + "'");
+    if (!h)
+      return h.takeError();
+    result.push_back(std::move(*h));
+  }
+  return result;
+}
+
+llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<Tensor> &inputs,
+                                                          SigState &st, bool capture,
+                                                          bool &aborted, RunStats *stats) {
+  auto t0 = Clock::now();
+  aborted = false;
+  DeviceContext &dc = dev_->context();
+  Allocator &alloc = dev_->allocator();
+  bool record = !st.plan;
+  if (record)
+    alloc.startRecord();
+  else
+    alloc.startReplay(st.plan.get());
+  RunState rs;
+  rs.st = &st;
+  auto fail = [&](llvm::Error e) -> llvm::Error {
+    if (rs.capturing) {
+      cudaGraph_t g = nullptr;
+      cudaStreamEndCapture(dc.stream, &g);
+      if (g)
+        cudaGraphDestroy(g);
+      cudaGetLastError();
+    }
+    alloc.stop();
+    cudaStreamSynchronize(dc.stream);
+    cudaGetLastError();
+    return e;
+  };
+
+  std::vector<Val> values = constants_;
+  std::vector<Tensor> inDev;
+  for (const auto &[name, id] : sched_.inputIds) {
+    auto it = inputs.find(name);
+    if (it == inputs.end())
+      return fail(makeError("missing input '" + name + "'"));
+    Tensor d = dc.alloc(it->second.dtype(), it->second.shape());
+    if (auto e = uploadInto(it->second, d, dc.stream, "input '" + name + "'"))
+      return fail(std::move(e));
+    values[id].dev = d;
+    inDev.push_back(std::move(d));
+  }
+  cudaEventRecord(runStart_, dc.stream);
+  if (capture) {
+    if (cudaError_t e = cudaStreamBeginCapture(dc.stream, cudaStreamCaptureModeThreadLocal);
+        e != cudaSuccess)
+      return fail(cudaCallError(e, "cudaStreamBeginCapture"));
+    rs.capturing = true;
+  }
+  for (size_t si = 0; si < sched_.steps.size(); ++si) {
+    if (auto e = execStep(si, values, rs))
+      return fail(std::move(e));
+    if (rs.abortCapture)
+      break;
+    for (int v : sched_.steps[si].release)
+      values[v] = Val();
+  }
+  std::vector<Val> outs;
+  for (int v : sched_.outputIds)
+    outs.push_back(values[v]);
+  if (capture) {
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(dc.stream, &g);
+    rs.capturing = false;
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess && !rs.abortCapture)
+      e = cudaGraphInstantiate(&exec, g, 0);
+    if (g)
+      cudaGraphDestroy(g);
+    if (e != cudaSuccess || rs.abortCapture) {
+      cudaGetLastError();
+      alloc.stop();
+      aborted = true; // the caller reruns eagerly
+      st.graphable = false;
+      return std::vector<Tensor>();
+    }
+    if (cudaError_t le = cudaGraphLaunch(exec, dc.stream); le != cudaSuccess) {
+      cudaGraphExecDestroy(exec);
+      return fail(cudaCallError(le, "cudaGraphLaunch"));
+    }
+    st.graph = exec;
+    st.inDev = inDev;
+    st.outs = outs;
+  }
+  cudaEventRecord(runEnd_, dc.stream);
+  auto result = collectOutputs(outs); // synchronises the stream
+  if (!result)
+    return fail(result.takeError());
+  values.clear();
+  outs.clear();
+  inDev.clear();
+  if (stats) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, runStart_, runEnd_);
+    stats->deviceMs = ms;
+    double coll = 0;
+    for (size_t k = 0; k < rs.eventsUsed; ++k) {
+      float c = 0;
+      cudaEventElapsedTime(&c, events_[k].first, events_[k].second);
+      coll += c;
+    }
+    stats->collectiveMs = coll;
+  }
+  if (record) {
+    auto plan = alloc.finishRecord();
+    if (!plan)
+      return plan.takeError();
+    st.plan = std::move(*plan);
+  } else {
+    alloc.stop();
+    if (alloc.replayBroken()) { // cannot happen for equal shapes; re-record
+      st.dropGraph();
+      st.plan.reset();
+    }
+  }
+  if (stats)
+    stats->totalMs = msSince(t0);
+  return result;
+}
+
+llvm::Expected<std::vector<Tensor>> CudaExecutor::replay(const llvm::StringMap<Tensor> &inputs,
+                                                         SigState &st, RunStats *stats) {
+  auto t0 = Clock::now();
+  DeviceContext &dc = dev_->context();
+  for (size_t k = 0; k < sched_.inputIds.size(); ++k) {
+    const std::string &name = sched_.inputIds[k].first;
+    auto it = inputs.find(name);
+    if (it == inputs.end())
+      return makeError("missing input '" + name + "'");
+    if (auto e = uploadInto(it->second, st.inDev[k], dc.stream, "input '" + name + "'"))
+      return e;
+  }
+  cudaEventRecord(runStart_, dc.stream);
+  if (cudaError_t e = cudaGraphLaunch(st.graph, dc.stream); e != cudaSuccess)
+    return cudaCallError(e, "cudaGraphLaunch");
+  cudaEventRecord(runEnd_, dc.stream);
+  auto result = collectOutputs(st.outs);
+  if (!result)
+    return result.takeError();
+  if (stats) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, runStart_, runEnd_);
+    stats->deviceMs = ms;
+    // Collectives inside a graph cannot be timed apart (setProfiling).
+    stats->collectiveMs = comm_ ? -1 : 0;
+    stats->totalMs = msSince(t0);
+  }
+  return result;
+}
+
+llvm::Expected<std::vector<Tensor>> CudaExecutor::run(const llvm::StringMap<Tensor> &inputs,
+                                                      RunStats *stats) {
+  if (auto e = dev_->makeCurrent())
+    return e;
+  std::string sig = signature(inputs);
+  auto &slot = sigs_[sig];
+  if (!slot) {
+    if (sigs_.size() > kMaxSignatures) { // drop the least recently used
+      auto victim = sigs_.end();
+      for (auto it = sigs_.begin(); it != sigs_.end(); ++it)
+        if (it->second && (victim == sigs_.end() || it->second->lastUse < victim->second->lastUse))
+          victim = it;
+      if (victim != sigs_.end()) {
+        cudaStreamSynchronize(dev_->context().stream);
+        sigs_.erase(victim);
+      }
+    }
+    slot = std::make_unique<SigState>();
+  }
+  SigState &st = *sigs_[sig];
+  st.lastUse = ++useCounter_;
+  if (st.graph && !profiling_)
+    return replay(inputs, st, stats);
+  bool capture = st.plan && opts_.useGraphs && st.graphable && !profiling_ && !st.graph &&
+                 (!comm_ || comm_->capturable());
+  bool aborted = false;
+  auto r = runOnce(inputs, st, capture, aborted, stats);
+  if (r && aborted)
+    r = runOnce(inputs, st, /*capture=*/false, aborted, stats);
+  return r;
+}
+
+} // namespace
+} // namespace cuda
+
+llvm::Expected<std::unique_ptr<Runner>> createCudaExecutor(RankProgram program,
+                                                           const CudaOptions &opts,
+                                                           Communicator *comm) {
+  return cuda::CudaExecutor::create(std::move(program), opts, comm);
+}
+
+} // namespace qn::rt
