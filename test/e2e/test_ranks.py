@@ -8,7 +8,11 @@
 - two runs of the same plan and inputs give bit-identical outputs;
 - --keep-logits-sharded leaves the LM head's logits split, one file per rank;
 - when a rank is killed in the middle of a run, the launcher stops the others
-  and exits non-zero within 10 seconds, naming the rank.
+  and exits non-zero within 10 seconds, naming the rank;
+- the local engine (--comm local: every rank a thread of one process) agrees
+  with ONNX Runtime at tp 2 and 4, and --bench reports the collectives' share;
+- --device / --comm combinations that cannot work are refused with a message
+  that says why (--device cuda without a GPU included).
 
 Usage: python3 test/e2e/test_ranks.py [--bin build/bin] [unittest args]
 """
@@ -240,6 +244,72 @@ class TestRanks(ToolsTestCase):
         self.assertIn("killed by signal 9", err)
         print(f"\n[test_ranks] launcher exited {elapsed:.2f} s after rank 1 was killed",
               file=sys.stderr)
+
+    def test_local_engine(self):
+        # Ranks as threads of one process (the engine that lets tp 2 and 4 run
+        # on one GPU), here on the CPU device.
+        model = os.path.join(MODELS, "gpt2_tiny.onnx")
+        rng = np.random.default_rng(3)
+        feeds = {"input_ids": rng.integers(0, 1024, size=(2, 11), dtype=np.int64),
+                 "position_ids": np.broadcast_to(np.arange(11, dtype=np.int64), (2, 11)).copy()}
+        ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        bound = []
+        for name, arr in feeds.items():
+            path = self.path(f"local-{name}.npy")
+            np.save(path, arr)
+            bound += ["--input", f"{name}={path}"]
+        for tp in (2, 4):
+            plan = self.compile_ok(model, tp, f"plan-local{tp}")
+            out = self.path(f"out-local{tp}")
+            proc = run_tool([tool("qn-run"), plan, "--comm", "local", *bound, "--output-dir", out,
+                             "--bench", "3"])
+            self.assertEqual(proc.returncode, 0, describe(proc))
+            self.assertEqual(sorted(os.listdir(out)), ["logits.npy"])
+            self.assert_matches_ort(os.path.join(out, "logits.npy"), ref)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("bench ")]
+            self.assertEqual(sorted(l.split()[1] for l in lines),
+                             [f"rank={r}" for r in range(tp)], proc.stdout)
+            for l in lines:
+                fields = dict(kv.split("=") for kv in l.split()[1:])
+                share = float(fields["collective_share"].rstrip("%"))
+                self.assertGreater(float(fields["collective_ms"]), 0, l)
+                self.assertTrue(0 < share < 100, l)
+
+    def test_local_engine_rank_failure(self):
+        # A rank thread that fails stops the others at once and is named.
+        plan = self.compile_ok(self.model, 2, "plan-localfail")
+        os.remove(os.path.join(plan, "rank1.bin"))
+        t0 = time.time()
+        proc = run_tool([tool("qn-run"), plan, "--comm", "local", "--input", f"input={self.x}",
+                         "--output-dir", self.path("out-localfail"), "--timeout", "30"])
+        self.assertNotEqual(proc.returncode, 0, describe(proc))
+        self.assertLess(time.time() - t0, 20)
+        self.assertIn("rank 1", proc.stderr)
+        self.assertIn("rank1.bin", proc.stderr)
+
+    def test_device_and_comm_choices(self):
+        plan = self.compile_ok(self.model, 2, "plan-flags")
+        base = [tool("qn-run"), plan, "--input", f"input={self.x}", "--output-dir",
+                self.path("out-flags")]
+        proc = run_tool(base + ["--comm", "nccl"])
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("--comm nccl needs --device cuda", proc.stderr)
+        proc = subprocess.run(base + ["--comm", "local"], env=rank_env(0, 2, free_port()),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=60)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("without RANK/WORLD_SIZE", proc.stderr)
+        listed = run_tool([tool("qn-run"), "--list-devices"])
+        self.assertEqual(listed.returncode, 0, describe(listed))
+        gpus = listed.stdout.splitlines()
+        for i, line in enumerate(gpus):
+            self.assertTrue(line.startswith(f"cuda:{i} "), line)
+        if not gpus:
+            proc = run_tool(base + ["--device", "cuda"])
+            self.assertNotEqual(proc.returncode, 0)
+            self.assertRegex(proc.stderr, r"--device cuda: (no usable CUDA GPU|no CUDA GPU|"
+                                          r"this build of QuintNet has no CUDA)")
+        self.assertFalse(os.path.exists(self.path("out-flags")), "outputs written")
 
 
 if __name__ == "__main__":

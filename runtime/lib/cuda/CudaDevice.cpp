@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 
+#include "../ArenaPlan.h"
 #include "../StrCat.h"
 #include "../cpu/CpuCommon.h"
 #include "qn/runtime/Cuda.h"
@@ -144,36 +145,9 @@ llvm::Expected<std::unique_ptr<Allocator::Plan>> Allocator::finishRecord() {
   mode_ = Mode::Pool;
   ++epoch_;
   auto plan = std::make_unique<Plan>();
-  size_t n = log_.size();
-  plan->sizes.resize(n);
-  plan->offsets.resize(n);
-  std::vector<size_t> order(n);
-  for (size_t i = 0; i < n; ++i) {
-    order[i] = i;
-    plan->sizes[i] = log_[i].size;
-  }
-  // Largest first; each at the lowest offset that no live-at-the-same-time
-  // block already placed covers.
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return log_[a].size > log_[b].size; });
-  std::vector<size_t> placed;
-  std::vector<std::pair<size_t, size_t>> busy; // [begin, end) of conflicting blocks
-  for (size_t k : order) {
-    busy.clear();
-    for (size_t j : placed)
-      if (log_[k].born < log_[j].died && log_[j].born < log_[k].died)
-        busy.push_back({plan->offsets[j], plan->offsets[j] + log_[j].size});
-    std::sort(busy.begin(), busy.end());
-    size_t off = 0;
-    for (auto [b, e] : busy) {
-      if (off + log_[k].size <= b)
-        break;
-      off = std::max(off, e);
-    }
-    plan->offsets[k] = off;
-    plan->arenaBytes = std::max(plan->arenaBytes, off + log_[k].size);
-    placed.push_back(k);
-  }
+  for (const BufferLife &r : log_)
+    plan->sizes.push_back(r.size);
+  plan->offsets = planArena(log_, plan->arenaBytes);
   log_.clear();
   // The recorded run's pool blocks are free again: give them back before the
   // arena takes their place.

@@ -27,6 +27,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "../ArenaPlan.h"
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/Tensor.h"
 #include "llvm/ADT/ArrayRef.h"
@@ -133,17 +134,13 @@ public:
 
 private:
   enum class Mode { Pool, Record, Replay };
-  struct Rec {
-    size_t size;
-    uint64_t born, died;
-  };
   void freed(void *p, size_t bytes, bool pooled, uint64_t epoch, size_t index);
 
   int device_;
   cudaStream_t stream_;
   Mode mode_ = Mode::Pool;
   uint64_t tick_ = 0, epoch_ = 0;
-  std::vector<Rec> log_;
+  std::vector<BufferLife> log_;
   const Plan *plan_ = nullptr;
   size_t next_ = 0;
   bool replayBroken_ = false;
