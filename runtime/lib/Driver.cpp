@@ -77,6 +77,9 @@ cl::opt<bool> allowTf32("allow-tf32",
 cl::opt<bool> noGraphs("no-cuda-graphs",
                        cl::desc("Run every kernel eagerly instead of replaying CUDA graphs"),
                        cl::cat(category));
+cl::opt<bool> noFusion("no-fusion",
+                       cl::desc("Run every elementwise node as its own kernel (cuda)"),
+                       cl::cat(category));
 cl::opt<bool> listDevices("list-devices",
                           cl::desc("Print the CUDA GPUs this process sees (cuda:K NAME), one per "
                                    "line, and exit"),
@@ -275,6 +278,7 @@ llvm::Error runRank(int rank, int world, const PlanManifest &plan,
     co.device = gpuOf(rank);
     co.allowTf32 = allowTf32;
     co.useGraphs = !noGraphs;
+    co.fuseElementwise = !noFusion;
     auto r = createCudaExecutor(std::move(*program), co, comm);
     if (!r)
       return r.takeError();

@@ -857,7 +857,9 @@ void runSoftmax(const T *x, T *y, int64_t outer, int64_t n, int64_t inner) {
   }
 }
 
-template <bool Log> llvm::Error softmaxKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error planSoftmax(const KernelContext &ctx, SoftmaxPlan &p) {
   if (auto e = checkArity(ctx, 1, 1))
     return e;
   const Tensor &x = *input(ctx, 0);
@@ -882,6 +884,22 @@ template <bool Log> llvm::Error softmaxKernel(KernelContext &ctx) {
     for (int64_t k = axis + 1; k < r; ++k)
       inner *= x.dim(k);
   }
+  p.axis = axis;
+  p.outer = outer;
+  p.n = n;
+  p.inner = inner;
+  return llvm::Error::success();
+}
+
+namespace {
+
+template <bool Log> llvm::Error softmaxKernel(KernelContext &ctx) {
+  SoftmaxPlan p;
+  if (auto e = planSoftmax(ctx, p))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DType dt = x.dtype();
+  int64_t outer = p.outer, n = p.n, inner = p.inner;
   if (dt == DType::Double) {
     Tensor y = Tensor::empty(dt, x.shape());
     if (x.numel())

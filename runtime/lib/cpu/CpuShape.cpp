@@ -96,7 +96,9 @@ llvm::Error identityKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-llvm::Error transposeKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Expected<StridedView> transposeView(const KernelContext &ctx) {
   if (auto e = checkArity(ctx, 1, 1))
     return e;
   const Tensor &x = *input(ctx, 0);
@@ -129,9 +131,22 @@ llvm::Error transposeKernel(KernelContext &ctx) {
   }
   if (!isSupported(x.dtype()))
     return unsupportedDType(ctx, x, "any defined dtype");
-  Tensor y = Tensor::empty(x.dtype(), outShape);
+  StridedView v;
+  v.shape = std::move(outShape);
+  v.strides = std::move(strides);
+  return v;
+}
+
+namespace {
+
+llvm::Error transposeKernel(KernelContext &ctx) {
+  auto v = transposeView(ctx);
+  if (!v)
+    return v.takeError();
+  const Tensor &x = *input(ctx, 0);
+  Tensor y = Tensor::empty(x.dtype(), v->shape);
   if (x.numel())
-    stridedCopy(x.raw(), 0, outShape, strides, y.raw(), dtypeSize(x.dtype()));
+    stridedCopy(x.raw(), 0, v->shape, v->strides, y.raw(), dtypeSize(x.dtype()));
   ctx.outputs[0] = std::move(y);
   return llvm::Error::success();
 }
@@ -211,7 +226,10 @@ llvm::Error unsqueezeKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-llvm::Error concatKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error concatShape(const KernelContext &ctx, int64_t &axisOut,
+                        std::vector<int64_t> &outShapeOut) {
   size_t n = ctx.inputs.size();
   if (n == 0)
     return kernelError(ctx, "expects at least one input");
@@ -246,6 +264,21 @@ llvm::Error concatKernel(KernelContext &ctx) {
   outShape[axis] = total;
   if (!isSupported(first.dtype()))
     return unsupportedDType(ctx, first, "any defined dtype");
+  axisOut = axis;
+  outShapeOut = std::move(outShape);
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error concatKernel(KernelContext &ctx) {
+  int64_t axis;
+  std::vector<int64_t> outShape;
+  if (auto e = concatShape(ctx, axis, outShape))
+    return e;
+  size_t n = ctx.inputs.size();
+  const Tensor &first = *input(ctx, 0);
+  int64_t r = first.rank(), total = outShape[axis];
   size_t es = dtypeSize(first.dtype());
   int64_t outer = 1, inner = 1;
   for (int64_t k = 0; k < axis; ++k)
@@ -270,7 +303,9 @@ llvm::Error concatKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-llvm::Error sliceKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Expected<StridedView> sliceView(const KernelContext &ctx) {
   const bool legacy = ctx.opsetVersion < 10; // starts/ends/axes as attributes
   if (auto e = checkArity(ctx, legacy ? 1 : 3, legacy ? 1 : 5))
     return e;
@@ -358,17 +393,27 @@ llvm::Error sliceKernel(KernelContext &ctx) {
   }
   if (!isSupported(x.dtype()))
     return unsupportedDType(ctx, x, "any defined dtype");
-  Tensor y = Tensor::empty(x.dtype(), outShape);
-  if (y.numel() > 0) {
-    auto cs = contiguousStrides(x.shape());
-    std::vector<int64_t> strides(r);
-    int64_t base = 0;
-    for (int64_t a = 0; a < r; ++a) {
-      base += start[a] * cs[a];
-      strides[a] = cs[a] * step[a];
-    }
-    stridedCopy(x.raw(), base, outShape, strides, y.raw(), dtypeSize(x.dtype()));
+  auto cs = contiguousStrides(x.shape());
+  StridedView v;
+  v.strides.resize(r);
+  for (int64_t a = 0; a < r; ++a) {
+    v.base += start[a] * cs[a];
+    v.strides[a] = cs[a] * step[a];
   }
+  v.shape = std::move(outShape);
+  return v;
+}
+
+namespace {
+
+llvm::Error sliceKernel(KernelContext &ctx) {
+  auto v = sliceView(ctx);
+  if (!v)
+    return v.takeError();
+  const Tensor &x = *input(ctx, 0);
+  Tensor y = Tensor::empty(x.dtype(), v->shape);
+  if (y.numel() > 0)
+    stridedCopy(x.raw(), v->base, v->shape, v->strides, y.raw(), dtypeSize(x.dtype()));
   ctx.outputs[0] = std::move(y);
   return llvm::Error::success();
 }
@@ -429,10 +474,9 @@ llvm::Error constantKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-/// Gather(data, indices; axis): out = data with axis replaced by the
-/// indices' shape. Negative indices count from the end; any index outside
-/// [-n, n) is an error naming the node.
-llvm::Error gatherKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error gatherShape(const KernelContext &ctx, GatherShape &g) {
   if (auto e = checkArity(ctx, 2, 2))
     return e;
   const Tensor &data = *input(ctx, 0);
@@ -457,6 +501,29 @@ llvm::Error gatherKernel(KernelContext &ctx) {
     outer *= data.dim(i);
   for (int64_t i = axis + 1; i < data.rank(); ++i)
     inner *= data.dim(i);
+  g.axis = axis;
+  g.outer = outer;
+  g.n = n;
+  g.inner = inner;
+  g.count = count;
+  g.outShape = std::move(outShape);
+  return llvm::Error::success();
+}
+
+namespace {
+
+/// Gather(data, indices; axis): out = data with axis replaced by the
+/// indices' shape. Negative indices count from the end; any index outside
+/// [-n, n) is an error naming the node.
+llvm::Error gatherKernel(KernelContext &ctx) {
+  GatherShape g;
+  if (auto e = gatherShape(ctx, g))
+    return e;
+  const Tensor &data = *input(ctx, 0);
+  const Tensor &idx = *input(ctx, 1);
+  size_t es = dtypeSize(data.dtype());
+  int64_t axis = g.axis, outer = g.outer, n = g.n, inner = g.inner, count = g.count;
+  const std::vector<int64_t> &outShape = g.outShape;
   std::vector<int64_t> where(static_cast<size_t>(count));
   for (int64_t j = 0; j < count; ++j) {
     int64_t v = idx.dtype() == DType::Int64 ? idx.data<int64_t>()[j]

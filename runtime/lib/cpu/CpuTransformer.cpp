@@ -176,7 +176,9 @@ void layerNormRows(const T *x, const T *scale, const T *bias, T *y, float *mean,
   }
 }
 
-llvm::Error layerNormKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error planLayerNorm(const KernelContext &ctx, LayerNormPlan &p) {
   if (auto e = checkArity(ctx, 1, 3))
     return e;
   const Tensor &x = *input(ctx, 0);
@@ -197,22 +199,46 @@ llvm::Error layerNormKernel(KernelContext &ctx) {
   for (int64_t k = 0; k < x.rank(); ++k)
     (k < axis ? rows : cols) *= x.dim(k);
   // Scale and B broadcast (unidirectionally) to X.shape[axis:].
-  Tensor sw, bw;
   for (int i = 1; i <= 2; ++i) {
-    const Tensor *p = i == 1 ? scale : bias;
-    if (!p)
+    const Tensor *t = i == 1 ? scale : bias;
+    if (!t)
       continue;
     std::vector<int64_t> b;
-    if (p->dtype() != dt || !broadcastShapes(normShape, p->shape(), b) || b != normShape)
-      return kernelError(ctx, strCat(i == 1 ? "Scale " : "B ", p->describe(),
+    if (t->dtype() != dt || !broadcastShapes(normShape, t->shape(), b) || b != normShape)
+      return kernelError(ctx, strCat(i == 1 ? "Scale " : "B ", t->describe(),
                                      " does not match the normalized shape of X ", x.describe(),
                                      " (axis ", axis, ")"));
-    (i == 1 ? sw : bw) = widen(broadcastTo(*p, normShape));
   }
-  Tensor xw = widen(x);
   std::vector<int64_t> statShape(x.shape().begin(), x.shape().begin() + axis);
   statShape.resize(x.rank(), 1);
-  Tensor mean = Tensor::empty(DType::Float, statShape), inv = Tensor::empty(DType::Float, statShape);
+  p.axis = axis;
+  p.rows = rows;
+  p.cols = cols;
+  p.eps = eps;
+  p.normShape = std::move(normShape);
+  p.statShape = std::move(statShape);
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error layerNormKernel(KernelContext &ctx) {
+  LayerNormPlan p;
+  if (auto e = planLayerNorm(ctx, p))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  const Tensor *scale = input(ctx, 1), *bias = input(ctx, 2);
+  DType dt = x.dtype();
+  int64_t rows = p.rows, cols = p.cols;
+  float eps = p.eps;
+  Tensor sw, bw;
+  if (scale)
+    sw = widen(broadcastTo(*scale, p.normShape));
+  if (bias)
+    bw = widen(broadcastTo(*bias, p.normShape));
+  Tensor xw = widen(x);
+  Tensor mean = Tensor::empty(DType::Float, p.statShape),
+         inv = Tensor::empty(DType::Float, p.statShape);
   Tensor y = Tensor::empty(xw.dtype(), x.shape());
   if (xw.dtype() == DType::Double)
     layerNormRows<double>(xw.data<double>(), sw.defined() ? sw.data<double>() : nullptr,
@@ -234,7 +260,7 @@ llvm::Error layerNormKernel(KernelContext &ctx) {
 // ReduceMean / ReduceSum / ReduceMax
 //===----------------------------------------------------------------------===//
 
-enum class RedKind { Mean, Sum, Max };
+using RedKind = ReduceKind;
 
 template <class T> void reduceRows(RedKind k, const T *x, T *y, int64_t rows, int64_t len) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -266,7 +292,9 @@ template <class T> void reduceRows(RedKind k, const T *x, T *y, int64_t rows, in
   }
 }
 
-llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
+} // namespace
+
+llvm::Error planReduce(const KernelContext &ctx, ReduceKind kind, ReducePlan &p) {
   bool axesInput = ctx.opsetVersion >= 18 || (kind == RedKind::Sum && ctx.opsetVersion >= 13);
   if (auto e = checkArity(ctx, 1, axesInput ? 2 : 1))
     return e;
@@ -277,6 +305,7 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
     return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16, int32, int64");
   bool keep = attrInt(ctx.node, "keepdims", 1) != 0;
   std::vector<int64_t> axes;
+  p = ReducePlan();
   if (axesInput) {
     if (const Tensor *a = input(ctx, 1)) {
       auto v = readInts(ctx, *a, "axes input");
@@ -285,7 +314,7 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
       axes = std::move(*v);
     }
     if (axes.empty() && attrInt(ctx.node, "noop_with_empty_axes", 0) != 0) {
-      ctx.outputs[0] = x;
+      p.identity = true;
       return llvm::Error::success();
     }
   } else {
@@ -300,7 +329,7 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
       return kernelError(ctx, "axes " + shapeStr(axes) + " repeat an axis");
     red[a] = true;
   }
-  std::vector<int64_t> outShape, perm, permShape;
+  std::vector<int64_t> outShape, perm;
   int64_t rows = 1, len = 1;
   for (int64_t k = 0; k < r; ++k) {
     if (red[k]) {
@@ -319,6 +348,29 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
   if (len == 0 && rows > 0 && (kind == RedKind::Max || dt == DType::Int32 || dt == DType::Int64) &&
       kind != RedKind::Sum)
     return kernelError(ctx, "cannot reduce an empty set of elements of " + x.describe());
+  p.reduced = std::move(red);
+  p.outShape = std::move(outShape);
+  p.perm = std::move(perm);
+  p.rows = rows;
+  p.len = len;
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
+  ReducePlan plan;
+  if (auto e = planReduce(ctx, kind, plan))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  if (plan.identity) {
+    ctx.outputs[0] = x;
+    return llvm::Error::success();
+  }
+  DType dt = x.dtype();
+  int64_t r = x.rank();
+  const std::vector<int64_t> &outShape = plan.outShape, &perm = plan.perm;
+  int64_t rows = plan.rows, len = plan.len;
   Tensor xw = widen(x);
   // Bring the reduced axes to the back (no copy when they already are).
   bool inOrder = std::is_sorted(perm.begin(), perm.end());
@@ -401,7 +453,9 @@ llvm::Error whereKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-llvm::Error expandKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error expandShape(const KernelContext &ctx, std::vector<int64_t> &shape) {
   if (auto e = checkArity(ctx, 2, 2))
     return e;
   const Tensor &x = *input(ctx, 0);
@@ -413,13 +467,21 @@ llvm::Error expandKernel(KernelContext &ctx) {
       return kernelError(ctx, "shape " + shapeStr(*spec) + " has a negative dimension");
   if (!isSupported(x.dtype()))
     return unsupportedDType(ctx, x, "any defined dtype");
-  std::vector<int64_t> shape;
   if (!broadcastShapes(x.shape(), *spec, shape))
     return kernelError(ctx, "cannot expand " + x.describe() + " to " + shapeStr(*spec));
   int64_t n;
   if (!checkedNumel(shape, 8, n))
     return kernelError(ctx, "output shape overflows: " + shapeStr(shape));
-  ctx.outputs[0] = broadcastTo(x, shape);
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error expandKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = expandShape(ctx, shape))
+    return e;
+  ctx.outputs[0] = broadcastTo(*input(ctx, 0), shape);
   return llvm::Error::success();
 }
 
@@ -525,7 +587,9 @@ llvm::Error constantOfShapeKernel(KernelContext &ctx) {
 // Split, Trilu
 //===----------------------------------------------------------------------===//
 
-llvm::Error splitKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error splitSizes(const KernelContext &ctx, int64_t &axisOut, std::vector<int64_t> &sizes) {
   if (auto e = checkArity(ctx, 1, 2))
     return e;
   const Tensor &x = *input(ctx, 0);
@@ -539,7 +603,7 @@ llvm::Error splitKernel(KernelContext &ctx) {
     return e;
   int64_t d = x.dim(axis);
   int64_t outs = static_cast<int64_t>(ctx.outputs.size());
-  std::vector<int64_t> sizes;
+  sizes.clear();
   if (const Tensor *s = input(ctx, 1)) {
     auto v = readInts(ctx, *s, "split input");
     if (!v)
@@ -573,6 +637,21 @@ llvm::Error splitKernel(KernelContext &ctx) {
     return kernelError(ctx, strCat("split ", shapeStr(sizes), " sums to ", total,
                                    ", not the size ", d, " of axis ", axis, " of ",
                                    x.describe()));
+  axisOut = axis;
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error splitKernel(KernelContext &ctx) {
+  int64_t axis;
+  std::vector<int64_t> sizes;
+  if (auto e = splitSizes(ctx, axis, sizes))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  size_t es = dtypeSize(x.dtype());
+  int64_t d = x.dim(axis);
+  int64_t outs = static_cast<int64_t>(ctx.outputs.size());
   int64_t outer = 1, inner = 1;
   for (int64_t k = 0; k < axis; ++k)
     outer *= x.dim(k);
@@ -595,7 +674,9 @@ llvm::Error splitKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-llvm::Error triluKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error triluParams(const KernelContext &ctx, int64_t &kOut, bool &upperOut) {
   if (auto e = checkArity(ctx, 1, 2))
     return e;
   const Tensor &x = *input(ctx, 0);
@@ -613,7 +694,20 @@ llvm::Error triluKernel(KernelContext &ctx) {
       return kernelError(ctx, "k must be a scalar, got " + kt->describe());
     k = (*v)[0];
   }
-  bool upper = attrInt(ctx.node, "upper", 1) != 0;
+  kOut = k;
+  upperOut = attrInt(ctx.node, "upper", 1) != 0;
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error triluKernel(KernelContext &ctx) {
+  int64_t k;
+  bool upper;
+  if (auto e = triluParams(ctx, k, upper))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  size_t es = dtypeSize(x.dtype());
   int64_t rows = x.dim(-2), cols = x.dim(-1);
   int64_t mats = rows > 0 && cols > 0 ? x.numel() / (rows * cols) : 0;
   Tensor y = Tensor::zeros(x.dtype(), x.shape());

@@ -25,7 +25,10 @@
 //
 //===----------------------------------------------------------------------===//
 #include "CudaDevice.h"
+#include "CudaFused.h"
+#include "../Fusion.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -112,6 +115,7 @@ private:
   llvm::Expected<std::vector<Tensor>> replay(const llvm::StringMap<Tensor> &inputs, SigState &st,
                                              RunStats *stats);
   llvm::Error execStep(size_t si, std::vector<Val> &values, RunState &rs);
+  llvm::Error execGroup(const FusionGroup &g, std::vector<Val> &values, RunState &rs);
   llvm::Expected<Tensor> deviceForm(int v, Val &val, RunState &rs);
   llvm::Expected<Tensor> hostForm(int v, Val &val, RunState &rs);
   llvm::Expected<std::vector<Tensor>> collectOutputs(const std::vector<Val> &outs);
@@ -125,6 +129,11 @@ private:
   std::unique_ptr<RankDevice> dev_;
   Schedule sched_;
   std::vector<StepInfo> info_;
+  std::vector<FusionGroup> groups_;
+  std::vector<int> groupOf_; // by step: the fusion group it belongs to, -1 for none
+  /// By step: the values to release after it. A fusion group runs at its last
+  /// member's place, so its members' reads count from there.
+  std::vector<std::vector<int>> releaseAt_;
   std::vector<Val> constants_; // by value id
   std::vector<std::string> names_; // by value id
   std::map<std::string, std::unique_ptr<SigState>> sigs_;
@@ -167,6 +176,28 @@ llvm::Expected<std::unique_ptr<Runner>> CudaExecutor::create(RankProgram program
     for (size_t k = 0; k < s.outputs.size(); ++k)
       if (s.outputs[k] >= 0)
         ex->names_[s.outputs[k]] = s.node->output(static_cast<int>(k));
+  ex->groupOf_.assign(ex->sched_.steps.size(), -1);
+  if (opts.fuseElementwise) {
+    ex->groups_ = findFusionGroups(ex->sched_, [&](int v, float &x) {
+      for (auto &[id, name] : ex->sched_.constantIds)
+        if (id == v) {
+          const Tensor &t = ex->program_.constants[name];
+          if (t.numel() != 1)
+            return false;
+          switch (t.dtype()) {
+          case DType::Float: x = t.data<float>()[0]; return true;
+          case DType::Float16: x = halfToFloat(t.data<uint16_t>()[0]); return true;
+          case DType::BFloat16: x = bf16ToFloat(t.data<uint16_t>()[0]); return true;
+          default: return false;
+          }
+        }
+      return false;
+    });
+    for (size_t gi = 0; gi < ex->groups_.size(); ++gi)
+      for (size_t si : ex->groups_[gi].steps)
+        ex->groupOf_[si] = static_cast<int>(gi);
+  }
+  ex->releaseAt_ = releaseListsWithGroups(ex->sched_, ex->groups_);
   if (comm)
     if (auto e = bindCommunicator(*comm, &ex->dev_->context()))
       return e;
@@ -312,6 +343,68 @@ llvm::Error CudaExecutor::execStep(size_t si, std::vector<Val> &values, RunState
   return llvm::Error::success();
 }
 
+llvm::Error CudaExecutor::execGroup(const FusionGroup &g, std::vector<Val> &values, RunState &rs) {
+  // One kernel when every input is a float32/float16/bfloat16 tensor of one
+  // dtype and some input lives on the device only; otherwise (shape
+  // arithmetic on the host, integers, mixed dtypes) node by node.
+  DType dt = DType::Undefined;
+  bool fused = true, deviceOnly = false;
+  std::vector<std::vector<int64_t>> shapes;
+  for (int v : g.inputs) {
+    const Val &x = values[v];
+    const Tensor &t = x.dev.defined() ? x.dev : x.host;
+    if (!t.defined() || (dt != DType::Undefined && t.dtype() != dt))
+      fused = false;
+    dt = t.dtype();
+    fused &= dt == DType::Float || dt == DType::Float16 || dt == DType::BFloat16;
+    deviceOnly |= !x.host.defined();
+    shapes.push_back(t.shape());
+  }
+  std::vector<int64_t> shape;
+  if (!fused || !deviceOnly || !fusedShape(shapes, shape)) {
+    for (size_t si : g.steps) {
+      if (auto e = execStep(si, values, rs))
+        return e;
+      if (rs.abortCapture)
+        return llvm::Error::success();
+    }
+    for (int v : g.intermediates)
+      values[v] = Val();
+    return llvm::Error::success();
+  }
+  DeviceContext &dc = dev_->context();
+  int rank = static_cast<int>(shape.size());
+  std::vector<Tensor> ins;
+  std::vector<const void *> ptrs;
+  std::vector<int64_t> strides(g.inputs.size() * rank, 0);
+  for (size_t j = 0; j < g.inputs.size(); ++j) {
+    auto t = deviceForm(g.inputs[j], values[g.inputs[j]], rs);
+    if (!t)
+      return t.takeError();
+    if (rs.abortCapture)
+      return llvm::Error::success();
+    int64_t st = 1;
+    for (int64_t k = t->rank() - 1; k >= 0; --k) {
+      strides[j * rank + (rank - t->rank() + k)] = t->dim(k) == 1 ? 0 : st;
+      st *= t->dim(k);
+    }
+    ptrs.push_back(t->raw());
+    ins.push_back(std::move(*t));
+  }
+  Tensor out = dc.alloc(dt, shape);
+  cudaError_t err;
+  const onnx::NodeProto &last = *sched_.steps[g.steps.back()].node;
+  if (!launchFused(g.program, ptrs.data(), strides.data(), shape.data(), rank, out.raw(),
+                   static_cast<int32_t>(dt), dc.stream, err))
+    return makeError(nodeLabel(last) + ": fused kernel: unsupported dtype");
+  if (err != cudaSuccess)
+    return cudaCallError(err, nodeLabel(last) + " (fused with " +
+                                  llvm::Twine(g.steps.size() - 1) + " nodes before it)");
+  values[g.output] = Val();
+  values[g.output].dev = std::move(out);
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::vector<Tensor>> CudaExecutor::collectOutputs(const std::vector<Val> &outs) {
   std::vector<Tensor> result;
   for (size_t k = 0; k < outs.size(); ++k) {
@@ -378,11 +471,18 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<
     rs.capturing = true;
   }
   for (size_t si = 0; si < sched_.steps.size(); ++si) {
-    if (auto e = execStep(si, values, rs))
+    if (int gi = groupOf_[si]; gi >= 0) {
+      const FusionGroup &g = groups_[gi];
+      if (si != g.steps.back())
+        continue; // runs with the group's last node
+      if (auto e = execGroup(g, values, rs))
+        return fail(std::move(e));
+    } else if (auto e = execStep(si, values, rs)) {
       return fail(std::move(e));
+    }
     if (rs.abortCapture)
       break;
-    for (int v : sched_.steps[si].release)
+    for (int v : releaseAt_[si])
       values[v] = Val();
   }
   std::vector<Val> outs;

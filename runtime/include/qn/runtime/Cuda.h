@@ -40,6 +40,9 @@ struct CudaOptions {
   /// Replay repeated runs (same input shapes) through a CUDA graph when the
   /// communicator allows capture.
   bool useGraphs = true;
+  /// Run chains of elementwise nodes (bias adds, GELU as exported, residual
+  /// adds) as one kernel each.
+  bool fuseElementwise = true;
 };
 
 /// The CUDA kernel registry: every op of the CPU registry, plus the

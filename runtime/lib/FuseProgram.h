@@ -1,0 +1,109 @@
+//===- FuseProgram.h - Fused elementwise programs (host and device) -*- C++ -*-===//
+//
+// A chain of elementwise ONNX nodes (bias add, GELU as exporters write it,
+// residual adds, scaling) evaluated per element in registers: one pass over
+// memory instead of one per node. Plain C++ shared by the host (planning,
+// tests) and nvcc (runtime/lib/cuda/CudaFused.cu): no LLVM, no ONNX here.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define QN_HD __host__ __device__
+#else
+#define QN_HD
+#endif
+
+namespace qn::rt {
+
+constexpr int kFuseMaxInputs = 8;
+constexpr int kFuseMaxInstrs = 32;
+
+enum FuseOp : uint8_t {
+  FO_Load,  // r = input[a]
+  FO_Const, // r = c
+  FO_Add,
+  FO_Sub,
+  FO_Mul,
+  FO_Div,
+  FO_Pow,
+  FO_Max,
+  FO_Min,
+  FO_Relu,
+  FO_Neg,
+  FO_Abs,
+  FO_Tanh,
+  FO_Sigmoid,
+  FO_Erf,
+  FO_Exp,
+  FO_Log,
+  FO_Sqrt,
+  FO_Reciprocal,
+  FO_Sin,
+  FO_Cos,
+  FO_GeluErf,
+  FO_GeluTanh,
+};
+
+/// Instruction i writes register i; a and b name earlier registers (or, for
+/// FO_Load, the input slot).
+struct FuseInstr {
+  uint8_t op = FO_Const;
+  uint8_t a = 0, b = 0;
+  float c = 0;
+};
+
+struct FuseProgram {
+  int numInstrs = 0;
+  int numInputs = 0;
+  FuseInstr ins[kFuseMaxInstrs];
+};
+
+/// The value of the program's last register, the inputs' element values given.
+QN_HD inline float evalFused(const FuseProgram &p, const float *in) {
+  float r[kFuseMaxInstrs];
+  for (int i = 0; i < p.numInstrs; ++i) {
+    const FuseInstr &k = p.ins[i];
+    float x = k.op == FO_Load || k.op == FO_Const ? 0.f : r[k.a];
+    float y = r[k.b];
+    float v;
+    switch (k.op) {
+    case FO_Load: v = in[k.a]; break;
+    case FO_Const: v = k.c; break;
+    case FO_Add: v = x + y; break;
+    case FO_Sub: v = x - y; break;
+    case FO_Mul: v = x * y; break;
+    case FO_Div: v = x / y; break;
+    case FO_Pow: v = powf(x, y); break;
+    case FO_Max: v = (x != x || y != y) ? x + y : (x > y ? x : y); break; // NaN propagates
+    case FO_Min: v = (x != x || y != y) ? x + y : (x < y ? x : y); break;
+    case FO_Relu: v = x > 0.f ? x : (x != x ? x : 0.f); break;
+    case FO_Neg: v = -x; break;
+    case FO_Abs: v = fabsf(x); break;
+    case FO_Tanh: v = tanhf(x); break;
+    case FO_Sigmoid: { // the CPU kernel's form: no overflow for large |x|
+      float e = expf(x >= 0.f ? -x : x);
+      v = x >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+      break;
+    }
+    case FO_Erf: v = erff(x); break;
+    case FO_Exp: v = expf(x); break;
+    case FO_Log: v = logf(x); break;
+    case FO_Sqrt: v = sqrtf(x); break;
+    case FO_Reciprocal: v = 1.f / x; break;
+    case FO_Sin: v = sinf(x); break;
+    case FO_Cos: v = cosf(x); break;
+    case FO_GeluErf: v = 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); break;
+    case FO_GeluTanh:
+      v = 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+      break;
+    default: v = 0.f; break;
+    }
+    r[i] = v;
+  }
+  return p.numInstrs ? r[p.numInstrs - 1] : 0.f;
+}
+
+} // namespace qn::rt

@@ -1,0 +1,74 @@
+//===- CudaShape.h - Launchers of CudaShape.cu ------------------*- C++ -*-===//
+//
+// Internal to runtime/lib/cuda. POD interface between CudaShape.cpp (host
+// compiler) and CudaShape.cu (nvcc); includable from both (no CudaIndex.cuh).
+//
+// Every launcher enqueues its work on `stream` (never synchronises, never
+// allocates), launches nothing when there is nothing to copy, and returns the
+// first CUDA error (cudaGetLastError() after its launches) or
+// cudaErrorInvalidValue for an element size it does not handle. Element sizes
+// are 1, 2, 4 or 8 bytes (plus 16 for launchStridedCopy); all counts and
+// strides are in elements.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace qn::rt::cuda {
+
+/// Generic strided copy (the data movement of Transpose, Slice, Expand,
+/// Split; reused by the collectives): `out` is contiguous (row-major) of shape
+/// outShape[0..rank), and its element with multi-index (i_0, ..., i_{r-1})
+/// is in[base + sum_k i_k * inStrides[k]]. Strides may be negative (reversed
+/// slices) or zero (broadcast); `base` is the offset of out's first element.
+/// Any rank (rank 0: one element). Size-1 dims are dropped and dims that are
+/// contiguous in `in` merged first; a copy that is contiguous after that is
+/// one cudaMemcpyAsync (device to device); wide enough aligned rows are moved
+/// in 16/8/4-byte words; a transposition of the innermost axis goes through
+/// shared-memory tiles. `in` and `out` are device pointers and must not
+/// overlap.
+cudaError_t launchStridedCopy(const void *in, int64_t base, int rank, const int64_t *outShape,
+                              const int64_t *inStrides, void *out, size_t elemSize,
+                              cudaStream_t stream);
+
+/// Concatenation of `n` inputs viewed as [outer, chunks[i]] into out viewed
+/// as [outer, sum_i chunks[i]] (chunks[i] = input i's size along the axis
+/// times the inner size; zero-size chunks are allowed, their srcs[i] may be
+/// null). One kernel per 32 inputs; a cudaMemcpyAsync per input when
+/// outer == 1.
+cudaError_t launchConcat(const void *const *srcs, const int64_t *chunks, int n, int64_t outer,
+                         void *out, size_t elemSize, cudaStream_t stream);
+
+/// Gather: data viewed as [outer, axisLen, inner], `indices` (`count`
+/// int64 or int32 values) read on the device, out as [outer, count, inner]:
+/// out[o, j, :] = data[o, idx_j (+ axisLen if negative), :]. An index outside
+/// [-axisLen, axisLen) yields a zero row (the device cannot report it without
+/// synchronising; the CPU kernel's error).
+cudaError_t launchGather(const void *data, const void *indices, bool indices64, int64_t outer,
+                         int64_t axisLen, int64_t inner, int64_t count, void *out,
+                         size_t elemSize, cudaStream_t stream);
+
+/// Trilu over `mats` row-major [rows, cols] matrices: out = in where
+/// col - row >= k (upper) or col - row <= k (lower), 0 elsewhere (every
+/// element of out is written).
+cudaError_t launchTrilu(const void *in, void *out, int64_t mats, int64_t rows, int64_t cols,
+                        int64_t k, bool upper, size_t elemSize, cudaStream_t stream);
+
+} // namespace qn::rt::cuda
+
+#ifdef __CUDACC__
+// For .cu callers: the same copy with CudaIndex.cuh's Dims / Strides (the
+// host compiler never sees this part).
+#include "CudaIndex.cuh"
+
+namespace qn::rt::cuda {
+inline cudaError_t launchStridedCopy(const void *in, int64_t base, const Dims &outDims,
+                                     const Strides &inStrides, void *out, size_t elemSize,
+                                     cudaStream_t stream) {
+  return launchStridedCopy(in, base, outDims.rank, outDims.d, inStrides.s, out, elemSize, stream);
+}
+} // namespace qn::rt::cuda
+#endif
