@@ -40,7 +40,8 @@ CASES = [
     ("mlp_matmul3d", "mlp_matmul3d.onnx", "x", (32, 128, 256), "batch 32, seq 128"),
 ]
 BENCH_RE = re.compile(r"^bench rank=(\d+) runs=(\d+) median_ms=([0-9.eE+-]+) "
-                      r"collective_ms=([0-9.eE+-]+)\s*$")
+                      r"collective_ms=([0-9.eE+-]+)(?: collective_share=[0-9.]+%)?"
+                      r"(?: device_ms=[0-9.eE+-]+)?\s*$")
 
 
 def qn_env():

@@ -372,10 +372,7 @@ llvm::Error bindCommunicator(Communicator &comm, DeviceContext *dc) {
   return setLocalDeviceBackend(comm, std::move(*b));
 }
 
-} // namespace cuda
-
-llvm::Expected<std::unique_ptr<Communicator>> createNcclCommunicator(const RendezvousOptions &opts,
-                                                                     int gpu) {
+llvm::Expected<std::unique_ptr<Communicator>> createNccl(const RendezvousOptions &opts, int gpu) {
   auto makeErr = [](const llvm::Twine &msg) {
     return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
   };
@@ -386,7 +383,7 @@ llvm::Expected<std::unique_ptr<Communicator>> createNcclCommunicator(const Rende
   auto abandon = [&](llvm::Error e) { return abandonRendezvous(*store, opts, std::move(e)); };
   if (cudaError_t e = cudaSetDevice(gpu); e != cudaSuccess) {
     cudaGetLastError();
-    return abandon(cuda::cudaCallError(e, strCat("rank ", opts.rank, ": cudaSetDevice(", gpu, ")")));
+    return abandon(cudaCallError(e, strCat("rank ", opts.rank, ": cudaSetDevice(", gpu, ")")));
   }
   // Rank 0's unique id reaches the others through the store.
   ncclUniqueId id;
@@ -408,8 +405,9 @@ llvm::Expected<std::unique_ptr<Communicator>> createNcclCommunicator(const Rende
   if (ncclResult_t r = ncclCommInitRank(&comm, opts.worldSize, id, opts.rank); r != ncclSuccess)
     return abandon(makeErr(strCat("rank ", opts.rank, ": ncclCommInitRank on GPU ", gpu,
                                           " failed: ", ncclGetErrorString(r))));
-  return std::unique_ptr<Communicator>(
-      new cuda::NcclCommunicator(opts, std::move(store), comm, gpu, seq));
+  return std::unique_ptr<Communicator>(new NcclCommunicator(opts, std::move(store), comm, gpu, seq));
 }
+
+} // namespace cuda
 
 } // namespace qn::rt

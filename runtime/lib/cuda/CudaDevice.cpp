@@ -9,6 +9,7 @@
 #include "../ArenaPlan.h"
 #include "../StrCat.h"
 #include "../cpu/CpuCommon.h"
+#include "../CudaApi.h"
 #include "qn/runtime/Cuda.h"
 
 #include "onnx/onnx_pb.h"
@@ -187,9 +188,9 @@ void Allocator::stop() {
 //===----------------------------------------------------------------------===//
 
 llvm::Expected<std::unique_ptr<RankDevice>> RankDevice::create(int device, bool allowTf32) {
-  int count = cudaDeviceCount();
+  int count = deviceCount();
   if (count == 0)
-    return makeError(cudaUnavailableReason());
+    return makeError(unavailableReason());
   if (device < 0 || device >= count)
     return makeError(strCat("CUDA device ", device, " does not exist (", count, " visible)"));
   std::unique_ptr<RankDevice> d(new RankDevice());
@@ -288,7 +289,7 @@ llvm::Expected<Tensor> download(const Tensor &dev, cudaStream_t stream, llvm::St
 const KernelRegistry &cudaRegistry() {
   static const KernelRegistry reg = [] {
     KernelRegistry r;
-    registerCudaKernels(r);
+    registerKernels(r);
     return r;
   }();
   return reg;
@@ -306,10 +307,10 @@ const KernelRegistry &cpuRegistry() {
 } // namespace cuda
 
 //===----------------------------------------------------------------------===//
-// Public entry points (qn/runtime/Cuda.h)
+// Entry points (qn/runtime/Cuda.h through CudaApi.h)
 //===----------------------------------------------------------------------===//
 
-bool cudaBuilt() { return true; }
+namespace cuda {
 
 namespace {
 cudaError_t deviceCountError(int &count) {
@@ -328,13 +329,13 @@ cudaError_t deviceCountError(int &count) {
 }
 } // namespace
 
-int cudaDeviceCount() {
+int deviceCount() {
   int n = 0;
   deviceCountError(n);
   return n;
 }
 
-std::string cudaUnavailableReason() {
+std::string unavailableReason() {
   int n = 0;
   cudaError_t e = deviceCountError(n);
   if (n > 0)
@@ -344,8 +345,8 @@ std::string cudaUnavailableReason() {
   return "no CUDA GPU is visible to this process";
 }
 
-std::string cudaDeviceName(int device) {
-  if (device < 0 || device >= cudaDeviceCount())
+std::string deviceName(int device) {
+  if (device < 0 || device >= deviceCount())
     return "";
   cudaDeviceProp p;
   if (cudaGetDeviceProperties(&p, device) != cudaSuccess) {
@@ -357,18 +358,17 @@ std::string cudaDeviceName(int device) {
   return strCat(p.name, " (sm_", p.major, p.minor, ", ", mem, " GiB)");
 }
 
-void registerCudaKernels(KernelRegistry &reg) {
-  cuda::registerCudaElementwiseKernels(reg);
-  cuda::registerCudaShapeKernels(reg);
-  cuda::registerCudaNormKernels(reg);
-  cuda::registerCudaMatMulKernels(reg);
-  cuda::registerCudaCollectiveKernels(reg);
+void registerKernels(KernelRegistry &reg) {
+  registerCudaElementwiseKernels(reg);
+  registerCudaShapeKernels(reg);
+  registerCudaNormKernels(reg);
+  registerCudaMatMulKernels(reg);
+  registerCudaCollectiveKernels(reg);
 }
 
-llvm::Expected<std::vector<Tensor>> runNodeOnCuda(const onnx::NodeProto &node,
-                                                  const std::vector<Tensor> &inputs,
-                                                  size_t numOutputs, int opset,
-                                                  const CudaOptions &opts) {
+llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
+                                            const std::vector<Tensor> &inputs, size_t numOutputs,
+                                            int opset, const CudaOptions &opts) {
   // One device state per (GPU, TF32 setting) for the whole process: tests run
   // thousands of nodes.
   static std::mutex mu;
@@ -428,4 +428,13 @@ llvm::Expected<std::vector<Tensor>> runNodeOnCuda(const onnx::NodeProto &node,
   return result;
 }
 
+} // namespace cuda
 } // namespace qn::rt
+
+extern "C" const qn::rt::CudaApi *qn_cuda_api() {
+  using namespace qn::rt;
+  static const CudaApi api = {kCudaApiVersion,   cuda::deviceCount,    cuda::deviceName,
+                              cuda::unavailableReason, cuda::registerKernels, cuda::createExecutor,
+                              cuda::createNccl, cuda::runNode};
+  return &api;
+}

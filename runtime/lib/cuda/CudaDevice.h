@@ -28,6 +28,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../ArenaPlan.h"
+#include "qn/runtime/Cuda.h"
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/Tensor.h"
 #include "llvm/ADT/ArrayRef.h"
@@ -78,6 +79,20 @@ llvm::Error copyDeviceToDevice(const KernelContext &ctx, const Tensor &from, Ten
 /// Gives `comm` the rank's device: the local engine gets a CUDA backend,
 /// NCCL its stream; host engines refuse.
 llvm::Error bindCommunicator(Communicator &comm, DeviceContext *dc);
+
+/// The entry points behind qn/runtime/Cuda.h (CudaApi.h: the loader calls
+/// them through qn_cuda_api()).
+int deviceCount();
+std::string deviceName(int device);
+std::string unavailableReason();
+void registerKernels(KernelRegistry &reg);
+llvm::Expected<std::unique_ptr<Runner>> createExecutor(RankProgram program,
+                                                       const CudaOptions &opts,
+                                                       Communicator *comm);
+llvm::Expected<std::unique_ptr<Communicator>> createNccl(const RendezvousOptions &opts, int gpu);
+llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
+                                            const std::vector<Tensor> &inputs, size_t numOutputs,
+                                            int opset, const CudaOptions &opts);
 
 /// The kernel groups (each in its own CudaXxx.cpp).
 void registerCudaElementwiseKernels(KernelRegistry &reg);

@@ -611,12 +611,13 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::run(const llvm::StringMap<Tens
 }
 
 } // namespace
-} // namespace cuda
 
-llvm::Expected<std::unique_ptr<Runner>> createCudaExecutor(RankProgram program,
-                                                           const CudaOptions &opts,
-                                                           Communicator *comm) {
-  return cuda::CudaExecutor::create(std::move(program), opts, comm);
+llvm::Expected<std::unique_ptr<Runner>> createExecutor(RankProgram program,
+                                                       const CudaOptions &opts,
+                                                       Communicator *comm) {
+  return CudaExecutor::create(std::move(program), opts, comm);
 }
+
+} // namespace cuda
 
 } // namespace qn::rt
