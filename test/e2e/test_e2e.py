@@ -193,6 +193,31 @@ MODEL_CASES["torch/llama"] = dict(
     collectives=["AllReduce"] * 5 + ["AllGather"],
 )
 TP_SIZES = (1, 2, 4)
+
+
+def model_file(name):
+    """models/<name>.onnx ("torch/x" -> models/torch/x.onnx)."""
+    return os.path.join(MODELS, name + ".onnx")
+
+
+def model_tps(name):
+    """The tp values a bundled model is tested at."""
+    return MODEL_CASES[name].get("tps", TP_SIZES)
+
+
+def input_makers(case):
+    """The case's input makers: each maker(rng) returns {name: array} and has a
+    .shape attribute (for messages). Also used by test/e2e/test_gpu.py."""
+    if isinstance(case["inputs"], dict):
+        (in_name, shapes), = case["inputs"].items()
+        makers = [(lambda r, n=in_name, sh=sh: {n: r.standard_normal(sh).astype(np.float32)})
+                  for sh in shapes]
+        for m, sh in zip(makers, shapes):
+            m.shape = sh
+        return makers
+    return case["inputs"]
+
+
 COLLECTIVE_DOMAIN = "ai.quintnet"
 COLLECTIVES = {"AllReduce", "AllGather", "ReduceScatter"}
 
@@ -328,7 +353,7 @@ class TestBundledModels(ToolsTestCase):
 
     def check_model(self, name, tp):
         case = MODEL_CASES[name]
-        model_path = os.path.join(MODELS, name + ".onnx")  # "torch/x" -> models/torch/x.onnx
+        model_path = model_file(name)
         model = onnx.load(model_path)
         out_names = [o.name for o in model.graph.output]
         work = name.replace("/", "_")
@@ -340,15 +365,7 @@ class TestBundledModels(ToolsTestCase):
 
         sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(1234 + tp)
-        if isinstance(case["inputs"], dict):
-            (in_name, shapes), = case["inputs"].items()
-            makers = [(lambda r, n=in_name, sh=sh: {n: r.standard_normal(sh).astype(np.float32)})
-                      for sh in shapes]
-            for m, sh in zip(makers, shapes):
-                m.shape = sh
-        else:
-            makers = case["inputs"]
-        for i, make in enumerate(makers):
+        for i, make in enumerate(input_makers(case)):
             shape = make.shape
             feeds = make(rng)
             bound = []
@@ -374,7 +391,7 @@ class TestBundledModels(ToolsTestCase):
 
 def _add_model_tests():
     for name in MODEL_CASES:
-        for tp in MODEL_CASES[name].get("tps", TP_SIZES):
+        for tp in model_tps(name):
             def test(self, name=name, tp=tp):
                 self.check_model(name, tp)
             test.__name__ = f"test_{name.replace('/', '_')}_tp{tp}"
