@@ -2,8 +2,8 @@
 """GPU benchmark: QuintNet (qn-run --device cuda) against PyTorch eager on a GPT-2-medium-shaped model.
 
 In one invocation, side by side, on the same weights, inputs and GPU:
-  (a) qn        a GPT-2 in the form gen_models.py / torch.onnx.export give
-                GPT2LMHeadModel (24 layers, hidden 1024, 16 heads, vocab 50257,
+  (a) qn        a GPT-2 built by gen_models.build_gpt2, in the form torch.onnx.export
+                gives GPT2LMHeadModel (24 layers, hidden 1024, 16 heads, vocab 50257,
                 context 1024 by default; random weights from a fixed seed; fp16),
                 qn-compile --tp 1, qn-run --device cuda --bench K: median latency;
   (b) torch     a minimal GPT-2 forward in PyTorch eager using exactly the ONNX
@@ -56,29 +56,19 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "test", "e2e"))
+import qn_tools  # noqa: E402  (shared with test/e2e/test_gpu.py)
 
+to_fp16 = qn_tools.load_models_module("to_fp16")
+gen_models = qn_tools.load_models_module("gen_models")
 
-def _load_to_fp16():
-    # By file, not through sys.path: models/ holds a folder named torch/ that
-    # would shadow PyTorch.
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "to_fp16", os.path.join(REPO, "models", "to_fp16.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-to_fp16 = _load_to_fp16()
-
-IR_VERSION, OPSET = 8, 17
+IR_VERSION, OPSET = gen_models.IR_VERSION, gen_models.OPSET
 SEED = 20240611
 RTOL = 1e-2          # fp16 outputs, normwise
 TARGET_RATIO = 1.0   # qn / torch eager, at most
 SKIP = 77
 BENCH_RE = re.compile(r"^bench rank=(\d+) runs=(\d+) median_ms=([0-9.eE+-]+) "
                       r"collective_ms=([0-9.eE+-]+)(?: collective_share=([0-9.eE+-]+)%)?\s*$")
-DEVICE_RE = re.compile(r"^cuda:(\d+)\s+(.*\S)\s*$")
 FULL = dict(layers=24, hidden=1024, heads=16, vocab=50257, ctx=1024, batch=8, seq=512, runs=20)
 SMOKE = dict(layers=2, hidden=64, heads=4, vocab=1031, ctx=64, batch=2, seq=16, runs=3)
 
@@ -89,159 +79,18 @@ def die(msg, code=2):
 
 
 # --------------------------------------------------------------------------- model
-def init(name, arr):
-    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
-
-
-def build_gpt2(layers, hidden, heads, vocab, n_pos, dtype=np.float16, seed=SEED):
-    """GPT-2 as gen_models.build_gpt2_tiny writes it (the form torch.onnx.export
-    gives HF's GPT2LMHeadModel at opset 17), at any size: token and position
-    Gathers, pre-LN blocks, fused c_attn + Split, run-time Reshape targets, the
-    causal mask sliced from the `bias` buffer and applied with Where, tanh GELU
-    spelled out, c_proj, residuals, a final LN and the tied LM head (a MatMul
-    with the transposed token table). Weights as HF initialises GPT-2 (normal,
-    std 0.02; c_proj scaled by 1/sqrt(2 layers)), small random biases and LN
-    parameters, drawn in float32 from one fixed-seed generator in the same order
-    for any dtype and rounded once to `dtype`: build_gpt2(..., float32) converted
-    by to_fp16.convert is build_gpt2(..., float16) exactly."""
-    assert hidden % heads == 0
-    rng = np.random.default_rng(seed)
-    head_dim = hidden // heads
-    dt = np.dtype(dtype)
-    f32 = np.float32
-
-    def normal(shape, std):
-        return (rng.standard_normal(shape, dtype=f32) * f32(std)).astype(dt)
-
-    wte = normal((vocab, hidden), 0.02)
-    wpe = normal((n_pos, hidden), 0.01)
-    inits = [init("transformer.wte.weight", wte), init("transformer.wpe.weight", wpe),
-             init("onnx::MatMul_lm_head", np.ascontiguousarray(wte.T)),
-             init("bias", np.tril(np.ones((n_pos, n_pos), bool)).reshape(1, 1, n_pos, n_pos)),
-             init("num_heads", np.array([heads], np.int64)),
-             init("head_size", np.array([head_dim], np.int64)),
-             init("all_head_size", np.array([hidden], np.int64)),
-             init("split_sizes", np.array([hidden] * 3, np.int64)),
-             init("zero", np.array([0], np.int64)), init("zero2", np.array([0, 0], np.int64)),
-             init("minus1", np.array([-1], np.int64)), init("minus2", np.array([-2], np.int64)),
-             init("one", np.array([1], np.int64)), init("two", np.array([2], np.int64)),
-             init("axes23", np.array([2, 3], np.int64)),
-             init("scale", np.array(np.sqrt(head_dim), dt)),
-             init("mask_value", np.array(np.finfo(dt).min, dt)),
-             init("half", np.array(0.5, dt)), init("c1", np.array(1.0, dt)),
-             init("three", np.array(3.0, dt)), init("c044715", np.array(0.044715, dt)),
-             init("sqrt_2_over_pi", np.array(np.sqrt(2 / np.pi), dt))]
-    nodes = [
-        helper.make_node("Gather", ["transformer.wte.weight", "input_ids"], ["/wte/Gather_output_0"],
-                         name="/transformer/wte/Gather"),
-        helper.make_node("Gather", ["transformer.wpe.weight", "position_ids"],
-                         ["/wpe/Gather_output_0"], name="/transformer/wpe/Gather"),
-        helper.make_node("Add", ["/wte/Gather_output_0", "/wpe/Gather_output_0"], ["/h0"],
-                         name="/transformer/Add"),
-        helper.make_node("Shape", ["input_ids"], ["/ids_shape"], name="/transformer/Shape"),
-        helper.make_node("Slice", ["/ids_shape", "one", "two"], ["/seq_len"],
-                         name="/transformer/Slice"),
-        helper.make_node("Concat", ["/seq_len", "/seq_len"], ["/mask_ends"],
-                         name="/transformer/Concat", axis=0),
-        helper.make_node("Slice", ["bias", "zero2", "/mask_ends", "axes23"], ["/causal"],
-                         name="/transformer/Slice_1"),
-    ]
-
-    def linear(prefix, x, fan_in, fan_out, out, std=0.02):
-        w = normal((fan_out, fan_in), std)  # torch layout [out, in]
-        b = normal((fan_out,), 0.02)
-        inits.extend([init(f"onnx::MatMul_{prefix}", w.T), init(f"{prefix}.bias", b)])
-        nodes.extend([
-            helper.make_node("MatMul", [x, f"onnx::MatMul_{prefix}"], [f"/{prefix}/MatMul_output_0"],
-                             name=f"/{prefix}/MatMul"),
-            helper.make_node("Add", [f"{prefix}.bias", f"/{prefix}/MatMul_output_0"], [out],
-                             name=f"/{prefix}/Add"),
-        ])
-
-    def layer_norm(prefix, x, out):
-        inits.extend([init(f"{prefix}.weight", (1 + 0.1 * rng.standard_normal(hidden, dtype=f32)).astype(dt)),
-                      init(f"{prefix}.bias", (0.1 * rng.standard_normal(hidden, dtype=f32)).astype(dt))])
-        nodes.append(helper.make_node("LayerNormalization", [x, f"{prefix}.weight", f"{prefix}.bias"],
-                                      [out], name=f"/{prefix}/LayerNormalization", axis=-1,
-                                      epsilon=1e-5))
-
-    proj_std = 0.02 / math.sqrt(2 * layers)
-    h = "/h0"
-    for L in range(layers):
-        p = f"transformer.h.{L}"
-        layer_norm(f"{p}.ln_1", h, f"/{p}/ln_1")
-        linear(f"{p}.attn.c_attn", f"/{p}/ln_1", hidden, 3 * hidden, f"/{p}/qkv")
-        nodes.append(helper.make_node("Split", [f"/{p}/qkv", "split_sizes"],
-                                      [f"/{p}/q", f"/{p}/k", f"/{p}/v"], name=f"/{p}/attn/Split",
-                                      axis=2))
-        for n in ("q", "k", "v"):
-            nodes.extend([
-                helper.make_node("Shape", [f"/{p}/{n}"], [f"/{p}/{n}/shape"], name=f"/{p}/{n}/Shape"),
-                helper.make_node("Slice", [f"/{p}/{n}/shape", "zero", "minus1"],
-                                 [f"/{p}/{n}/lead"], name=f"/{p}/{n}/Slice"),
-                helper.make_node("Concat", [f"/{p}/{n}/lead", "num_heads", "head_size"],
-                                 [f"/{p}/{n}/target"], name=f"/{p}/{n}/Concat", axis=0),
-                helper.make_node("Reshape", [f"/{p}/{n}", f"/{p}/{n}/target"], [f"/{p}/{n}/heads"],
-                                 name=f"/{p}/{n}/Reshape"),
-                helper.make_node("Transpose", [f"/{p}/{n}/heads"], [f"/{p}/{n}/t"],
-                                 name=f"/{p}/{n}/Transpose",
-                                 perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3]),
-            ])
-        nodes.extend([
-            helper.make_node("MatMul", [f"/{p}/q/t", f"/{p}/k/t"], [f"/{p}/scores"],
-                             name=f"/{p}/attn/MatMul"),
-            helper.make_node("Div", [f"/{p}/scores", "scale"], [f"/{p}/scaled"], name=f"/{p}/attn/Div"),
-            helper.make_node("Where", ["/causal", f"/{p}/scaled", "mask_value"], [f"/{p}/masked"],
-                             name=f"/{p}/attn/Where"),
-            helper.make_node("Softmax", [f"/{p}/masked"], [f"/{p}/probs"], name=f"/{p}/attn/Softmax",
-                             axis=-1),
-            helper.make_node("MatMul", [f"/{p}/probs", f"/{p}/v/t"], [f"/{p}/ctx"],
-                             name=f"/{p}/attn/MatMul_1"),
-            helper.make_node("Transpose", [f"/{p}/ctx"], [f"/{p}/ctx_t"], name=f"/{p}/attn/Transpose",
-                             perm=[0, 2, 1, 3]),
-            helper.make_node("Shape", [f"/{p}/ctx_t"], [f"/{p}/ctx_shape"], name=f"/{p}/attn/Shape"),
-            helper.make_node("Slice", [f"/{p}/ctx_shape", "zero", "minus2"], [f"/{p}/ctx_lead"],
-                             name=f"/{p}/attn/Slice"),
-            helper.make_node("Concat", [f"/{p}/ctx_lead", "all_head_size"], [f"/{p}/ctx_target"],
-                             name=f"/{p}/attn/Concat", axis=0),
-            helper.make_node("Reshape", [f"/{p}/ctx_t", f"/{p}/ctx_target"], [f"/{p}/ctx_merged"],
-                             name=f"/{p}/attn/Reshape"),
-        ])
-        linear(f"{p}.attn.c_proj", f"/{p}/ctx_merged", hidden, hidden, f"/{p}/attn_out", proj_std)
-        nodes.append(helper.make_node("Add", [h, f"/{p}/attn_out"], [f"/{p}/h_attn"], name=f"/{p}/Add"))
-        layer_norm(f"{p}.ln_2", f"/{p}/h_attn", f"/{p}/ln_2")
-        linear(f"{p}.mlp.c_fc", f"/{p}/ln_2", hidden, 4 * hidden, f"/{p}/fc")
-        x = f"/{p}/fc"
-        g = f"/{p}/mlp/act"
-        nodes.extend([  # gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-            helper.make_node("Pow", [x, "three"], [g + "/pow"], name=g + "/Pow"),
-            helper.make_node("Mul", ["c044715", g + "/pow"], [g + "/mul"], name=g + "/Mul"),
-            helper.make_node("Add", [x, g + "/mul"], [g + "/add"], name=g + "/Add"),
-            helper.make_node("Mul", ["sqrt_2_over_pi", g + "/add"], [g + "/mul1"], name=g + "/Mul_1"),
-            helper.make_node("Tanh", [g + "/mul1"], [g + "/tanh"], name=g + "/Tanh"),
-            helper.make_node("Add", ["c1", g + "/tanh"], [g + "/add1"], name=g + "/Add_1"),
-            helper.make_node("Mul", ["half", x], [g + "/mul2"], name=g + "/Mul_2"),
-            helper.make_node("Mul", [g + "/mul2", g + "/add1"], [g + "/out"], name=g + "/Mul_3"),
-        ])
-        linear(f"{p}.mlp.c_proj", g + "/out", 4 * hidden, hidden, f"/{p}/mlp_out", proj_std)
-        nodes.append(helper.make_node("Add", [f"/{p}/h_attn", f"/{p}/mlp_out"], [f"/{p}/h_out"],
-                                      name=f"/{p}/Add_1"))
-        h = f"/{p}/h_out"
-    layer_norm("transformer.ln_f", h, "/ln_f")
-    nodes.append(helper.make_node("MatMul", ["/ln_f", "onnx::MatMul_lm_head"], ["logits"],
-                                  name="/lm_head/MatMul"))
-    et = helper.np_dtype_to_tensor_dtype(dt)
-    graph = helper.make_graph(
-        nodes, "main_graph",
-        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-                helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])],
-        outputs=[helper.make_tensor_value_info("logits", et, ["batch", "seq", vocab])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="quintnet-bench_gpu", producer_version="1")
-    model.ir_version = IR_VERSION
-    return model
+def build_gpt2(cfg, dtype=np.float16, seed=SEED):
+    """gen_models.build_gpt2 (the bundled gpt2_tiny's form, as torch.onnx.export
+    gives HF's GPT2LMHeadModel at opset 17) at cfg's size, in `dtype`, weights as
+    HF initialises GPT-2 (weights="hf": normal std 0.02, c_proj scaled by
+    1/sqrt(2 layers), small random biases and LN parameters) drawn in float32
+    from a generator seeded with `seed`: build_gpt2(cfg, float32) converted by
+    to_fp16.convert is build_gpt2(cfg, float16) exactly. Not checked here:
+    save_model checks the file."""
+    return gen_models.build_gpt2(np.random.default_rng(seed), layers=cfg["layers"],
+                                 hidden=cfg["hidden"], heads=cfg["heads"], vocab=cfg["vocab"],
+                                 n_pos=cfg["ctx"], dtype=dtype, weights="hf",
+                                 producer_name="quintnet-bench_gpu", check=False)
 
 
 def save_model(model, path):
@@ -263,6 +112,7 @@ def build_gemm_probe(batch, m, k, n, reps, seed=1):
     ws = list(batch) + [k, n]
     r = len(xs)
     w = (rng.standard_normal(ws, dtype=np.float32) / np.float32(math.sqrt(k))).astype(np.float16)
+    init = gen_models.init
     inits = [init("w", w), init("starts", np.zeros(2, np.int64)),
              init("ends", np.ones(2, np.int64)), init("axes", np.array([r - 2, r - 1], np.int64))]
     nodes, cuts = [], []
@@ -317,19 +167,6 @@ def run(cmd, timeout=1800):
         die(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()[-3000:]}",
             1)
     return proc
-
-
-def list_gpus(args):
-    try:
-        proc = subprocess.run([tool(args, "qn-run"), "--list-devices"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=120)
-    except OSError as ex:
-        return [], str(ex)
-    gpus = [l.strip() for l in proc.stdout.splitlines() if DEVICE_RE.match(l.strip())]
-    if proc.returncode != 0:
-        return [], (f"qn-run --list-devices exited {proc.returncode} "
-                    f"({' '.join(proc.stderr.split())[:200]}): a build without CUDA?")
-    return gpus, "" if gpus else "qn-run --list-devices lists no GPU"
 
 
 def qn_compile(args, model_path, plan):
@@ -547,9 +384,9 @@ def main():
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.bin = os.path.abspath(args.bin)
-    for t in ("qn-compile", "qn-run"):
-        if not os.access(tool(args, t), os.X_OK):
-            die(f"{tool(args, t)} not found (build first, or pass --bin DIR / set QN_BIN)")
+    missing = qn_tools.missing_tool(args.bin)
+    if missing:
+        die(f"{missing} not found (build first, or pass --bin DIR / set QN_BIN)")
     if args.hidden % args.heads:
         die(f"--hidden {args.hidden} is not divisible by --heads {args.heads}")
     if args.seq > args.ctx:
@@ -560,7 +397,7 @@ def main():
     torch, torch_err = import_torch()
     gpus = []
     if not args.cpu_smoke:
-        gpus, why = list_gpus(args)
+        gpus, why = qn_tools.list_gpus(tool(args, "qn-run"))
         if not gpus:
             print(f"bench_gpu: SKIPPED: no CUDA GPU ({why}); on a machine without one, "
                   f"run --cpu-smoke", file=sys.stderr)
@@ -590,8 +427,7 @@ def bench(args, cfg, device, torch, gpus, work):
 
     # -- the model (fp16), and on the smoke path the converter sanity checks
     t0 = time.perf_counter()
-    m16 = build_gpt2(cfg["layers"], cfg["hidden"], cfg["heads"], cfg["vocab"], cfg["ctx"],
-                     np.float16, args.seed)
+    m16 = build_gpt2(cfg, np.float16, args.seed)
     param_bytes = sum(numpy_helper.to_array(t).nbytes for t in m16.graph.initializer)
     path16 = save_model(m16, os.path.join(work, "gpt2_fp16.onnx"))  # m16 now points at it
     say(f"model written ({param_bytes / 2**20:.0f} MiB of weights, "
@@ -609,8 +445,7 @@ def bench(args, cfg, device, torch, gpus, work):
     if args.cpu_smoke:
         import onnxruntime as ort
         ort.set_default_logger_severity(3)
-        m32 = build_gpt2(cfg["layers"], cfg["hidden"], cfg["heads"], cfg["vocab"], cfg["ctx"],
-                         np.float32, args.seed)
+        m32 = build_gpt2(cfg, np.float32, args.seed)
         conv = to_fp16.convert(m32)
         to_fp16.check(conv)
         m16 = onnx.load(path16)

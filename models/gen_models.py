@@ -57,15 +57,18 @@ def scalar_constant(node_name, out_name, value):
     return helper.make_node("Constant", [], [out_name], name=node_name, value=t)
 
 
-def finish(graph):
+def finish(graph, producer_name="quintnet-gen_models", check=True):
+    """The model around `graph` (opset 17, ir_version 8); checked in memory
+    (onnx.checker, full) unless check=False."""
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="quintnet-gen_models",
+        producer_name=producer_name,
         producer_version="1",
     )
     model.ir_version = IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
+    if check:
+        onnx.checker.check_model(model, full_check=True)
     return model
 
 
@@ -320,18 +323,44 @@ def build_fused_attention_block(rng):
     return finish(graph)
 
 
-def build_gpt2_tiny(rng):
-    """A two-layer GPT-2 (vocab 1024, 64 positions, hidden 64, 4 heads) in the
-    form torch.onnx.export gives HF's GPT2LMHeadModel at opset 17: token and
-    position Gathers, pre-LN blocks (LayerNormalization), fused c_attn + Split,
-    run-time Reshape targets, a causal mask sliced from the `bias` buffer and
-    applied with Where, tanh GELU spelled out, c_proj, residuals, a final LN
-    and the tied LM head (a MatMul with the transposed token table)."""
-    vocab, n_pos, hidden, heads, layers = 1024, 64, 64, 4, 2
+def build_gpt2(rng, layers=2, hidden=64, heads=4, vocab=1024, n_pos=64, dtype=np.float32,
+               weights="torch", producer_name="quintnet-gen_models", check=True):
+    """A GPT-2 in the form torch.onnx.export gives HF's GPT2LMHeadModel at opset
+    17: token and position Gathers, pre-LN blocks (LayerNormalization), fused
+    c_attn + Split, run-time Reshape targets, a causal mask sliced from the
+    `bias` buffer and applied with Where, tanh GELU spelled out, c_proj,
+    residuals, a final LN and the tied LM head (a MatMul with the transposed
+    token table). The defaults give the bundled gpt2_tiny (2 layers, hidden 64,
+    4 heads, vocab 1024, 64 positions, float32); bench/bench_gpu.py builds its
+    GPT-2-medium-shaped model here too.
+
+    dtype: of every floating tensor (weights, the graph's scalar constants, the
+    logits). Weights are drawn from `rng` in the same order for any dtype,
+    rounded to float32 and then to `dtype`: for float16, to_fp16.convert of the
+    float32 build is the float16 build exactly.
+    weights: "torch" (the bundled model) draws in float64: embeddings normal
+    (std 0.02 tokens, 0.01 positions), nn.Linear's default init (uniform in
+    +-1/sqrt(fan_in)); "hf" draws in float32, as HF initialises GPT-2 but with
+    small random biases: Linear weights and biases normal std 0.02, the c_proj
+    weights scaled by 1/sqrt(2 layers). Either way LayerNorm weights are
+    1 + N(0, 0.1) and their biases N(0, 0.1).
+    producer_name, check: as finish() (check=False skips the in-memory check,
+    for a model that is checked once saved)."""
+    assert hidden % heads == 0
+    assert weights in ("torch", "hf")
     head_dim = hidden // heads
     f32 = np.float32
-    wte = (rng.standard_normal((vocab, hidden)) * 0.02).astype(f32)
-    wpe = (rng.standard_normal((n_pos, hidden)) * 0.01).astype(f32)
+    dt = np.dtype(dtype)
+    draw = f32 if weights == "hf" else np.float64
+
+    def cast(a):
+        return a.astype(f32, copy=False).astype(dt)
+
+    def normal(shape, std):
+        return cast(rng.standard_normal(shape, dtype=draw) * draw(std))
+
+    wte = normal((vocab, hidden), 0.02)
+    wpe = normal((n_pos, hidden), 0.01)
     inits = [init("transformer.wte.weight", wte), init("transformer.wpe.weight", wpe),
              init("onnx::MatMul_lm_head", np.ascontiguousarray(wte.T)),
              init("bias", np.tril(np.ones((n_pos, n_pos), bool)).reshape(1, 1, n_pos, n_pos)),
@@ -343,11 +372,11 @@ def build_gpt2_tiny(rng):
              init("minus1", np.array([-1], np.int64)), init("minus2", np.array([-2], np.int64)),
              init("one", np.array([1], np.int64)), init("two", np.array([2], np.int64)),
              init("axes23", np.array([2, 3], np.int64)),
-             init("scale", np.array(np.sqrt(head_dim), f32)),
-             init("mask_value", np.array(np.finfo(f32).min, f32)),
-             init("half", np.array(0.5, f32)), init("c1", np.array(1.0, f32)),
-             init("three", np.array(3.0, f32)), init("c044715", np.array(0.044715, f32)),
-             init("sqrt_2_over_pi", np.array(np.sqrt(2 / np.pi), f32))]
+             init("scale", np.array(np.sqrt(head_dim), dt)),
+             init("mask_value", np.array(np.finfo(dt).min, dt)),
+             init("half", np.array(0.5, dt)), init("c1", np.array(1.0, dt)),
+             init("three", np.array(3.0, dt)), init("c044715", np.array(0.044715, dt)),
+             init("sqrt_2_over_pi", np.array(np.sqrt(2 / np.pi), dt))]
     nodes = [
         helper.make_node("Gather", ["transformer.wte.weight", "input_ids"], ["/wte/Gather_output_0"],
                          name="/transformer/wte/Gather"),
@@ -365,8 +394,14 @@ def build_gpt2_tiny(rng):
                          name="/transformer/Slice_1"),
     ]
 
-    def linear(prefix, x, fan_in, fan_out, out):
-        w, b = linear_params(rng, fan_in, fan_out)
+    proj_std = 0.02 / np.sqrt(2 * layers)
+
+    def linear(prefix, x, fan_in, fan_out, out, proj=False):
+        if weights == "hf":
+            w = normal((fan_out, fan_in), proj_std if proj else 0.02)  # torch layout [out, in]
+            b = normal((fan_out,), 0.02)
+        else:
+            w, b = (cast(a) for a in linear_params(rng, fan_in, fan_out))
         inits.extend([init(f"onnx::MatMul_{prefix}", w.T), init(f"{prefix}.bias", b)])
         nodes.extend([
             helper.make_node("MatMul", [x, f"onnx::MatMul_{prefix}"], [f"/{prefix}/MatMul_output_0"],
@@ -376,8 +411,8 @@ def build_gpt2_tiny(rng):
         ])
 
     def layer_norm(prefix, x, out):
-        inits.extend([init(f"{prefix}.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(f32)),
-                      init(f"{prefix}.bias", (0.1 * rng.standard_normal(hidden)).astype(f32))])
+        inits.extend([init(f"{prefix}.weight", cast(1 + 0.1 * rng.standard_normal(hidden, dtype=draw))),
+                      init(f"{prefix}.bias", cast(0.1 * rng.standard_normal(hidden, dtype=draw)))])
         nodes.append(helper.make_node("LayerNormalization", [x, f"{prefix}.weight", f"{prefix}.bias"],
                                       [out], name=f"/{prefix}/LayerNormalization", axis=-1,
                                       epsilon=1e-5))
@@ -423,7 +458,7 @@ def build_gpt2_tiny(rng):
             helper.make_node("Reshape", [f"/{p}/ctx_t", f"/{p}/ctx_target"], [f"/{p}/ctx_merged"],
                              name=f"/{p}/attn/Reshape"),
         ])
-        linear(f"{p}.attn.c_proj", f"/{p}/ctx_merged", hidden, hidden, f"/{p}/attn_out")
+        linear(f"{p}.attn.c_proj", f"/{p}/ctx_merged", hidden, hidden, f"/{p}/attn_out", proj=True)
         nodes.append(helper.make_node("Add", [h, f"/{p}/attn_out"], [f"/{p}/h_attn"], name=f"/{p}/Add"))
         layer_norm(f"{p}.ln_2", f"/{p}/h_attn", f"/{p}/ln_2")
         linear(f"{p}.mlp.c_fc", f"/{p}/ln_2", hidden, 4 * hidden, f"/{p}/fc")
@@ -439,7 +474,7 @@ def build_gpt2_tiny(rng):
             helper.make_node("Mul", ["half", x], [g + "/mul2"], name=g + "/Mul_2"),
             helper.make_node("Mul", [g + "/mul2", g + "/add1"], [g + "/out"], name=g + "/Mul_3"),
         ])
-        linear(f"{p}.mlp.c_proj", g + "/out", 4 * hidden, hidden, f"/{p}/mlp_out")
+        linear(f"{p}.mlp.c_proj", g + "/out", 4 * hidden, hidden, f"/{p}/mlp_out", proj=True)
         nodes.append(helper.make_node("Add", [f"/{p}/h_attn", f"/{p}/mlp_out"], [f"/{p}/h_out"],
                                       name=f"/{p}/Add_1"))
         h = f"/{p}/h_out"
@@ -450,10 +485,11 @@ def build_gpt2_tiny(rng):
         nodes, "main_graph",
         inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
                 helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])],
-        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])],
+        outputs=[helper.make_tensor_value_info("logits", helper.np_dtype_to_tensor_dtype(dt),
+                                               ["batch", "seq", vocab])],
         initializer=inits,
     )
-    return finish(graph)
+    return finish(graph, producer_name, check)
 
 
 def build_llama_tiny(rng):
@@ -757,7 +793,7 @@ def build_all():
         "attention_block.onnx": build_attention_block(np.random.default_rng(SEED + 3)),
         "fused_attention_block.onnx": build_fused_attention_block(
             np.random.default_rng(SEED + 4)),
-        "gpt2_tiny.onnx": build_gpt2_tiny(np.random.default_rng(SEED + 5)),
+        "gpt2_tiny.onnx": build_gpt2(np.random.default_rng(SEED + 5)),
         "llama_tiny.onnx": build_llama_tiny(np.random.default_rng(SEED + 6)),
         "bert_tiny.onnx": build_bert_tiny(np.random.default_rng(SEED + 7)),
     }

@@ -77,9 +77,11 @@ QN_HD inline float evalFused(const FuseProgram &p, const float *in) {
     case FO_Mul: v = x * y; break;
     case FO_Div: v = x / y; break;
     case FO_Pow: v = powf(x, y); break;
-    case FO_Max: v = (x != x || y != y) ? x + y : (x > y ? x : y); break; // NaN propagates
-    case FO_Min: v = (x != x || y != y) ? x + y : (x < y ? x : y); break;
-    case FO_Relu: v = x > 0.f ? x : (x != x ? x : 0.f); break;
+    // As the CPU kernels: NaN propagates, ties keep the first operand, Relu
+    // keeps NaN and -0.
+    case FO_Max: v = (x != x || y != y) ? x + y : (y > x ? y : x); break;
+    case FO_Min: v = (x != x || y != y) ? x + y : (y < x ? y : x); break;
+    case FO_Relu: v = x < 0.f ? 0.f : x; break;
     case FO_Neg: v = -x; break;
     case FO_Abs: v = fabsf(x); break;
     case FO_Tanh: v = tanhf(x); break;

@@ -34,7 +34,6 @@ The tools directory is taken from --bin, else $QN_BIN, else <repo>/build/bin.
 import argparse
 import concurrent.futures
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -47,22 +46,12 @@ import onnx
 import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import test_e2e as e2e  # noqa: E402  (model list, inputs, tools)
+import qn_tools  # noqa: E402  (shared with bench/bench_gpu.py)
+from qn_tools import short  # noqa: E402
 
-
-def _load_to_fp16():
-    # By file, not through sys.path: models/ holds a folder named torch/.
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "to_fp16", os.path.join(REPO, "models", "to_fp16.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-to_fp16 = _load_to_fp16()
+to_fp16 = qn_tools.load_models_module("to_fp16")
 
 SKIP = 77
 RTOL_FP32 = 1e-4   # cuda vs cpu device, fp32
@@ -71,28 +60,6 @@ RTOL_TF32 = 1e-2   # cuda fp32 with --allow-tf32 vs cpu device
 TF32_MODEL = "torch/gpt2"
 TF32_TPS = (1, 2)
 TIMEOUT_S = 300
-DEVICE_RE = re.compile(r"^cuda:(\d+)\s+(.*\S)\s*$")
-
-
-def short(text, n=300):
-    text = " ".join((text or "").split())
-    return text if len(text) <= n else text[:n] + " ..."
-
-
-def list_devices():
-    """(gpus, reason): gpus is a list of 'cuda:K NAME' lines; reason says why
-    there are none."""
-    try:
-        proc = e2e.run_tool([e2e.tool("qn-run"), "--list-devices"], timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as ex:
-        return [], f"qn-run --list-devices: {ex}"
-    gpus = [l.strip() for l in proc.stdout.splitlines() if DEVICE_RE.match(l.strip())]
-    if proc.returncode != 0:
-        return [], (f"qn-run --list-devices exited {proc.returncode}: "
-                    f"{short(proc.stderr) or 'no message'}; a build without CUDA?")
-    if not gpus:
-        return [], "qn-run --list-devices lists no device"
-    return gpus, ""
 
 
 def normwise(got, ref):
@@ -384,11 +351,11 @@ def main():
                          "the qn CPU device on it")
     args = ap.parse_args()
     e2e.BIN = os.path.abspath(args.bin)
-    for t in ("qn-compile", "qn-run"):
-        if not os.access(e2e.tool(t), os.X_OK):
-            print(f"test_gpu: {e2e.tool(t)} not found or not executable (build first, or pass "
-                  f"--bin DIR / set QN_BIN)", file=sys.stderr)
-            return 2
+    missing = qn_tools.missing_tool(e2e.BIN)
+    if missing:
+        print(f"test_gpu: {missing} not found or not executable (build first, or pass "
+              f"--bin DIR / set QN_BIN)", file=sys.stderr)
+        return 2
     names = list(e2e.MODEL_CASES)
     if args.models:
         wanted = [m for m in args.models.split(",") if m]
@@ -400,7 +367,8 @@ def main():
 
     gpus = []
     if not args.cpu_check:
-        gpus, reason = list_devices()
+        # e2e.run_tool: a sanitizer report is a failure here too
+        gpus, reason = qn_tools.list_gpus(e2e.tool("qn-run"), e2e.run_tool)
         if not gpus:
             print(f"SKIPPED: no CUDA GPU ({reason})")
             return SKIP
