@@ -96,7 +96,7 @@ inline llvm::Expected<std::vector<Tensor>> runN(const Node &node, std::vector<Te
   std::vector<Tensor> outs(nOut);
   KernelContext ctx{n, ptrs, outs, comm, opset};
   if (llvm::Error e = (*fn)(ctx))
-    return std::move(e);
+    return e;
   return outs;
 }
 
