@@ -10,11 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define QN_HD __host__ __device__
-#else
-#define QN_HD
-#endif
+#include "FastMath.h" // fastErf, QN_HD
 
 namespace qn::rt {
 
@@ -90,14 +86,14 @@ QN_HD inline float evalFused(const FuseProgram &p, const float *in) {
       v = x >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
       break;
     }
-    case FO_Erf: v = erff(x); break;
+    case FO_Erf: v = fastErf(x); break; // the Erf kernels' (CPU and CUDA)
     case FO_Exp: v = expf(x); break;
     case FO_Log: v = logf(x); break;
     case FO_Sqrt: v = sqrtf(x); break;
     case FO_Reciprocal: v = 1.f / x; break;
     case FO_Sin: v = sinf(x); break;
     case FO_Cos: v = cosf(x); break;
-    case FO_GeluErf: v = 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); break;
+    case FO_GeluErf: v = 0.5f * x * (1.f + fastErf(x * 0.70710678118654752f)); break;
     case FO_GeluTanh:
       v = 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
       break;

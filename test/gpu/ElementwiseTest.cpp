@@ -54,16 +54,6 @@ const std::pair<Shape, Shape> kBinaryShapes[] = {
     {{2, 1, 2, 1, 2, 1, 2, 1, 2, 1}, {1, 2, 1, 2, 1, 2, 1, 2, 1, 2}}, // 10 dims after coalescing
 };
 
-std::string str(const Shape &v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i)
-    s += (i ? "," : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-struct Tol {
-  double rtol, atol;
-};
 /// Exact for results that both devices round once from the same float value.
 Tol exactTol() { return {0, 0}; }
 /// Transcendental functions (libm vs CUDA's math library).
@@ -80,20 +70,6 @@ Tol mathTol(DType dt) {
 void match(const Node &node, std::vector<Tensor> ins, Tol tol, const std::string &what = "") {
   SCOPED_TRACE(node.proto().op_type() + " " + what);
   expectGpuMatchesCpu(node, std::move(ins), 1, tol.rtol, tol.atol);
-}
-
-/// Both devices fail, with the same message (which names the node).
-void bothFail(const Node &node, std::vector<Tensor> ins, const std::string &needle = "") {
-  SCOPED_TRACE(node.proto().op_type());
-  auto cpu = runN(node, ins);
-  ASSERT_FALSE(static_cast<bool>(cpu)) << "CPU did not fail";
-  std::string cm = llvm::toString(cpu.takeError());
-  auto gpu = runGpuN(node, ins);
-  ASSERT_FALSE(static_cast<bool>(gpu)) << "GPU did not fail";
-  std::string gm = llvm::toString(gpu.takeError());
-  EXPECT_EQ(gm, cm);
-  EXPECT_NE(gm.find(node.proto().name()), std::string::npos) << gm;
-  EXPECT_NE(gm.find(needle), std::string::npos) << gm;
 }
 
 /// A tensor of `dt` from float values (converted as the CPU's Cast does not

@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <vector>
 
 namespace qn::rt::testing {
 
@@ -88,6 +90,38 @@ inline ::testing::AssertionResult closeTo(const Tensor &got, const Tensor &ref, 
          << bad << " of " << ref.numel() << " elements differ; first at " << first << ": got "
          << elementAt(got, first) << ", want " << elementAt(ref, first) << "; worst |diff| "
          << worst;
+}
+
+/// "[2,3]".
+inline std::string str(const std::vector<int64_t> &v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i)
+    s += (i ? "," : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+/// A tolerance: |got - want| <= atol + rtol * |want|.
+struct Tol {
+  double rtol, atol;
+};
+
+/// Both devices fail, with the same message (which names the node and
+/// contains `needle`).
+inline void bothFail(const Node &node, std::vector<Tensor> ins, size_t nOut, int opset = 17,
+                     const std::string &needle = "") {
+  auto cpu = runN(node, ins, nOut, opset);
+  ASSERT_FALSE(static_cast<bool>(cpu)) << node.proto().op_type() << ": CPU did not fail";
+  std::string cm = llvm::toString(cpu.takeError());
+  auto gpu = runGpuN(node, ins, nOut, opset);
+  ASSERT_FALSE(static_cast<bool>(gpu)) << node.proto().op_type() << ": GPU did not fail";
+  std::string gm = llvm::toString(gpu.takeError());
+  EXPECT_EQ(gm, cm);
+  EXPECT_NE(gm.find(node.proto().name()), std::string::npos) << gm;
+  EXPECT_NE(gm.find(needle), std::string::npos) << gm;
+}
+/// The same for one output at opset 17.
+inline void bothFail(const Node &node, std::vector<Tensor> ins, const std::string &needle = "") {
+  bothFail(node, std::move(ins), 1, 17, needle);
 }
 
 /// Runs `node` on both devices and compares output by output.

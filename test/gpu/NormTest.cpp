@@ -24,16 +24,6 @@ const DType kFloatTypes[] = {DType::Float, DType::Float16, DType::BFloat16, DTyp
 const DType kReduceTypes[] = {DType::Float,  DType::Float16, DType::BFloat16,
                               DType::Double, DType::Int32,   DType::Int64};
 
-std::string str(const std::vector<int64_t> &v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i)
-    s += (i ? "," : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-struct Tol {
-  double rtol, atol;
-};
 /// LayerNormalization: float32 accumulates in float on the GPU, double on the CPU;
 /// half types round a float result once on both (one ulp may differ).
 Tol lnTol(DType dt) {
@@ -80,20 +70,6 @@ Tol reduceTol(DType dt) {
 
 void match(const Node &node, std::vector<Tensor> ins, size_t nOut, Tol t, int opset = 17) {
   expectGpuMatchesCpu(node, std::move(ins), nOut, t.rtol, t.atol, opset);
-}
-
-/// Both devices fail, with the same message (which names the node).
-void bothFail(const Node &node, std::vector<Tensor> ins, size_t nOut = 1, int opset = 17,
-              const std::string &needle = "") {
-  auto cpu = runN(node, ins, nOut, opset);
-  ASSERT_FALSE(static_cast<bool>(cpu)) << node.proto().op_type() << ": CPU did not fail";
-  std::string cm = llvm::toString(cpu.takeError());
-  auto gpu = runGpuN(node, ins, nOut, opset);
-  ASSERT_FALSE(static_cast<bool>(gpu)) << node.proto().op_type() << ": GPU did not fail";
-  std::string gm = llvm::toString(gpu.takeError());
-  EXPECT_EQ(gm, cm);
-  EXPECT_NE(gm.find(node.proto().name()), std::string::npos) << gm;
-  EXPECT_NE(gm.find(needle), std::string::npos) << gm;
 }
 
 /// `dt` tensor with the given float values.

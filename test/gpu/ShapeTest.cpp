@@ -48,30 +48,9 @@ Tensor values(DType dt, std::vector<int64_t> shape, unsigned seed = 0) {
   return t;
 }
 
-std::string str(const std::vector<int64_t> &v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i)
-    s += (i ? "," : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
 /// GPU == CPU exactly, output by output.
 void exact(const Node &node, std::vector<Tensor> ins, size_t nOut = 1, int opset = 17) {
   expectGpuMatchesCpu(node, std::move(ins), nOut, 0, 0, opset);
-}
-
-/// Both devices fail, with the same message (which names the node).
-void bothFail(const Node &node, std::vector<Tensor> ins, size_t nOut = 1, int opset = 17,
-              const std::string &needle = "") {
-  auto cpu = runN(node, ins, nOut, opset);
-  ASSERT_FALSE(static_cast<bool>(cpu)) << node.proto().op_type() << ": CPU did not fail";
-  std::string cm = llvm::toString(cpu.takeError());
-  auto gpu = runGpuN(node, ins, nOut, opset);
-  ASSERT_FALSE(static_cast<bool>(gpu)) << node.proto().op_type() << ": GPU did not fail";
-  std::string gm = llvm::toString(gpu.takeError());
-  EXPECT_EQ(gm, cm);
-  EXPECT_NE(gm.find(node.proto().name()), std::string::npos) << gm;
-  EXPECT_NE(gm.find(needle), std::string::npos) << gm;
 }
 
 Node transpose(std::vector<int64_t> perm) {

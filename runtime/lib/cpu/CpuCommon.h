@@ -107,6 +107,64 @@ struct SoftmaxPlan {
 };
 llvm::Error planSoftmax(const KernelContext &ctx, SoftmaxPlan &p);
 
+/// MatMul: arity, dtypes (A's and B's the same: float32/64, float16,
+/// bfloat16), ranks, K, the broadcast batch, the output's size and the BLAS
+/// int range. A rank-1 A or B is a row / column (M or N is 1, left out of
+/// outShape).
+struct MatMulPlan {
+  int64_t M = 0, N = 0, K = 0;
+  std::vector<int64_t> batch;                     // broadcast batch shape
+  llvm::SmallVector<int64_t, 8> strideA, strideB; // per batch dim, in matrices (0: broadcast)
+  std::vector<int64_t> outShape;
+  int64_t numel = 0;    // elements of the output
+  int64_t matrices = 0; // prod(batch); 0 when the output is empty
+  /// Steps the index `idx` over batch dims [0, idx.size()) (the last
+  /// fastest; back to all zeros after the last), and the operands' offsets
+  /// offA / offB (in matrices) with it.
+  void nextBatch(llvm::MutableArrayRef<int64_t> idx, int64_t &offA, int64_t &offB) const;
+};
+llvm::Error planMatMul(const KernelContext &ctx, MatMulPlan &p);
+
+/// Gemm: arity, dtypes (A, B and C the same: float32/64, float16, bfloat16),
+/// 2-D A and B, transA / transB / alpha / beta, K, C broadcasting to [M, N]
+/// (rank <= 2, each dim 1 or full), and the BLAS int range.
+struct GemmPlan {
+  bool transA = false, transB = false;
+  float alpha = 1.0f, beta = 1.0f;
+  int64_t M = 0, N = 0, K = 0;
+};
+llvm::Error planGemm(const KernelContext &ctx, GemmPlan &p);
+
+/// Add Sub Mul Div Pow Equal Less Greater (CpuElementwise.cpp): arity, dtypes
+/// (Pow's exponent may have another numeric type, computed in `expType`:
+/// float64 for a float64 base, else float32; Undefined for the other ops),
+/// then the broadcast output shape and its size.
+enum class BinaryOp { Add, Sub, Mul, Div, Pow, Equal, Less, Greater };
+struct BinaryShape {
+  DType expType = DType::Undefined;
+  std::vector<int64_t> outShape;
+  int64_t numel = 0;
+};
+llvm::Error planBinaryOp(const KernelContext &ctx, BinaryOp op, BinaryShape &s);
+
+/// The broadcast shape of all `ts`, checked for size overflow.
+llvm::Error broadcastAll(const KernelContext &ctx, llvm::ArrayRef<const Tensor *> ts,
+                         std::vector<int64_t> &out);
+/// The checks of CpuTransformer.cpp's broadcasting ops, in the kernels'
+/// order, and their output shape: And / Or (both bool), GreaterOrEqual /
+/// LessOrEqual (one numeric dtype), Max / Min (variadic, one numeric dtype),
+/// Where (bool condition, X and Y of one dtype).
+llvm::Error planLogic(const KernelContext &ctx, std::vector<int64_t> &outShape);
+llvm::Error planCompare(const KernelContext &ctx, std::vector<int64_t> &outShape);
+llvm::Error planMinMax(const KernelContext &ctx, std::vector<int64_t> &outShape);
+llvm::Error planWhere(const KernelContext &ctx, std::vector<int64_t> &outShape);
+
+/// Not: arity and dtype (bool).
+llvm::Error checkNot(const KernelContext &ctx);
+
+/// Cast: arity, the `to` attribute and the input's dtype; `to` is the target.
+llvm::Error planCast(const KernelContext &ctx, DType &to);
+
 /// Shape and attribute logic of the data-movement kernels, shared with the
 /// CUDA kernels (runtime/lib/cuda/CudaShape.cpp) so that both devices check a
 /// node alike: each runs the CPU kernel's checks in the same order (arity,

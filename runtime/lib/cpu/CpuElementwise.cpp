@@ -7,6 +7,7 @@
 // indirect calls. float16/bfloat16 are computed in float32 and rounded back.
 //
 //===----------------------------------------------------------------------===//
+#include "../FastMath.h"
 #include "../StrCat.h"
 #include "CpuCommon.h"
 
@@ -87,27 +88,24 @@ int64_t matchPartial(llvm::ArrayRef<int64_t> xp, llvm::ArrayRef<int64_t> out, bo
   return n;
 }
 
-llvm::Error planBinary(const KernelContext &ctx, const Tensor &a, const Tensor &b, BinaryPlan &p) {
-  if (!broadcastShapes(a.shape(), b.shape(), p.outShape))
-    return kernelError(ctx, "shapes do not broadcast: A " + a.describe() + ", B " + b.describe());
-  int64_t n;
-  if (!checkedNumel(p.outShape, 8, n))
-    return kernelError(ctx, "output shape overflows: " + shapeStr(p.outShape));
-  p.numel = n;
+/// The fast path (or the general layout) for a and b, whose broadcast shape
+/// and size planBinaryOp put in p.outShape and p.numel.
+void layoutBinary(const Tensor &a, const Tensor &b, BinaryPlan &p) {
+  const int64_t n = p.numel;
   int64_t na = a.numel(), nb = b.numel();
   if (n == 0)
-    return llvm::Error::success();
+    return;
   if (a.shape() == b.shape()) {
     p.kind = BinaryPlan::Same;
-    return llvm::Error::success();
+    return;
   }
   if (na == 1 && nb == n) {
     p.kind = BinaryPlan::ScalarA;
-    return llvm::Error::success();
+    return;
   }
   if (nb == 1 && na == n) {
     p.kind = BinaryPlan::ScalarB;
-    return llvm::Error::success();
+    return;
   }
   size_t r = p.outShape.size();
   auto ap = padShape(a.shape(), r), bp = padShape(b.shape(), r);
@@ -117,14 +115,14 @@ llvm::Error planBinary(const KernelContext &ctx, const Tensor &a, const Tensor &
       p.kind = BinaryPlan::RowsB;
       p.inner = inner;
       p.outer = n / inner;
-      return llvm::Error::success();
+      return;
     }
     int64_t outer = matchPartial(bp, p.outShape, false);
     if (outer > 0 && outer == nb) {
       p.kind = BinaryPlan::ColsB;
       p.outer = outer;
       p.inner = n / outer;
-      return llvm::Error::success();
+      return;
     }
   }
   if (nb == n) {
@@ -133,14 +131,14 @@ llvm::Error planBinary(const KernelContext &ctx, const Tensor &a, const Tensor &
       p.kind = BinaryPlan::RowsA;
       p.inner = inner;
       p.outer = n / inner;
-      return llvm::Error::success();
+      return;
     }
     int64_t outer = matchPartial(ap, p.outShape, false);
     if (outer > 0 && outer == na) {
       p.kind = BinaryPlan::ColsA;
       p.outer = outer;
       p.inner = n / outer;
-      return llvm::Error::success();
+      return;
     }
   }
   // General: element strides (0 on broadcast dims), size-1 dims dropped,
@@ -163,7 +161,6 @@ llvm::Error planBinary(const KernelContext &ctx, const Tensor &a, const Tensor &
     p.sa.push_back(sa);
     p.sb.push_back(sb);
   }
-  return llvm::Error::success();
 }
 
 template <class Op, class T, class R>
@@ -309,21 +306,19 @@ struct GreaterOp {
   template <class T> static inline uint8_t apply(T a, T b) { return a > b; }
 };
 
-enum class BinKind { Add, Sub, Mul, Div, Pow, Equal, Less, Greater, Square, Cube };
-
-bool isCompare(BinKind k) {
-  return k == BinKind::Equal || k == BinKind::Less || k == BinKind::Greater;
+bool isCompare(BinaryOp k) {
+  return k == BinaryOp::Equal || k == BinaryOp::Less || k == BinaryOp::Greater;
 }
 
 template <class T, class R>
-void dispatchBinary(BinKind k, const BinaryPlan &p, const T *a, const T *b, R *o) {
+void dispatchBinary(BinaryOp k, const BinaryPlan &p, const T *a, const T *b, R *o) {
   if constexpr (std::is_same_v<R, uint8_t> && !std::is_same_v<T, uint8_t>) {
     switch (k) {
-    case BinKind::Equal:
+    case BinaryOp::Equal:
       return runBinary<EqualOp>(p, a, b, o);
-    case BinKind::Less:
+    case BinaryOp::Less:
       return runBinary<LessOp>(p, a, b, o);
-    case BinKind::Greater:
+    case BinaryOp::Greater:
       return runBinary<GreaterOp>(p, a, b, o);
     default:
       llvm_unreachable("arithmetic op with bool output");
@@ -333,15 +328,15 @@ void dispatchBinary(BinKind k, const BinaryPlan &p, const T *a, const T *b, R *o
     return runBinary<EqualOp>(p, a, b, o);
   } else {
     switch (k) {
-    case BinKind::Add:
+    case BinaryOp::Add:
       return runBinary<AddOp>(p, a, b, o);
-    case BinKind::Sub:
+    case BinaryOp::Sub:
       return runBinary<SubOp>(p, a, b, o);
-    case BinKind::Mul:
+    case BinaryOp::Mul:
       return runBinary<MulOp>(p, a, b, o);
-    case BinKind::Div:
+    case BinaryOp::Div:
       return runBinary<DivOp>(p, a, b, o);
-    case BinKind::Pow:
+    case BinaryOp::Pow:
       if constexpr (std::is_floating_point_v<T>)
         return runBinary<PowOp>(p, a, b, o);
       llvm_unreachable("integer Pow");
@@ -371,21 +366,17 @@ QN_CLONES void cubeF32(const BinaryPlan &p, const float *a, const float *b, floa
   runBinary<CubeOp>(p, a, b, o);
 }
 
-void binaryF32(BinKind k, const BinaryPlan &p, const float *a, const float *b, float *o) {
+void binaryF32(BinaryOp k, const BinaryPlan &p, const float *a, const float *b, float *o) {
   switch (k) {
-  case BinKind::Add:
+  case BinaryOp::Add:
     return addF32(p, a, b, o);
-  case BinKind::Sub:
+  case BinaryOp::Sub:
     return subF32(p, a, b, o);
-  case BinKind::Mul:
+  case BinaryOp::Mul:
     return mulF32(p, a, b, o);
-  case BinKind::Div:
+  case BinaryOp::Div:
     return divF32(p, a, b, o);
-  case BinKind::Square:
-    return squareF32(p, a, b, o);
-  case BinKind::Cube:
-    return cubeF32(p, a, b, o);
-  case BinKind::Pow:
+  case BinaryOp::Pow:
     return runBinary<PowOp>(p, a, b, o); // libm: nothing to vectorise
   default:
     llvm_unreachable("not a float arithmetic op");
@@ -443,13 +434,14 @@ template <class T> bool anyZero(const Tensor &t) {
   return false;
 }
 
-llvm::Error binaryKernel(KernelContext &ctx, BinKind kind) {
+} // namespace
+
+llvm::Error planBinaryOp(const KernelContext &ctx, BinaryOp kind, BinaryShape &s) {
   if (auto e = checkArity(ctx, 2, 2))
     return e;
   const Tensor *a = input(ctx, 0), *b = input(ctx, 1);
   DType dt = a->dtype();
-  Tensor bConv;
-  if (kind == BinKind::Pow) {
+  if (kind == BinaryOp::Pow) {
     // Pow(T, T1): the exponent may have another numeric type.
     if (dt != DType::Float && dt != DType::Double && !isHalfLike(dt))
       return unsupportedDType(ctx, *a, "float32, float64, float16, bfloat16");
@@ -457,11 +449,7 @@ llvm::Error binaryKernel(KernelContext &ctx, BinKind kind) {
     if (eb != DType::Float && eb != DType::Double && eb != DType::Int32 && eb != DType::Int64 &&
         !isHalfLike(eb))
       return kernelError(ctx, "unsupported exponent dtype: " + b->describe());
-    DType work = dt == DType::Double ? DType::Double : DType::Float;
-    if (eb != work) {
-      bConv = castExponent(*b, work);
-      b = &bConv;
-    }
+    s.expType = dt == DType::Double ? DType::Double : DType::Float;
   } else if (b->dtype() != dt) {
     return kernelError(ctx, "input dtypes differ: A " + a->describe() + ", B " + b->describe());
   }
@@ -477,27 +465,50 @@ llvm::Error binaryKernel(KernelContext &ctx, BinKind kind) {
     break;
   case DType::Int32:
   case DType::Int64:
-    ok = kind != BinKind::Pow;
+    ok = kind != BinaryOp::Pow;
     break;
   case DType::Bool:
   case DType::UInt8:
   case DType::Int8:
-    ok = kind == BinKind::Equal;
+    ok = kind == BinaryOp::Equal;
     break;
   default:
     ok = false;
   }
   if (!ok)
     return unsupportedDType(ctx, *a,
-                            kind == BinKind::Pow ? "float32, float64, float16, bfloat16"
+                            kind == BinaryOp::Pow ? "float32, float64, float16, bfloat16"
                             : cmp ? "float32, float64, float16, bfloat16, int32, int64"
                                     " (Equal also bool, int8, uint8)"
                                   : "float32, float64, float16, bfloat16, int32, int64");
 
-  BinaryPlan p;
-  if (auto e = planBinary(ctx, *a, *b, p))
+  if (!broadcastShapes(a->shape(), b->shape(), s.outShape))
+    return kernelError(ctx, "shapes do not broadcast: A " + a->describe() + ", B " + b->describe());
+  if (!checkedNumel(s.outShape, 8, s.numel))
+    return kernelError(ctx, "output shape overflows: " + shapeStr(s.outShape));
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error binaryKernel(KernelContext &ctx, BinaryOp kind) {
+  BinaryShape s;
+  if (auto e = planBinaryOp(ctx, kind, s))
     return e;
-  if (kind == BinKind::Div && p.numel > 0 &&
+  const Tensor *a = input(ctx, 0), *b = input(ctx, 1);
+  DType dt = a->dtype();
+  Tensor bConv;
+  if (kind == BinaryOp::Pow && b->dtype() != s.expType) {
+    bConv = castExponent(*b, s.expType);
+    b = &bConv;
+  }
+  const bool cmp = isCompare(kind);
+
+  BinaryPlan p;
+  p.outShape = std::move(s.outShape);
+  p.numel = s.numel;
+  layoutBinary(*a, *b, p);
+  if (kind == BinaryOp::Div && p.numel > 0 &&
       ((dt == DType::Int32 && anyZero<int32_t>(*b)) ||
        (dt == DType::Int64 && anyZero<int64_t>(*b))))
     return kernelError(ctx, "integer division by zero (divisor " + b->describe() + ")");
@@ -523,15 +534,15 @@ llvm::Error binaryKernel(KernelContext &ctx, BinKind kind) {
     DType work = aa->dtype();
     bool handled = false;
     // Pow with a scalar exponent 2 or 3: multiplications.
-    if (kind == BinKind::Pow && p.kind == BinaryPlan::ScalarB) {
+    if (kind == BinaryOp::Pow && p.kind == BinaryPlan::ScalarB) {
       double e = work == DType::Float ? bb->data<float>()[0] : bb->data<double>()[0];
       if (e == 2.0 || e == 3.0) {
         handled = true;
         if (work == DType::Float) {
           if (e == 2.0)
-            binaryF32(BinKind::Square, p, aa->data<float>(), bb->data<float>(), yy->data<float>());
+            squareF32(p, aa->data<float>(), bb->data<float>(), yy->data<float>());
           else
-            binaryF32(BinKind::Cube, p, aa->data<float>(), bb->data<float>(), yy->data<float>());
+            cubeF32(p, aa->data<float>(), bb->data<float>(), yy->data<float>());
         } else {
           if (e == 2.0)
             runBinary<SquareOp>(p, aa->data<double>(), bb->data<double>(), yy->data<double>());
@@ -629,28 +640,8 @@ struct SigmoidOp {
     return e / (T(1) + e);
   }
 };
-/// erf for float32: a rational approximation x*P(x^2)/Q(x^2) on [-4, 4]
-/// (erf rounds to +-1 in float32 beyond), branch-free so that loops over it
-/// vectorise; max abs error 4.3e-7 against the exact erf. float64 uses std::erf.
-inline float fastErf(float x) {
-  x = __builtin_isless(x, -4.0f) ? -4.0f : x; // quiet comparisons: vectorisable
-  x = __builtin_isgreater(x, 4.0f) ? 4.0f : x;
-  const float x2 = x * x;
-  float p = -2.72614225801306e-10f;
-  p = p * x2 + 2.77068142495902e-08f;
-  p = p * x2 + -2.10102402082508e-06f;
-  p = p * x2 + -5.69250639462346e-05f;
-  p = p * x2 + -7.34990630326855e-04f;
-  p = p * x2 + -2.95459980854025e-03f;
-  p = p * x2 + -1.60960333262415e-02f;
-  p = p * x;
-  float q = -1.45660718464996e-05f;
-  q = q * x2 + -2.13374055278905e-04f;
-  q = q * x2 + -1.68282697438203e-03f;
-  q = q * x2 + -7.37332916720468e-03f;
-  q = q * x2 + -1.42647390514189e-02f;
-  return p / q;
-}
+/// erf: float32 by the shared approximation (FastMath.h, also the CUDA
+/// kernels' and the fused programs'), float64 by std::erf.
 template <class T> inline T erfOf(T x) {
   if constexpr (std::is_same_v<T, float>)
     return fastErf(x);
@@ -1043,20 +1034,32 @@ bool castAny(DType from, DType to, const void *src, void *dst, int64_t n) {
   }
 }
 
-llvm::Error castKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error planCast(const KernelContext &ctx, DType &to) {
   if (auto e = checkArity(ctx, 1, 1))
     return e;
   const Tensor &x = *input(ctx, 0);
   if (!hasAttr(ctx.node, "to"))
     return kernelError(ctx, "missing attribute 'to'");
   int64_t toCode = attrInt(ctx.node, "to", 0);
-  DType to = dtypeFromOnnx(static_cast<int32_t>(toCode));
+  to = dtypeFromOnnx(static_cast<int32_t>(toCode));
   if (to == DType::Undefined)
     return kernelError(ctx, strCat("unsupported target type to=", toCode));
   if (!isSupported(x.dtype()))
     return unsupportedDType(ctx, x,
                             "float32, float64, float16, bfloat16, int64, int32, int8, "
                             "uint8, bool");
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error castKernel(KernelContext &ctx) {
+  DType to;
+  if (auto e = planCast(ctx, to))
+    return e;
+  const Tensor &x = *input(ctx, 0);
   if (to == x.dtype()) {
     ctx.outputs[0] = x;
     return llvm::Error::success();
@@ -1073,14 +1076,14 @@ llvm::Error castKernel(KernelContext &ctx) {
 
 void registerElementwiseKernels(KernelRegistry &reg) {
   static_assert(sizeof(Half) == 2 && sizeof(BF16) == 2 && sizeof(Bool8) == 1, "layout");
-  reg.add("", "Add", [](KernelContext &c) { return binaryKernel(c, BinKind::Add); });
-  reg.add("", "Sub", [](KernelContext &c) { return binaryKernel(c, BinKind::Sub); });
-  reg.add("", "Mul", [](KernelContext &c) { return binaryKernel(c, BinKind::Mul); });
-  reg.add("", "Div", [](KernelContext &c) { return binaryKernel(c, BinKind::Div); });
-  reg.add("", "Pow", [](KernelContext &c) { return binaryKernel(c, BinKind::Pow); });
-  reg.add("", "Equal", [](KernelContext &c) { return binaryKernel(c, BinKind::Equal); });
-  reg.add("", "Less", [](KernelContext &c) { return binaryKernel(c, BinKind::Less); });
-  reg.add("", "Greater", [](KernelContext &c) { return binaryKernel(c, BinKind::Greater); });
+  reg.add("", "Add", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Add); });
+  reg.add("", "Sub", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Sub); });
+  reg.add("", "Mul", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Mul); });
+  reg.add("", "Div", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Div); });
+  reg.add("", "Pow", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Pow); });
+  reg.add("", "Equal", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Equal); });
+  reg.add("", "Less", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Less); });
+  reg.add("", "Greater", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Greater); });
 
   reg.add("", "Relu", [](KernelContext &c) { return unaryKernel<ReluOp>(c, true); });
   reg.add("", "Neg", [](KernelContext &c) { return unaryKernel<NegOp>(c, true); });

@@ -45,13 +45,6 @@ bool fitsBlas(int64_t v) { return v <= static_cast<int64_t>(INT_MAX); }
 // MatMul
 //===----------------------------------------------------------------------===//
 
-struct MatMulPlan {
-  int64_t M, N, K;
-  std::vector<int64_t> batch;                     // broadcast batch shape
-  llvm::SmallVector<int64_t, 8> strideA, strideB; // per batch dim, in matrices (0: broadcast)
-  std::vector<int64_t> outShape;
-};
-
 template <typename T> void runMatMul(const MatMulPlan &p, const T *A, const T *B, T *Y) {
   const int64_t M = p.M, N = p.N, K = p.K;
   int64_t nb = 1;
@@ -75,25 +68,31 @@ template <typename T> void runMatMul(const MatMulPlan &p, const T *A, const T *B
     gemm(false, false, nb * M, N, K, T(1), A, K, B, N, T(0), Y, N);
     return;
   }
-  size_t r = p.batch.size();
-  llvm::SmallVector<int64_t, 8> idx(r, 0);
+  llvm::SmallVector<int64_t, 8> idx(p.batch.size(), 0);
   int64_t offA = 0, offB = 0;
   for (int64_t b = 0; b < nb; ++b) {
     gemm(false, false, M, N, K, T(1), A + offA * M * K, K, B + offB * K * N, N, T(0), Y + b * M * N,
          N);
-    for (int64_t k = static_cast<int64_t>(r) - 1; k >= 0; --k) {
-      offA += p.strideA[k];
-      offB += p.strideB[k];
-      if (++idx[k] < p.batch[k])
-        break;
-      offA -= p.strideA[k] * p.batch[k];
-      offB -= p.strideB[k] * p.batch[k];
-      idx[k] = 0;
-    }
+    p.nextBatch(idx, offA, offB);
   }
 }
 
-llvm::Error matMulKernel(KernelContext &ctx) {
+} // namespace
+
+void MatMulPlan::nextBatch(llvm::MutableArrayRef<int64_t> idx, int64_t &offA,
+                           int64_t &offB) const {
+  for (int64_t k = static_cast<int64_t>(idx.size()) - 1; k >= 0; --k) {
+    offA += strideA[k];
+    offB += strideB[k];
+    if (++idx[k] < batch[k])
+      break;
+    offA -= strideA[k] * batch[k];
+    offB -= strideB[k] * batch[k];
+    idx[k] = 0;
+  }
+}
+
+llvm::Error planMatMul(const KernelContext &ctx, MatMulPlan &p) {
   if (auto e = checkArity(ctx, 2, 2))
     return e;
   const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
@@ -105,7 +104,6 @@ llvm::Error matMulKernel(KernelContext &ctx) {
   if (a.rank() == 0 || b.rank() == 0)
     return kernelError(ctx, "MatMul inputs must have rank >= 1: A " + a.describe() + ", B " +
                                 b.describe());
-  MatMulPlan p;
   p.M = a.rank() == 1 ? 1 : a.dim(-2);
   p.K = a.dim(-1);
   int64_t kb = b.rank() == 1 ? b.dim(0) : b.dim(-2);
@@ -142,16 +140,26 @@ llvm::Error matMulKernel(KernelContext &ctx) {
     p.outShape.push_back(p.M);
   if (b.rank() != 1)
     p.outShape.push_back(p.N);
-  int64_t nOut;
-  if (!checkedNumel(p.outShape, dtypeSize(dt), nOut))
+  if (!checkedNumel(p.outShape, dtypeSize(dt), p.numel))
     return kernelError(ctx, "output shape overflows: " + shapeStr(p.outShape));
-  int64_t nb = nOut == 0 ? 0 : 1;
+  int64_t nb = p.numel == 0 ? 0 : 1;
   for (int64_t d : p.batch)
     nb *= d;
   if (!fitsBlas(p.K) || !fitsBlas(p.N) || !fitsBlas(p.M) || (nb > 0 && !fitsBlas(nb * p.M)))
     return kernelError(ctx, "matrix dimensions exceed the BLAS int range: A " + a.describe() +
                                 ", B " + b.describe());
+  p.matrices = nb;
+  return llvm::Error::success();
+}
 
+namespace {
+
+llvm::Error matMulKernel(KernelContext &ctx) {
+  MatMulPlan p;
+  if (auto e = planMatMul(ctx, p))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  DType dt = a.dtype();
   Tensor y = Tensor::empty(dt, p.outShape);
   if (dt == DType::Float) {
     runMatMul(p, a.data<float>(), b.data<float>(), y.data<float>());
@@ -205,7 +213,9 @@ void runGemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, T beta,
   gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, useC ? beta : T(0), Y, N);
 }
 
-llvm::Error gemmKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error planGemm(const KernelContext &ctx, GemmPlan &p) {
   if (auto e = checkArity(ctx, 2, 3))
     return e;
   const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
@@ -243,6 +253,22 @@ llvm::Error gemmKernel(KernelContext &ctx) {
   }
   if (!fitsBlas(M) || !fitsBlas(N) || !fitsBlas(K))
     return kernelError(ctx, "matrix dimensions exceed the BLAS int range");
+  p = GemmPlan{ta, tb, alpha, beta, M, N, K};
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error gemmKernel(KernelContext &ctx) {
+  GemmPlan p;
+  if (auto e = planGemm(ctx, p))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  const Tensor *c = input(ctx, 2);
+  DType dt = a.dtype();
+  const bool ta = p.transA, tb = p.transB;
+  const float alpha = p.alpha, beta = p.beta;
+  const int64_t M = p.M, N = p.N, K = p.K;
   Tensor y = Tensor::empty(dt, {M, N});
   if (dt == DType::Float) {
     runGemm<float>(ta, tb, M, N, K, alpha, beta, a.data<float>(), b.data<float>(), c,

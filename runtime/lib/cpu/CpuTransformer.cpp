@@ -47,7 +47,8 @@ Tensor broadcastTo(const Tensor &x, llvm::ArrayRef<int64_t> outShape) {
   return y;
 }
 
-/// Broadcast shape of all `ts`, checked for size overflow.
+} // namespace
+
 llvm::Error broadcastAll(const KernelContext &ctx, llvm::ArrayRef<const Tensor *> ts,
                          std::vector<int64_t> &out) {
   out = ts[0]->shape();
@@ -66,6 +67,8 @@ llvm::Error broadcastAll(const KernelContext &ctx, llvm::ArrayRef<const Tensor *
     return kernelError(ctx, "output shape overflows: " + shapeStr(out));
   return llvm::Error::success();
 }
+
+namespace {
 
 /// float32 copy of a float16/bfloat16 tensor; the tensor itself otherwise.
 Tensor widen(const Tensor &t) { return isHalfLike(t.dtype()) ? toFloat32(t) : t; }
@@ -92,6 +95,23 @@ template <class F> bool visitNumeric(DType t, F &&f) {
     return true;
   case DType::UInt8:
     f(uint8_t{});
+    return true;
+  default:
+    return false;
+  }
+}
+
+/// The dtypes that visitNumeric takes after widen(); not bool.
+bool isNumeric(DType t) {
+  switch (t) {
+  case DType::Float:
+  case DType::Double:
+  case DType::Float16:
+  case DType::BFloat16:
+  case DType::Int32:
+  case DType::Int64:
+  case DType::Int8:
+  case DType::UInt8:
     return true;
   default:
     return false;
@@ -416,7 +436,9 @@ template <class E> void selectLoop(const uint8_t *c, const E *a, const E *b, E *
     o[i] = c[i] ? a[i] : b[i];
 }
 
-llvm::Error whereKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error planWhere(const KernelContext &ctx, std::vector<int64_t> &outShape) {
   if (auto e = checkArity(ctx, 3, 3))
     return e;
   const Tensor &c = *input(ctx, 0), &a = *input(ctx, 1), &b = *input(ctx, 2);
@@ -424,13 +446,20 @@ llvm::Error whereKernel(KernelContext &ctx) {
     return unsupportedDType(ctx, c, "bool condition");
   if (a.dtype() != b.dtype())
     return kernelError(ctx, "X " + a.describe() + " and Y " + b.describe() + " differ in dtype");
-  size_t es = dtypeSize(a.dtype());
-  if (!isSupported(a.dtype()) || es == 0)
+  if (!isSupported(a.dtype()) || dtypeSize(a.dtype()) == 0)
     return unsupportedDType(ctx, a, "any defined dtype");
-  std::vector<int64_t> shape;
   const Tensor *all[] = {&c, &a, &b};
-  if (auto e = broadcastAll(ctx, all, shape))
+  return broadcastAll(ctx, all, outShape);
+}
+
+namespace {
+
+llvm::Error whereKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planWhere(ctx, shape))
     return e;
+  const Tensor &c = *input(ctx, 0), &a = *input(ctx, 1), &b = *input(ctx, 2);
+  size_t es = dtypeSize(a.dtype());
   Tensor ec = broadcastTo(c, shape), ea = broadcastTo(a, shape), eb = broadcastTo(b, shape);
   Tensor y = Tensor::empty(a.dtype(), shape);
   int64_t n = y.numel();
@@ -754,12 +783,23 @@ template <bool IsSin> llvm::Error trigKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-llvm::Error notKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error checkNot(const KernelContext &ctx) {
   if (auto e = checkArity(ctx, 1, 1))
     return e;
   const Tensor &x = *input(ctx, 0);
   if (x.dtype() != DType::Bool)
     return unsupportedDType(ctx, x, "bool");
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error notKernel(KernelContext &ctx) {
+  if (auto e = checkNot(ctx))
+    return e;
+  const Tensor &x = *input(ctx, 0);
   Tensor y = Tensor::empty(DType::Bool, x.shape());
   for (int64_t i = 0; i < x.numel(); ++i)
     y.data<uint8_t>()[i] = !x.data<uint8_t>()[i];
@@ -767,46 +807,34 @@ llvm::Error notKernel(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
-template <bool IsAnd> llvm::Error logicKernel(KernelContext &ctx) {
+} // namespace
+
+llvm::Error planLogic(const KernelContext &ctx, std::vector<int64_t> &outShape) {
   if (auto e = checkArity(ctx, 2, 2))
     return e;
   const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
   for (const Tensor *t : {&a, &b})
     if (t->dtype() != DType::Bool)
       return unsupportedDType(ctx, *t, "bool");
-  std::vector<int64_t> shape;
   const Tensor *all[] = {&a, &b};
-  if (auto e = broadcastAll(ctx, all, shape))
-    return e;
-  ctx.outputs[0] = binaryLoop<uint8_t, uint8_t>(a, b, shape, DType::Bool, [](uint8_t p, uint8_t q) {
-    return static_cast<uint8_t>(IsAnd ? (p && q) : (p || q));
-  });
-  return llvm::Error::success();
+  return broadcastAll(ctx, all, outShape);
 }
 
-template <bool IsGE> llvm::Error compareKernel(KernelContext &ctx) {
+llvm::Error planCompare(const KernelContext &ctx, std::vector<int64_t> &outShape) {
   if (auto e = checkArity(ctx, 2, 2))
     return e;
   const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
   if (a.dtype() != b.dtype())
     return kernelError(ctx, "A " + a.describe() + " and B " + b.describe() + " differ in dtype");
-  std::vector<int64_t> shape;
   const Tensor *all[] = {&a, &b};
-  if (auto e = broadcastAll(ctx, all, shape))
+  if (auto e = broadcastAll(ctx, all, outShape))
     return e;
-  Tensor aw = widen(a), bw = widen(b);
-  bool ok = a.dtype() != DType::Bool && visitNumeric(aw.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    ctx.outputs[0] = binaryLoop<T, uint8_t>(aw, bw, shape, DType::Bool, [](T p, T q) {
-      return static_cast<uint8_t>(IsGE ? p >= q : p <= q);
-    });
-  });
-  if (!ok)
+  if (!isNumeric(a.dtype()))
     return unsupportedDType(ctx, a, "float32, float64, float16, bfloat16, int8, uint8, int32, int64");
   return llvm::Error::success();
 }
 
-template <bool IsMax> llvm::Error minMaxKernel(KernelContext &ctx) {
+llvm::Error planMinMax(const KernelContext &ctx, std::vector<int64_t> &outShape) {
   size_t n = ctx.inputs.size();
   if (n == 0)
     return kernelError(ctx, "expects at least one input");
@@ -821,11 +849,51 @@ template <bool IsMax> llvm::Error minMaxKernel(KernelContext &ctx) {
                                   ctx.inputs[i]->describe());
     all.push_back(ctx.inputs[i]);
   }
-  std::vector<int64_t> shape;
-  if (auto e = broadcastAll(ctx, all, shape))
+  if (auto e = broadcastAll(ctx, all, outShape))
     return e;
+  if (!isNumeric(dt))
+    return unsupportedDType(ctx, first,
+                            "float32, float64, float16, bfloat16, int8, uint8, int32, int64");
+  return llvm::Error::success();
+}
+
+namespace {
+
+template <bool IsAnd> llvm::Error logicKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planLogic(ctx, shape))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  ctx.outputs[0] = binaryLoop<uint8_t, uint8_t>(a, b, shape, DType::Bool, [](uint8_t p, uint8_t q) {
+    return static_cast<uint8_t>(IsAnd ? (p && q) : (p || q));
+  });
+  return llvm::Error::success();
+}
+
+template <bool IsGE> llvm::Error compareKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planCompare(ctx, shape))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  Tensor aw = widen(a), bw = widen(b);
+  visitNumeric(aw.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ctx.outputs[0] = binaryLoop<T, uint8_t>(aw, bw, shape, DType::Bool, [](T p, T q) {
+      return static_cast<uint8_t>(IsGE ? p >= q : p <= q);
+    });
+  });
+  return llvm::Error::success();
+}
+
+template <bool IsMax> llvm::Error minMaxKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planMinMax(ctx, shape))
+    return e;
+  size_t n = ctx.inputs.size();
+  const Tensor &first = *input(ctx, 0);
+  DType dt = first.dtype();
   Tensor acc = widen(first);
-  bool ok = dt != DType::Bool && visitNumeric(acc.dtype(), [&](auto tag) {
+  visitNumeric(acc.dtype(), [&](auto tag) {
     using T = decltype(tag);
     auto pick = [](T p, T q) -> T {
       if constexpr (std::is_floating_point_v<T>)
@@ -836,15 +904,12 @@ template <bool IsMax> llvm::Error minMaxKernel(KernelContext &ctx) {
     if (n == 1)
       acc = broadcastTo(acc, shape).clone();
     for (size_t i = 1; i < n; ++i) {
-      Tensor next = widen(*all[i]);
+      Tensor next = widen(*ctx.inputs[i]);
       std::vector<int64_t> s;
       broadcastShapes(acc.shape(), next.shape(), s);
       acc = binaryLoop<T, T>(acc, next, s, acc.dtype(), pick);
     }
   });
-  if (!ok)
-    return unsupportedDType(ctx, first,
-                            "float32, float64, float16, bfloat16, int8, uint8, int32, int64");
   ctx.outputs[0] = narrow(acc, dt);
   return llvm::Error::success();
 }

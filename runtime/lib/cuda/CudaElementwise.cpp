@@ -5,11 +5,12 @@
 // Where Max Min.
 //
 // Each kernel runs the CPU kernel's checks in the same order with the same
-// messages (runtime/lib/cpu/CpuElementwise.cpp, CpuTransformer.cpp), then
-// plans the broadcast once (output shape by cpu::broadcastShapes; per operand
-// element strides, 0 on broadcast axes; size-1 dims dropped and neighbours
-// merged where every operand allows) and launches the one N-ary kernel of
-// CudaElementwise.cu.
+// messages (runtime/lib/cpu/CpuElementwise.cpp, CpuTransformer.cpp; the
+// binary ops, Max/Min, Where, Not and Cast through the planners they share,
+// declared in CpuCommon.h), then plans the broadcast once (output shape from
+// those planners; per operand element strides, 0 on broadcast axes; size-1
+// dims dropped and neighbours merged where every operand allows) and launches
+// the one N-ary kernel of CudaElementwise.cu.
 //
 // Differences from the CPU kernels, none of them in values that the CPU
 // kernel produces:
@@ -27,7 +28,6 @@
 #include <vector>
 
 #include "onnx/onnx_pb.h"
-#include "qn/runtime/TensorProto.h"
 #include "llvm/ADT/SmallVector.h"
 
 namespace qn::rt::cuda {
@@ -37,7 +37,6 @@ using cpu::checkArity;
 using cpu::input;
 using cpu::isHalfLike;
 using cpu::kernelError;
-using cpu::shapeStr;
 using cpu::unsupportedDType;
 
 int32_t dt(DType t) { return static_cast<int32_t>(t); }
@@ -46,8 +45,10 @@ int32_t dt(DType t) { return static_cast<int32_t>(t); }
 // Broadcasting plan
 //===----------------------------------------------------------------------===//
 
-/// The output shape and the coalesced layout of up to kEwMaxOperands
-/// operands (which must broadcast to outShape).
+/// The output shape (from the CPU kernels' planners: cpu::planBinaryOp,
+/// planLogic, planCompare, planMinMax, planWhere) and, by coalesce, its size
+/// and the coalesced layout of up to kEwMaxOperands operands (which must
+/// broadcast to outShape).
 struct Plan {
   std::vector<int64_t> outShape;
   int64_t numel = 0;
@@ -58,6 +59,9 @@ struct Plan {
 
 void coalesce(llvm::ArrayRef<const Tensor *> ops, Plan &p) {
   size_t r = p.outShape.size();
+  p.numel = 1;
+  for (int64_t d : p.outShape)
+    p.numel *= d; // the planners checked it for overflow
   p.nOps = static_cast<int>(ops.size());
   p.dims.clear();
   llvm::SmallVector<int64_t, 8> padded[kEwMaxOperands], cs[kEwMaxOperands];
@@ -88,28 +92,6 @@ void coalesce(llvm::ArrayRef<const Tensor *> ops, Plan &p) {
     for (int j = 0; j < p.nOps; ++j)
       p.st[j].push_back(s[j]);
   }
-}
-
-/// cpu::broadcastShapes over all `ts`, checked for size overflow, with the
-/// messages of CpuTransformer.cpp's broadcastAll; then the layout.
-llvm::Error planAll(const KernelContext &ctx, llvm::ArrayRef<const Tensor *> ts, Plan &p) {
-  std::vector<int64_t> out = ts[0]->shape();
-  for (size_t i = 1; i < ts.size(); ++i) {
-    std::vector<int64_t> next;
-    if (!cpu::broadcastShapes(out, ts[i]->shape(), next)) {
-      std::string s;
-      for (size_t j = 0; j < ts.size(); ++j)
-        s += (j ? ", " : "") + ts[j]->describe();
-      return kernelError(ctx, "shapes do not broadcast: " + s);
-    }
-    out = std::move(next);
-  }
-  int64_t n;
-  if (!checkedNumel(out, 8, n))
-    return kernelError(ctx, "output shape overflows: " + shapeStr(out));
-  p.outShape = std::move(out);
-  p.numel = n;
-  return llvm::Error::success();
 }
 
 /// Runs `launch(layout, ptrs, out, n)` over the plan of `ops` (their data
@@ -172,57 +154,18 @@ llvm::Error launchFailed(const KernelContext &ctx, cudaError_t e) {
 // Binary ops of CpuElementwise.cpp: Add Sub Mul Div Pow Equal Less Greater
 //===----------------------------------------------------------------------===//
 
-llvm::Error binaryKernel(KernelContext &ctx, EwBinary kind) {
-  if (auto e = checkArity(ctx, 2, 2))
+llvm::Error binaryKernel(KernelContext &ctx, EwBinary kind, cpu::BinaryOp op) {
+  cpu::BinaryShape s;
+  if (auto e = cpu::planBinaryOp(ctx, op, s))
     return e;
   const Tensor *a = input(ctx, 0), *b = input(ctx, 1);
-  DType t = a->dtype();
-  DType work = DType::Undefined; // Pow: the exponent's compute type
-  if (kind == EwBinary::Pow) {
-    // Pow(T, T1): the exponent may have another numeric type.
-    if (t != DType::Float && t != DType::Double && !isHalfLike(t))
-      return unsupportedDType(ctx, *a, "float32, float64, float16, bfloat16");
-    DType eb = b->dtype();
-    if (eb != DType::Float && eb != DType::Double && eb != DType::Int32 && eb != DType::Int64 &&
-        !isHalfLike(eb))
-      return kernelError(ctx, "unsupported exponent dtype: " + b->describe());
-    work = t == DType::Double ? DType::Double : DType::Float;
-  } else if (b->dtype() != t) {
-    return kernelError(ctx, "input dtypes differ: A " + a->describe() + ", B " + b->describe());
-  }
-  const bool cmp =
-      kind == EwBinary::Equal || kind == EwBinary::Less || kind == EwBinary::Greater;
-  bool ok;
-  switch (t) {
-  case DType::Float:
-  case DType::Double:
-  case DType::Float16:
-  case DType::BFloat16:
-    ok = true;
-    break;
-  case DType::Int32:
-  case DType::Int64:
-    ok = kind != EwBinary::Pow;
-    break;
-  case DType::Bool:
-  case DType::UInt8:
-  case DType::Int8:
-    ok = kind == EwBinary::Equal;
-    break;
-  default:
-    ok = false;
-  }
-  if (!ok)
-    return unsupportedDType(ctx, *a,
-                            kind == EwBinary::Pow ? "float32, float64, float16, bfloat16"
-                            : cmp ? "float32, float64, float16, bfloat16, int32, int64"
-                                    " (Equal also bool, int8, uint8)"
-                                  : "float32, float64, float16, bfloat16, int32, int64");
+  const DType t = a->dtype();
+  const DType work = s.expType; // Pow: the exponent's compute type
+  const bool cmp = op == cpu::BinaryOp::Equal || op == cpu::BinaryOp::Less ||
+                   op == cpu::BinaryOp::Greater;
   Plan p;
-  if (!cpu::broadcastShapes(a->shape(), b->shape(), p.outShape))
-    return kernelError(ctx, "shapes do not broadcast: A " + a->describe() + ", B " + b->describe());
-  if (!checkedNumel(p.outShape, 8, p.numel))
-    return kernelError(ctx, "output shape overflows: " + shapeStr(p.outShape));
+  p.outShape = std::move(s.outShape);
+  p.numel = s.numel;
   // Integer Div by zero: see the file comment.
 
   DeviceContext &dev = cudaDev(ctx);
@@ -271,50 +214,18 @@ llvm::Error runBinary(KernelContext &ctx, EwBinary kind, const Tensor &a, const 
   return llvm::Error::success();
 }
 
-bool isNumeric(DType t) {
-  switch (t) {
-  case DType::Float:
-  case DType::Double:
-  case DType::Float16:
-  case DType::BFloat16:
-  case DType::Int32:
-  case DType::Int64:
-  case DType::Int8:
-  case DType::UInt8:
-    return true;
-  default:
-    return false;
-  }
-}
-
 llvm::Error logicKernel(KernelContext &ctx, EwBinary kind) {
-  if (auto e = checkArity(ctx, 2, 2))
-    return e;
-  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
-  for (const Tensor *t : {&a, &b})
-    if (t->dtype() != DType::Bool)
-      return unsupportedDType(ctx, *t, "bool");
   Plan p;
-  const Tensor *all[] = {&a, &b};
-  if (auto e = planAll(ctx, all, p))
+  if (auto e = cpu::planLogic(ctx, p.outShape))
     return e;
-  return runBinary(ctx, kind, a, b, p, DType::Bool);
+  return runBinary(ctx, kind, *input(ctx, 0), *input(ctx, 1), p, DType::Bool);
 }
 
 llvm::Error compareKernel(KernelContext &ctx, EwBinary kind) {
-  if (auto e = checkArity(ctx, 2, 2))
-    return e;
-  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
-  if (a.dtype() != b.dtype())
-    return kernelError(ctx, "A " + a.describe() + " and B " + b.describe() + " differ in dtype");
   Plan p;
-  const Tensor *all[] = {&a, &b};
-  if (auto e = planAll(ctx, all, p))
+  if (auto e = cpu::planCompare(ctx, p.outShape))
     return e;
-  if (!isNumeric(a.dtype()))
-    return unsupportedDType(ctx, a,
-                            "float32, float64, float16, bfloat16, int8, uint8, int32, int64");
-  return runBinary(ctx, kind, a, b, p, DType::Bool);
+  return runBinary(ctx, kind, *input(ctx, 0), *input(ctx, 1), p, DType::Bool);
 }
 
 //===----------------------------------------------------------------------===//
@@ -322,26 +233,13 @@ llvm::Error compareKernel(KernelContext &ctx, EwBinary kind) {
 //===----------------------------------------------------------------------===//
 
 llvm::Error minMaxKernel(KernelContext &ctx, EwBinary kind) {
-  size_t n = ctx.inputs.size();
-  if (n == 0)
-    return kernelError(ctx, "expects at least one input");
-  if (auto e = checkArity(ctx, n, n))
-    return e;
-  const Tensor &first = *input(ctx, 0);
-  DType t = first.dtype();
-  std::vector<const Tensor *> all;
-  for (size_t i = 0; i < n; ++i) {
-    if (ctx.inputs[i]->dtype() != t)
-      return kernelError(ctx, "inputs differ in dtype: " + first.describe() + " vs " +
-                                  ctx.inputs[i]->describe());
-    all.push_back(ctx.inputs[i]);
-  }
   Plan p;
-  if (auto e = planAll(ctx, all, p))
+  if (auto e = cpu::planMinMax(ctx, p.outShape))
     return e;
-  if (!isNumeric(t))
-    return unsupportedDType(ctx, first,
-                            "float32, float64, float16, bfloat16, int8, uint8, int32, int64");
+  const size_t n = ctx.inputs.size();
+  const Tensor &first = *input(ctx, 0);
+  const DType t = first.dtype();
+  const std::vector<const Tensor *> all(ctx.inputs.begin(), ctx.inputs.end());
   if (n == 1) { // the values of the only input
     ctx.outputs[0] = first;
     return llvm::Error::success();
@@ -366,20 +264,12 @@ llvm::Error minMaxKernel(KernelContext &ctx, EwBinary kind) {
 }
 
 llvm::Error whereKernel(KernelContext &ctx) {
-  if (auto e = checkArity(ctx, 3, 3))
+  Plan p;
+  if (auto e = cpu::planWhere(ctx, p.outShape))
     return e;
   const Tensor &c = *input(ctx, 0), &a = *input(ctx, 1), &b = *input(ctx, 2);
-  if (c.dtype() != DType::Bool)
-    return unsupportedDType(ctx, c, "bool condition");
-  if (a.dtype() != b.dtype())
-    return kernelError(ctx, "X " + a.describe() + " and Y " + b.describe() + " differ in dtype");
-  size_t es = dtypeSize(a.dtype());
-  if (!isSupported(a.dtype()) || es == 0)
-    return unsupportedDType(ctx, a, "any defined dtype");
-  Plan p;
+  const size_t es = dtypeSize(a.dtype());
   const Tensor *all[] = {&c, &a, &b};
-  if (auto e = planAll(ctx, all, p))
-    return e;
   DeviceContext &dev = cudaDev(ctx);
   Tensor y = dev.alloc(a.dtype(), p.outShape);
   coalesce(all, p);
@@ -421,11 +311,9 @@ llvm::Error unaryKernel(KernelContext &ctx, EwUnary op, bool allowInt) {
 }
 
 llvm::Error notKernel(KernelContext &ctx) {
-  if (auto e = checkArity(ctx, 1, 1))
+  if (auto e = cpu::checkNot(ctx))
     return e;
   const Tensor &x = *input(ctx, 0);
-  if (x.dtype() != DType::Bool)
-    return unsupportedDType(ctx, x, "bool");
   DeviceContext &dev = cudaDev(ctx);
   Tensor y = dev.alloc(DType::Bool, x.shape());
   if (int64_t n = x.numel()) {
@@ -448,19 +336,10 @@ llvm::Error geluKernel(KernelContext &ctx) {
 }
 
 llvm::Error castKernel(KernelContext &ctx) {
-  if (auto e = checkArity(ctx, 1, 1))
+  DType to;
+  if (auto e = cpu::planCast(ctx, to))
     return e;
   const Tensor &x = *input(ctx, 0);
-  if (!hasAttr(ctx.node, "to"))
-    return kernelError(ctx, "missing attribute 'to'");
-  int64_t toCode = attrInt(ctx.node, "to", 0);
-  DType to = dtypeFromOnnx(static_cast<int32_t>(toCode));
-  if (to == DType::Undefined)
-    return kernelError(ctx, strCat("unsupported target type to=", toCode));
-  if (!isSupported(x.dtype()))
-    return unsupportedDType(ctx, x,
-                            "float32, float64, float16, bfloat16, int64, int32, int8, "
-                            "uint8, bool");
   if (to == x.dtype()) {
     ctx.outputs[0] = x;
     return llvm::Error::success();
@@ -482,17 +361,17 @@ llvm::Error castKernel(KernelContext &ctx) {
 } // namespace
 
 void registerCudaElementwiseKernels(KernelRegistry &reg) {
-  auto bin = [&](const char *name, EwBinary k) {
-    reg.add("", name, [k](KernelContext &c) { return binaryKernel(c, k); });
+  auto bin = [&](const char *name, EwBinary k, cpu::BinaryOp op) {
+    reg.add("", name, [k, op](KernelContext &c) { return binaryKernel(c, k, op); });
   };
-  bin("Add", EwBinary::Add);
-  bin("Sub", EwBinary::Sub);
-  bin("Mul", EwBinary::Mul);
-  bin("Div", EwBinary::Div);
-  bin("Pow", EwBinary::Pow);
-  bin("Equal", EwBinary::Equal);
-  bin("Less", EwBinary::Less);
-  bin("Greater", EwBinary::Greater);
+  bin("Add", EwBinary::Add, cpu::BinaryOp::Add);
+  bin("Sub", EwBinary::Sub, cpu::BinaryOp::Sub);
+  bin("Mul", EwBinary::Mul, cpu::BinaryOp::Mul);
+  bin("Div", EwBinary::Div, cpu::BinaryOp::Div);
+  bin("Pow", EwBinary::Pow, cpu::BinaryOp::Pow);
+  bin("Equal", EwBinary::Equal, cpu::BinaryOp::Equal);
+  bin("Less", EwBinary::Less, cpu::BinaryOp::Less);
+  bin("Greater", EwBinary::Greater, cpu::BinaryOp::Greater);
   reg.add("", "GreaterOrEqual",
           [](KernelContext &c) { return compareKernel(c, EwBinary::GreaterOrEqual); });
   reg.add("", "LessOrEqual",

@@ -21,6 +21,8 @@
 #include "CudaElementwise.h"
 #include "CudaIndex.cuh"
 
+#include "../FastMath.h"
+
 #include <cstdint>
 #include <type_traits>
 
@@ -85,28 +87,8 @@ __device__ __forceinline__ double quietNaN(double) {
   return __longlong_as_double(0x7ff8000000000000LL);
 }
 
-/// The CPU kernel's float32 erf (CpuElementwise.cpp fastErf): x*P(x^2)/Q(x^2)
-/// on [-4, 4], max abs error 4.3e-7. Using the same approximation keeps GPU
+/// float32 erf: the CPU kernel's approximation (FastMath.h), which keeps GPU
 /// and CPU results together; float64 uses erf() as the CPU uses std::erf.
-__device__ __forceinline__ float fastErf(float x) {
-  x = x < -4.0f ? -4.0f : x; // NaN stays NaN
-  x = x > 4.0f ? 4.0f : x;
-  const float x2 = x * x;
-  float p = -2.72614225801306e-10f;
-  p = p * x2 + 2.77068142495902e-08f;
-  p = p * x2 + -2.10102402082508e-06f;
-  p = p * x2 + -5.69250639462346e-05f;
-  p = p * x2 + -7.34990630326855e-04f;
-  p = p * x2 + -2.95459980854025e-03f;
-  p = p * x2 + -1.60960333262415e-02f;
-  p = p * x;
-  float q = -1.45660718464996e-05f;
-  q = q * x2 + -2.13374055278905e-04f;
-  q = q * x2 + -1.68282697438203e-03f;
-  q = q * x2 + -7.37332916720468e-03f;
-  q = q * x2 + -1.42647390514189e-02f;
-  return p / q;
-}
 __device__ __forceinline__ float erfOf(float x) { return fastErf(x); }
 __device__ __forceinline__ double erfOf(double x) { return erf(x); }
 

@@ -1,6 +1,8 @@
 //===- CudaMatMul.cpp - MatMul and Gemm through cuBLAS / cuBLASLt ----------===//
 //
-// Same semantics, validation and error messages as runtime/lib/cpu/CpuMatMul.cpp.
+// Same semantics as runtime/lib/cpu/CpuMatMul.cpp, whose planners
+// (cpu::planMatMul, cpu::planGemm) both devices run: one set of checks and
+// error messages.
 //
 // Row-major trick: cuBLAS is column-major, and a row-major [R,C] matrix read
 // column-major is its transpose. Row-major Y = op(A) op(B) is column-major
@@ -28,10 +30,8 @@
 #include "CudaDevice.h"
 #include "CudaMatMul.h"
 
-#include "../StrCat.h"
 #include "../cpu/CpuCommon.h"
 
-#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <map>
@@ -41,14 +41,7 @@
 namespace qn::rt::cuda {
 namespace {
 
-using cpu::broadcastShapes;
-using cpu::checkArity;
-using cpu::describe;
 using cpu::input;
-using cpu::isHalfLike;
-using cpu::kernelError;
-using cpu::shapeStr;
-using cpu::unsupportedDType;
 
 bool fitsBlas(int64_t v) { return v <= static_cast<int64_t>(INT_MAX); }
 
@@ -316,16 +309,10 @@ llvm::Expected<bool> ltGemmBias(const KernelContext &ctx, DType dt, bool ta, boo
 // MatMul
 //===----------------------------------------------------------------------===//
 
-struct MatMulPlan {
-  int64_t M, N, K;
-  std::vector<int64_t> batch;                     // broadcast batch shape
-  llvm::SmallVector<int64_t, 8> strideA, strideB; // per batch dim, in matrices (0: broadcast)
-  std::vector<int64_t> outShape;
-};
-
 /// Over batch dims [s, r): the stride (in matrices) by which operand `st`
 /// advances per linear batch index, if it is one stride.
-bool suffixStride(const MatMulPlan &p, llvm::ArrayRef<int64_t> st, size_t s, int64_t &stride) {
+bool suffixStride(const cpu::MatMulPlan &p, llvm::ArrayRef<int64_t> st, size_t s,
+                  int64_t &stride) {
   size_t r = p.batch.size();
   int64_t P = 1; // product of the dims after k
   bool have = false;
@@ -346,64 +333,13 @@ bool suffixStride(const MatMulPlan &p, llvm::ArrayRef<int64_t> st, size_t s, int
 }
 
 llvm::Error matMulKernel(KernelContext &ctx) {
-  if (auto e = checkArity(ctx, 2, 2))
+  cpu::MatMulPlan p;
+  if (auto e = cpu::planMatMul(ctx, p))
     return e;
   const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
-  if (a.dtype() != b.dtype())
-    return kernelError(ctx, "input dtypes differ: A " + a.describe() + ", B " + b.describe());
-  DType dt = a.dtype();
-  if (dt != DType::Float && dt != DType::Double && !isHalfLike(dt))
-    return unsupportedDType(ctx, a, "float32, float64, float16, bfloat16");
-  if (a.rank() == 0 || b.rank() == 0)
-    return kernelError(ctx, "MatMul inputs must have rank >= 1: A " + a.describe() + ", B " +
-                                b.describe());
-  MatMulPlan p;
-  p.M = a.rank() == 1 ? 1 : a.dim(-2);
-  p.K = a.dim(-1);
-  int64_t kb = b.rank() == 1 ? b.dim(0) : b.dim(-2);
-  p.N = b.rank() == 1 ? 1 : b.dim(-1);
-  if (p.K != kb)
-    return kernelError(ctx, strCat("inner dimensions differ: A ", a.describe(), " has K=", p.K,
-                                   ", B ", b.describe(), " has K=", kb));
-  llvm::ArrayRef<int64_t> batchA =
-      llvm::ArrayRef<int64_t>(a.shape()).drop_back(std::min<int64_t>(2, a.rank()));
-  llvm::ArrayRef<int64_t> batchB =
-      llvm::ArrayRef<int64_t>(b.shape()).drop_back(std::min<int64_t>(2, b.rank()));
-  if (!broadcastShapes(batchA, batchB, p.batch))
-    return kernelError(ctx, "batch dimensions do not broadcast: A " + a.describe() + ", B " +
-                                b.describe());
-  size_t r = p.batch.size();
-  p.strideA.assign(r, 0);
-  p.strideB.assign(r, 0);
-  {
-    int64_t s = 1;
-    for (size_t i = 0; i < batchA.size(); ++i) {
-      size_t d = batchA.size() - 1 - i, o = r - 1 - i;
-      p.strideA[o] = batchA[d] == 1 ? 0 : s;
-      s *= batchA[d];
-    }
-    s = 1;
-    for (size_t i = 0; i < batchB.size(); ++i) {
-      size_t d = batchB.size() - 1 - i, o = r - 1 - i;
-      p.strideB[o] = batchB[d] == 1 ? 0 : s;
-      s *= batchB[d];
-    }
-  }
-  p.outShape = p.batch;
-  if (a.rank() != 1)
-    p.outShape.push_back(p.M);
-  if (b.rank() != 1)
-    p.outShape.push_back(p.N);
-  int64_t nOut;
-  if (!checkedNumel(p.outShape, dtypeSize(dt), nOut))
-    return kernelError(ctx, "output shape overflows: " + shapeStr(p.outShape));
-  int64_t nb = nOut == 0 ? 0 : 1;
-  for (int64_t d : p.batch)
-    nb *= d;
-  if (!fitsBlas(p.K) || !fitsBlas(p.N) || !fitsBlas(p.M) || (nb > 0 && !fitsBlas(nb * p.M)))
-    return kernelError(ctx, "matrix dimensions exceed the BLAS int range: A " + a.describe() +
-                                ", B " + b.describe());
-
+  const DType dt = a.dtype();
+  const size_t r = p.batch.size();
+  const int64_t nOut = p.numel, nb = p.matrices;
   DeviceContext &dc = cudaDev(ctx);
   const int64_t M = p.M, N = p.N, K = p.K;
   if (nOut == 0) {
@@ -486,15 +422,7 @@ llvm::Error matMulKernel(KernelContext &ctx) {
     void *py = const_cast<char *>(elemPtr(y.raw(), o * inner * M * N, es));
     if (auto e = rowMajorGemm(ctx, dt, g, 1.0, 0.0, pa, pb, py))
       return e;
-    for (int64_t k = static_cast<int64_t>(split) - 1; k >= 0; --k) {
-      offA += p.strideA[k];
-      offB += p.strideB[k];
-      if (++idx[k] < p.batch[k])
-        break;
-      offA -= p.strideA[k] * p.batch[k];
-      offB -= p.strideB[k] * p.batch[k];
-      idx[k] = 0;
-    }
+    p.nextBatch(idx, offA, offB);
   }
   ctx.outputs[0] = std::move(y);
   return llvm::Error::success();
@@ -505,43 +433,15 @@ llvm::Error matMulKernel(KernelContext &ctx) {
 //===----------------------------------------------------------------------===//
 
 llvm::Error gemmKernel(KernelContext &ctx) {
-  if (auto e = checkArity(ctx, 2, 3))
+  cpu::GemmPlan p;
+  if (auto e = cpu::planGemm(ctx, p))
     return e;
   const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
   const Tensor *c = input(ctx, 2);
-  DType dt = a.dtype();
-  if (b.dtype() != dt || (c && c->dtype() != dt))
-    return kernelError(ctx, "input dtypes differ: A " + a.describe() + ", B " + b.describe() +
-                                ", C " + describe(c));
-  if (dt != DType::Float && dt != DType::Double && !isHalfLike(dt))
-    return unsupportedDType(ctx, a, "float32, float64, float16, bfloat16");
-  if (a.rank() != 2 || b.rank() != 2)
-    return kernelError(ctx, "Gemm inputs A and B must be 2-D: A " + a.describe() + ", B " +
-                                b.describe());
-  bool ta = attrInt(ctx.node, "transA", 0) != 0;
-  bool tb = attrInt(ctx.node, "transB", 0) != 0;
-  float alpha = attrFloat(ctx.node, "alpha", 1.0f);
-  float beta = attrFloat(ctx.node, "beta", 1.0f);
-  int64_t M = ta ? a.dim(1) : a.dim(0);
-  int64_t K = ta ? a.dim(0) : a.dim(1);
-  int64_t kb = tb ? b.dim(1) : b.dim(0);
-  int64_t N = tb ? b.dim(0) : b.dim(1);
-  if (K != kb)
-    return kernelError(ctx, strCat("inner dimensions differ: A ", a.describe(),
-                                   " (transA=", int(ta), ") has K=", K, ", B ", b.describe(),
-                                   " (transB=", int(tb), ") has K=", kb));
-  if (c) {
-    bool ok = c->rank() <= 2;
-    if (ok && c->rank() == 2)
-      ok = (c->dim(0) == 1 || c->dim(0) == M) && (c->dim(1) == 1 || c->dim(1) == N);
-    if (ok && c->rank() == 1)
-      ok = c->dim(0) == 1 || c->dim(0) == N;
-    if (!ok)
-      return kernelError(ctx, strCat("C ", c->describe(), " does not broadcast to [", M, ",", N,
-                                     "] (A ", a.describe(), ", B ", b.describe(), ")"));
-  }
-  if (!fitsBlas(M) || !fitsBlas(N) || !fitsBlas(K))
-    return kernelError(ctx, "matrix dimensions exceed the BLAS int range");
+  const DType dt = a.dtype();
+  const bool ta = p.transA, tb = p.transB;
+  const float alpha = p.alpha, beta = p.beta;
+  const int64_t M = p.M, N = p.N, K = p.K;
 
   DeviceContext &dc = cudaDev(ctx);
   if (M == 0 || N == 0) {
