@@ -70,6 +70,20 @@ class TestRanks(ToolsTestCase):
         err = float(np.max(np.abs(got.astype(np.float64) - ref)))
         self.assertLessEqual(err, RTOL * float(np.max(np.abs(ref))), f"max|qn-ort| = {err}")
 
+    def lm_feeds(self, model, seed, seq, tag):
+        """Random ids and positions (batch 2) for a bundled LM: ORT's logits
+        and the --input arguments of the saved files."""
+        rng = np.random.default_rng(seed)
+        feeds = {"input_ids": rng.integers(0, 1024, size=(2, seq), dtype=np.int64),
+                 "position_ids": np.broadcast_to(np.arange(seq, dtype=np.int64), (2, seq)).copy()}
+        ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        bound = []
+        for name, arr in feeds.items():
+            path = self.path(f"{tag}-{name}.npy")
+            np.save(path, arr)
+            bound += ["--input", f"{name}={path}"]
+        return ref, bound
+
     def start_ranks(self, plans, out, extra=()):
         world, port = len(plans), free_port()
         return [subprocess.Popen([tool("qn-run"), plan, "--input", f"input={self.x}",
@@ -173,15 +187,7 @@ class TestRanks(ToolsTestCase):
         # The LM head's logits stay split over the vocabulary: rank k writes
         # logits.rank{k}.npy, and their concatenation is ORT's output.
         model = os.path.join(MODELS, "embed_mlp_lm.onnx")
-        rng = np.random.default_rng(5)
-        feeds = {"input_ids": rng.integers(0, 1024, size=(2, 9), dtype=np.int64),
-                 "position_ids": np.broadcast_to(np.arange(9, dtype=np.int64), (2, 9)).copy()}
-        ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-        bound = []
-        for name, arr in feeds.items():
-            path = self.path(f"lks-{name}.npy")
-            np.save(path, arr)
-            bound += ["--input", f"{name}={path}"]
+        ref, bound = self.lm_feeds(model, seed=5, seq=9, tag="lks")
         for tp in (2, 4):
             plan = self.compile_ok(model, tp, f"plan-lks{tp}", "--keep-logits-sharded")
             with open(os.path.join(plan, "plan.json")) as f:
@@ -249,15 +255,7 @@ class TestRanks(ToolsTestCase):
         # Ranks as threads of one process (the engine that lets tp 2 and 4 run
         # on one GPU), here on the CPU device.
         model = os.path.join(MODELS, "gpt2_tiny.onnx")
-        rng = np.random.default_rng(3)
-        feeds = {"input_ids": rng.integers(0, 1024, size=(2, 11), dtype=np.int64),
-                 "position_ids": np.broadcast_to(np.arange(11, dtype=np.int64), (2, 11)).copy()}
-        ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-        bound = []
-        for name, arr in feeds.items():
-            path = self.path(f"local-{name}.npy")
-            np.save(path, arr)
-            bound += ["--input", f"{name}={path}"]
+        ref, bound = self.lm_feeds(model, seed=3, seq=11, tag="local")
         for tp in (2, 4):
             plan = self.compile_ok(model, tp, f"plan-local{tp}")
             out = self.path(f"out-local{tp}")
