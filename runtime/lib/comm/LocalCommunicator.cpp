@@ -285,19 +285,11 @@ private:
 };
 
 llvm::Error LocalCommunicator::copyInto(const Tensor &from, Tensor &to) {
-  if (!onDevice()) {
-    if (from.nbytes())
-      std::memcpy(to.raw(), from.raw(), from.nbytes());
-    return llvm::Error::success();
-  }
-  // A device-to-device "all-reduce" of one rank's own buffer: the backend's
-  // gather of a single slot is a copy.
-  std::vector<LocalSlot> one(1);
-  one[0].in = from.raw();
-  one[0].out = to.raw();
-  one[0].count = from.numel();
-  one[0].dtype = from.dtype();
-  return dev_->compute(1, 0, one, 1, from.numel(), 1);
+  if (onDevice())
+    return dev_->copy(from, to);
+  if (from.nbytes())
+    std::memcpy(to.raw(), from.raw(), from.nbytes());
+  return llvm::Error::success();
 }
 
 } // namespace

@@ -47,6 +47,8 @@ public:
   virtual llvm::Error waitPeersDone(int rank, const std::vector<LocalSlot> &all) = 0;
   /// Output allocation on the device.
   virtual Tensor alloc(DType dtype, llvm::ArrayRef<int64_t> shape) = 0;
+  /// Device-to-device copy of equal-sized tensors on my stream.
+  virtual llvm::Error copy(const Tensor &from, Tensor &to) = 0;
 };
 
 /// Installs the device backend of `comm` (which must be a local-engine

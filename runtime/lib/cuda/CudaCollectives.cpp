@@ -150,6 +150,10 @@ public:
   Tensor alloc(DType dtype, llvm::ArrayRef<int64_t> shape) override {
     return dc_->alloc(dtype, shape);
   }
+  llvm::Error copy(const Tensor &from, Tensor &to) override {
+    return copyRows(to.raw(), from.nbytes(), from.raw(), from.nbytes(), from.nbytes(), 1,
+                    dc_->stream);
+  }
 
   llvm::Error compute(int kind, int rank, const std::vector<LocalSlot> &all, int64_t outer,
                       int64_t a, int64_t inner) override {
