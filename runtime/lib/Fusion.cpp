@@ -297,13 +297,22 @@ findFusionGroups(const Schedule &sched, const std::function<bool(int, float &)> 
 
 std::vector<std::vector<int>> releaseListsWithGroups(const Schedule &sched,
                                                      const std::vector<FusionGroup> &groups) {
+  std::vector<size_t> runAt;
+  for (const FusionGroup &g : groups)
+    runAt.push_back(g.steps.back());
+  return releaseListsWithGroups(sched, groups, runAt);
+}
+
+std::vector<std::vector<int>> releaseListsWithGroups(const Schedule &sched,
+                                                     const std::vector<FusionGroup> &groups,
+                                                     const std::vector<size_t> &runAt) {
   size_t n = sched.steps.size();
   std::vector<int> at(n);
   for (size_t si = 0; si < n; ++si)
     at[si] = static_cast<int>(si);
-  for (const FusionGroup &g : groups)
-    for (size_t si : g.steps)
-      at[si] = static_cast<int>(g.steps.back());
+  for (size_t gi = 0; gi < groups.size(); ++gi)
+    for (size_t si : groups[gi].steps)
+      at[si] = static_cast<int>(gi < runAt.size() ? runAt[gi] : groups[gi].steps.back());
   std::vector<int> lastUse(sched.numValues, -1);
   for (size_t si = 0; si < n; ++si) {
     for (int v : sched.steps[si].inputs)
@@ -322,6 +331,50 @@ std::vector<std::vector<int>> releaseListsWithGroups(const Schedule &sched,
     if (lastUse[v] >= 0)
       release[lastUse[v]].push_back(v);
   return release;
+}
+
+std::vector<NormFusion> findNormFusions(const Schedule &sched,
+                                        const std::vector<FusionGroup> &groups) {
+  std::vector<int> groupOfValue(sched.numValues, -1);
+  for (size_t gi = 0; gi < groups.size(); ++gi)
+    if (groups[gi].output >= 0)
+      groupOfValue[groups[gi].output] = static_cast<int>(gi);
+  std::vector<bool> isOutput(sched.numValues, false);
+  for (int v : sched.outputIds)
+    isOutput[v] = true;
+  std::vector<bool> taken(groups.size(), false);
+  std::vector<NormFusion> found;
+  for (size_t si = 0; si < sched.steps.size(); ++si) {
+    const Schedule::Step &s = sched.steps[si];
+    if (!s.domain.empty() || s.node->op_type() != "LayerNormalization" || s.inputs.empty() ||
+        s.inputs[0] < 0)
+      continue;
+    int gi = groupOfValue[s.inputs[0]];
+    if (gi < 0 || taken[gi])
+      continue;
+    const FusionGroup &g = groups[gi];
+    int x = g.output;
+    bool ok = g.steps.back() < si;
+    for (size_t k = 1; k < s.inputs.size(); ++k)
+      ok &= s.inputs[k] != x;
+    for (size_t k = 1; k < s.outputs.size(); ++k)
+      ok &= s.outputs[k] < 0; // Mean, InvStdDev: the plain kernel's
+    for (size_t k = g.steps.back() + 1; ok && k < si; ++k)
+      for (int v : sched.steps[k].inputs)
+        ok &= v != x;
+    if (!ok)
+      continue;
+    NormFusion f;
+    f.group = static_cast<size_t>(gi);
+    f.step = si;
+    f.writeX = isOutput[x];
+    for (size_t k = si + 1; !f.writeX && k < sched.steps.size(); ++k)
+      for (int v : sched.steps[k].inputs)
+        f.writeX |= v == x;
+    taken[gi] = true;
+    found.push_back(f);
+  }
+  return found;
 }
 
 bool fusedShape(const std::vector<std::vector<int64_t>> &inputShapes, std::vector<int64_t> &out) {

@@ -43,6 +43,29 @@ findFusionGroups(const Schedule &sched, const std::function<bool(int, float &)> 
 /// outputs are never released.
 std::vector<std::vector<int>> releaseListsWithGroups(const Schedule &sched,
                                                      const std::vector<FusionGroup> &groups);
+/// The same when group gi runs at step runAt[gi] (its last member, or a later
+/// step that runs it: a LayerNormalization fused with it, findNormFusions).
+std::vector<std::vector<int>> releaseListsWithGroups(const Schedule &sched,
+                                                     const std::vector<FusionGroup> &groups,
+                                                     const std::vector<size_t> &runAt);
+
+/// A LayerNormalization whose X is a group's output, run as one kernel with
+/// the group (the group's program computes each row, which is normalised in
+/// registers): the group then runs at the LayerNormalization's step.
+struct NormFusion {
+  size_t group = 0; // index into the groups
+  size_t step = 0;  // the LayerNormalization's step (after the group's last member)
+  /// The group's output has other readers or is a graph output: the fused
+  /// kernel writes it too (otherwise it is never materialised).
+  bool writeX = false;
+};
+/// The LayerNormalization steps (ONNX domain, without Mean/InvStdDev outputs)
+/// whose input 0 is a group's output that no step between the group's last
+/// member and the LayerNormalization reads (so nothing there, Scale and B
+/// included, depends on the group) and that is not their Scale or B. At most
+/// one per group (the first), ordered by step.
+std::vector<NormFusion> findNormFusions(const Schedule &sched,
+                                        const std::vector<FusionGroup> &groups);
 
 /// Output shape of a group for its inputs' shapes (NumPy broadcasting), false
 /// when they do not broadcast or the rank exceeds 8.

@@ -30,10 +30,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
+#include "llvm/Support/raw_ostream.h"
+
 #include "../StrCat.h"
+#include "../cpu/CpuCommon.h"
 #include "qn/runtime/Communicator.h"
 #include "qn/runtime/Cuda.h"
 
@@ -116,6 +120,13 @@ private:
                                              RunStats *stats);
   llvm::Error execStep(size_t si, std::vector<Val> &values, RunState &rs);
   llvm::Error execGroup(const FusionGroup &g, std::vector<Val> &values, RunState &rs);
+  llvm::Error execGroupNorm(const NormFusion &f, std::vector<Val> &values, RunState &rs,
+                            bool &done);
+  bool groupFuses(const FusionGroup &g, const std::vector<Val> &values, DType &dt,
+                  std::vector<int64_t> &shape) const;
+  llvm::Error groupInputs(const FusionGroup &g, std::vector<Val> &values, RunState &rs, int rank,
+                          std::vector<Tensor> &ins, std::vector<const void *> &ptrs,
+                          std::vector<int64_t> &strides);
   llvm::Expected<Tensor> deviceForm(int v, Val &val, RunState &rs);
   llvm::Expected<Tensor> hostForm(int v, Val &val, RunState &rs);
   llvm::Expected<std::vector<Tensor>> collectOutputs(const std::vector<Val> &outs);
@@ -131,6 +142,13 @@ private:
   std::vector<StepInfo> info_;
   std::vector<FusionGroup> groups_;
   std::vector<int> groupOf_; // by step: the fusion group it belongs to, -1 for none
+  /// LayerNormalizations run as one kernel with the group before them
+  /// (findNormFusions); such a group runs at the LayerNormalization's step.
+  std::vector<NormFusion> normFusions_;
+  std::vector<int> normOf_;       // by step: index into normFusions_, -1 for none
+  std::vector<bool> groupAtNorm_; // by group: runs at its normFusions_ step
+  bool debugFusion_ = false;      // QN_DEBUG_FUSION: counts on stderr
+  uint64_t normFused_ = 0, normFallback_ = 0;
   /// By step: the values to release after it. A fusion group runs at its last
   /// member's place, so its members' reads count from there.
   std::vector<std::vector<int>> releaseAt_;
@@ -197,7 +215,30 @@ llvm::Expected<std::unique_ptr<Runner>> CudaExecutor::create(RankProgram program
       for (size_t si : ex->groups_[gi].steps)
         ex->groupOf_[si] = static_cast<int>(gi);
   }
-  ex->releaseAt_ = releaseListsWithGroups(ex->sched_, ex->groups_);
+  // Residual + LayerNormalization: the group feeding a LayerNormalization
+  // runs in its kernel (execGroupNorm), at its step.
+  ex->normFusions_ = findNormFusions(ex->sched_, ex->groups_);
+  ex->normOf_.assign(ex->sched_.steps.size(), -1);
+  ex->groupAtNorm_.assign(ex->groups_.size(), false);
+  std::vector<size_t> runAt;
+  for (const FusionGroup &g : ex->groups_)
+    runAt.push_back(g.steps.back());
+  for (size_t fi = 0; fi < ex->normFusions_.size(); ++fi) {
+    const NormFusion &f = ex->normFusions_[fi];
+    ex->normOf_[f.step] = static_cast<int>(fi);
+    ex->groupAtNorm_[f.group] = true;
+    runAt[f.group] = f.step;
+  }
+  ex->releaseAt_ = releaseListsWithGroups(ex->sched_, ex->groups_, runAt);
+  if (const char *d = std::getenv("QN_DEBUG_FUSION"); d && *d && std::strcmp(d, "0") != 0) {
+    ex->debugFusion_ = true;
+    size_t members = 0;
+    for (const FusionGroup &g : ex->groups_)
+      members += g.steps.size();
+    llvm::errs() << "qn: fusion: " << ex->groups_.size() << " elementwise groups (" << members
+                 << " nodes), " << ex->normFusions_.size()
+                 << " LayerNormalizations fused with the group before them\n";
+  }
   if (comm)
     if (auto e = bindCommunicator(*comm, &ex->dev_->context()))
       return e;
@@ -218,6 +259,9 @@ llvm::Expected<std::unique_ptr<Runner>> CudaExecutor::create(RankProgram program
 }
 
 CudaExecutor::~CudaExecutor() {
+  if (debugFusion_)
+    llvm::errs() << "qn: fusion: fused LayerNormalization kernels ran " << normFused_
+                 << " times, fell back " << normFallback_ << " times\n";
   if (!dev_)
     return;
   cudaSetDevice(dev_->context().device);
@@ -343,11 +387,12 @@ llvm::Error CudaExecutor::execStep(size_t si, std::vector<Val> &values, RunState
   return llvm::Error::success();
 }
 
-llvm::Error CudaExecutor::execGroup(const FusionGroup &g, std::vector<Val> &values, RunState &rs) {
+bool CudaExecutor::groupFuses(const FusionGroup &g, const std::vector<Val> &values, DType &dt,
+                              std::vector<int64_t> &shape) const {
   // One kernel when every input is a float32/float16/bfloat16 tensor of one
   // dtype and some input lives on the device only; otherwise (shape
   // arithmetic on the host, integers, mixed dtypes) node by node.
-  DType dt = DType::Undefined;
+  dt = DType::Undefined;
   bool fused = true, deviceOnly = false;
   std::vector<std::vector<int64_t>> shapes;
   for (int v : g.inputs) {
@@ -360,23 +405,14 @@ llvm::Error CudaExecutor::execGroup(const FusionGroup &g, std::vector<Val> &valu
     deviceOnly |= !x.host.defined();
     shapes.push_back(t.shape());
   }
-  std::vector<int64_t> shape;
-  if (!fused || !deviceOnly || !fusedShape(shapes, shape)) {
-    for (size_t si : g.steps) {
-      if (auto e = execStep(si, values, rs))
-        return e;
-      if (rs.abortCapture)
-        return llvm::Error::success();
-    }
-    for (int v : g.intermediates)
-      values[v] = Val();
-    return llvm::Error::success();
-  }
-  DeviceContext &dc = dev_->context();
-  int rank = static_cast<int>(shape.size());
-  std::vector<Tensor> ins;
-  std::vector<const void *> ptrs;
-  std::vector<int64_t> strides(g.inputs.size() * rank, 0);
+  return fused && deviceOnly && fusedShape(shapes, shape);
+}
+
+llvm::Error CudaExecutor::groupInputs(const FusionGroup &g, std::vector<Val> &values,
+                                      RunState &rs, int rank, std::vector<Tensor> &ins,
+                                      std::vector<const void *> &ptrs,
+                                      std::vector<int64_t> &strides) {
+  strides.assign(g.inputs.size() * rank, 0);
   for (size_t j = 0; j < g.inputs.size(); ++j) {
     auto t = deviceForm(g.inputs[j], values[g.inputs[j]], rs);
     if (!t)
@@ -391,6 +427,32 @@ llvm::Error CudaExecutor::execGroup(const FusionGroup &g, std::vector<Val> &valu
     ptrs.push_back(t->raw());
     ins.push_back(std::move(*t));
   }
+  return llvm::Error::success();
+}
+
+llvm::Error CudaExecutor::execGroup(const FusionGroup &g, std::vector<Val> &values, RunState &rs) {
+  DType dt;
+  std::vector<int64_t> shape;
+  if (!groupFuses(g, values, dt, shape)) {
+    for (size_t si : g.steps) {
+      if (auto e = execStep(si, values, rs))
+        return e;
+      if (rs.abortCapture)
+        return llvm::Error::success();
+    }
+    for (int v : g.intermediates)
+      values[v] = Val();
+    return llvm::Error::success();
+  }
+  DeviceContext &dc = dev_->context();
+  int rank = static_cast<int>(shape.size());
+  std::vector<Tensor> ins;
+  std::vector<const void *> ptrs;
+  std::vector<int64_t> strides;
+  if (auto e = groupInputs(g, values, rs, rank, ins, ptrs, strides))
+    return e;
+  if (rs.abortCapture)
+    return llvm::Error::success();
   Tensor out = dc.alloc(dt, shape);
   cudaError_t err;
   const onnx::NodeProto &last = *sched_.steps[g.steps.back()].node;
@@ -402,6 +464,90 @@ llvm::Error CudaExecutor::execGroup(const FusionGroup &g, std::vector<Val> &valu
                                   llvm::Twine(g.steps.size() - 1) + " nodes before it)");
   values[g.output] = Val();
   values[g.output].dev = std::move(out);
+  return llvm::Error::success();
+}
+
+llvm::Error CudaExecutor::execGroupNorm(const NormFusion &f, std::vector<Val> &values,
+                                        RunState &rs, bool &done) {
+  // One kernel when the group would fuse and the LayerNormalization
+  // normalises its output along the last axis only (rows of at most
+  // kFusedNormMaxCols), with Scale and B of `cols` elements; otherwise
+  // (done = false) the caller runs the group, then the node.
+  done = false;
+  const FusionGroup &g = groups_[f.group];
+  const Schedule::Step &s = sched_.steps[f.step];
+  DType dt;
+  std::vector<int64_t> shape;
+  if (!groupFuses(g, values, dt, shape) || shape.empty())
+    return llvm::Error::success();
+  int rank = static_cast<int>(shape.size());
+  int64_t cols = shape.back(), rows = 1;
+  for (int k = 0; k + 1 < rank; ++k)
+    rows *= shape[k];
+  if (rows <= 0 || cols <= 0 || cols > kFusedNormMaxCols)
+    return llvm::Error::success();
+  // The node's checks (planLayerNorm) on X's shape: a view without data.
+  Tensor xShape = Tensor::view(dt, shape, nullptr, nullptr, Location::Cuda);
+  std::vector<const Tensor *> planIns(s.inputs.size(), nullptr);
+  planIns[0] = &xShape;
+  for (size_t k = 1; k < s.inputs.size(); ++k) {
+    int v = s.inputs[k];
+    if (v < 0)
+      continue;
+    const Val &x = values[v];
+    planIns[k] = x.dev.defined() ? &x.dev : &x.host;
+    if (!planIns[k]->defined())
+      return llvm::Error::success();
+  }
+  std::vector<Tensor> planOuts(s.outputs.size());
+  KernelContext pctx{*s.node, planIns, planOuts, comm_, s.opset, &dev_->context()};
+  cpu::LayerNormPlan p;
+  if (auto e = cpu::planLayerNorm(pctx, p)) { // the plain kernel reports it
+    llvm::consumeError(std::move(e));
+    return llvm::Error::success();
+  }
+  if (p.axis != rank - 1 || p.rows != rows || p.cols != cols)
+    return llvm::Error::success();
+  for (size_t k = 1; k < planIns.size() && k < 3; ++k)
+    if (planIns[k] && planIns[k]->numel() != cols)
+      return llvm::Error::success(); // a broadcast Scale/B: the plain kernel
+  DeviceContext &dc = dev_->context();
+  std::vector<Tensor> ins;
+  std::vector<const void *> ptrs;
+  std::vector<int64_t> strides;
+  if (auto e = groupInputs(g, values, rs, rank, ins, ptrs, strides))
+    return e;
+  if (rs.abortCapture)
+    return llvm::Error::success();
+  Tensor sb[2];
+  for (int k = 1; k <= 2; ++k) {
+    if (k >= static_cast<int>(s.inputs.size()) || s.inputs[k] < 0)
+      continue;
+    auto t = deviceForm(s.inputs[k], values[s.inputs[k]], rs);
+    if (!t)
+      return t.takeError();
+    if (rs.abortCapture)
+      return llvm::Error::success();
+    sb[k - 1] = std::move(*t);
+  }
+  Tensor x = f.writeX ? dc.alloc(dt, shape) : Tensor();
+  Tensor y = dc.alloc(dt, shape);
+  cudaError_t err;
+  if (!launchFusedLayerNorm(g.program, ptrs.data(), strides.data(), shape.data(), rank,
+                            x.defined() ? x.raw() : nullptr,
+                            sb[0].defined() ? sb[0].raw() : nullptr,
+                            sb[1].defined() ? sb[1].raw() : nullptr, y.raw(), p.eps,
+                            static_cast<int32_t>(dt), dc.stream, err))
+    return makeError(nodeLabel(*s.node) + ": fused LayerNormalization kernel: unsupported");
+  if (err != cudaSuccess)
+    return cudaCallError(err, nodeLabel(*s.node) + " (fused with the " +
+                                  llvm::Twine(g.steps.size()) + " elementwise nodes before it)");
+  values[g.output] = Val();
+  if (f.writeX)
+    values[g.output].dev = std::move(x);
+  values[s.outputs[0]] = Val();
+  values[s.outputs[0]].dev = std::move(y);
+  done = true;
   return llvm::Error::success();
 }
 
@@ -471,10 +617,24 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<
     rs.capturing = true;
   }
   for (size_t si = 0; si < sched_.steps.size(); ++si) {
-    if (int gi = groupOf_[si]; gi >= 0) {
+    if (int fi = normOf_[si]; fi >= 0) {
+      const NormFusion &f = normFusions_[fi];
+      bool done = false;
+      if (auto e = execGroupNorm(f, values, rs, done))
+        return fail(std::move(e));
+      if (!done && !rs.abortCapture) { // the group, then the node
+        if (auto e = execGroup(groups_[f.group], values, rs))
+          return fail(std::move(e));
+        if (!rs.abortCapture)
+          if (auto e = execStep(si, values, rs))
+            return fail(std::move(e));
+      }
+      if (!rs.abortCapture)
+        ++(done ? normFused_ : normFallback_);
+    } else if (int gi = groupOf_[si]; gi >= 0) {
       const FusionGroup &g = groups_[gi];
-      if (si != g.steps.back())
-        continue; // runs with the group's last node
+      if (si != g.steps.back() || groupAtNorm_[gi])
+        continue; // runs with the group's last node (or its LayerNormalization)
       if (auto e = execGroup(g, values, rs))
         return fail(std::move(e));
     } else if (auto e = execStep(si, values, rs)) {

@@ -15,6 +15,7 @@
 //===----------------------------------------------------------------------===//
 #include "CudaNorm.h"
 
+#include "CudaFused.h"
 #include "CudaIndex.cuh"
 
 #include <cmath>
@@ -318,6 +319,100 @@ void layerNormT(const T *x, const T *scale, const T *bias, T *y, float *mean, fl
   else
     launchLayerNormCached<T, 1, kItemsScalar>(p, x, scale, bias, y, mean, inv, rows, cols, eps,
                                               stream);
+}
+
+//===----------------------------------------------------------------------===//
+// LayerNormalization of a fused elementwise program's output
+//===----------------------------------------------------------------------===//
+
+struct FusedNormArgs {
+  FuseProgram prog;
+  const void *in[kFuseMaxInputs];
+  Dims outer;                          // dims[0..rank-1): the rows
+  Strides st[kFuseMaxInputs];          // the inputs' strides along those
+  int64_t colStride[kFuseMaxInputs];   // and along the last axis
+  int64_t rows, cols;
+  float eps;
+};
+
+/// As layerNormCached (VEC 1): each element of a row is the program over the
+/// inputs, rounded to T (what the unfused group would have stored), stored to
+/// x when x is given, kept in registers for the two-pass statistics.
+template <class T, int ITEMS, bool BLOCK>
+__global__ void __launch_bounds__(kMaxRowThreads)
+    fusedLayerNormKernel(const FusedNormArgs a, T *__restrict__ x, const T *__restrict__ scale,
+                         const T *__restrict__ bias, T *__restrict__ y) {
+  __shared__ float smem[32];
+  const RowGroup g = rowGroup<BLOCK>();
+  const int64_t cols = a.cols;
+  const int ni = a.prog.numInputs;
+  for (int64_t r = g.first; r < a.rows; r += g.stride) {
+    int64_t base[kFuseMaxInputs];
+    for (int j = 0; j < ni; ++j)
+      base[j] = 0;
+    int64_t rem = r;
+    for (int k = a.outer.rank - 1; k >= 0; --k) {
+      const int64_t q = rem / a.outer.d[k];
+      const int64_t idx = rem - q * a.outer.d[k];
+      rem = q;
+      for (int j = 0; j < ni; ++j)
+        base[j] += idx * a.st[j].s[k];
+    }
+    float v[ITEMS];
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < ITEMS; ++k) {
+      const int64_t c = g.lane + static_cast<int64_t>(k) * g.lanes;
+      if (c < cols) {
+        float in[kFuseMaxInputs];
+        for (int j = 0; j < ni; ++j)
+          in[j] = toF(static_cast<const T *>(a.in[j])[base[j] + c * a.colStride[j]]);
+        const T xt = fromF<T>(evalFused(a.prog, in));
+        if (x)
+          x[r * cols + c] = xt;
+        v[k] = toF(xt);
+        s += v[k];
+      } else {
+        v[k] = 0.f;
+      }
+    }
+    s = groupReduce<BLOCK>(s, SumOp(), 0.f, smem);
+    const float m = s / static_cast<float>(cols);
+    float q = 0.f;
+#pragma unroll
+    for (int k = 0; k < ITEMS; ++k) {
+      const int64_t c = g.lane + static_cast<int64_t>(k) * g.lanes;
+      if (c < cols) {
+        const float d = v[k] - m;
+        q += d * d;
+      }
+    }
+    q = groupReduce<BLOCK>(q, SumOp(), 0.f, smem);
+    const float is = 1.f / sqrtf(q / static_cast<float>(cols) + a.eps);
+    T *yr = y + r * cols;
+#pragma unroll
+    for (int k = 0; k < ITEMS; ++k) {
+      const int64_t c = g.lane + static_cast<int64_t>(k) * g.lanes;
+      if (c < cols) {
+        float t = (v[k] - m) * is;
+        if (scale)
+          t *= toF(scale[c]);
+        if (bias)
+          t += toF(bias[c]);
+        yr[c] = fromF<T>(t);
+      }
+    }
+  }
+}
+
+template <class T>
+void fusedLayerNormT(const FusedNormArgs &a, const RowPlan &p, T *x, const T *scale,
+                     const T *bias, T *y, cudaStream_t stream) {
+  constexpr int kItems = 8;
+  if (p.mode == RowMode::Warp)
+    fusedLayerNormKernel<T, kItems, false><<<p.grid, p.threads, 0, stream>>>(a, x, scale, bias, y);
+  else
+    fusedLayerNormKernel<T, kItems, true><<<p.grid, p.threads, 0, stream>>>(a, x, scale, bias, y);
 }
 
 //===----------------------------------------------------------------------===//
@@ -777,6 +872,58 @@ cudaError_t launchLayerNorm(int32_t dtype, const void *x, const void *scale, con
   if (!ok)
     return cudaErrorInvalidValue;
   return cudaGetLastError();
+}
+
+bool launchFusedLayerNorm(const FuseProgram &prog, const void *const *inputs,
+                          const int64_t *strides, const int64_t *dims, int rank, void *xOut,
+                          const void *scale, const void *bias, void *y, float epsilon,
+                          int32_t dtype, cudaStream_t stream, cudaError_t &err) {
+  err = cudaSuccess;
+  constexpr int kItems = 8; // fusedLayerNormT's
+  static_assert(kFusedNormMaxCols <= static_cast<int64_t>(kMaxRowThreads) * kItems, "");
+  if (rank < 1 || rank > kMaxDims || prog.numInputs > kFuseMaxInputs)
+    return false;
+  if (dtype != DT_F32 && dtype != DT_F16 && dtype != DT_BF16)
+    return false;
+  FusedNormArgs a;
+  a.prog = prog;
+  a.outer.rank = rank - 1;
+  a.rows = 1;
+  for (int k = 0; k < rank - 1; ++k) {
+    a.outer.d[k] = dims[k];
+    a.rows *= dims[k];
+  }
+  a.cols = dims[rank - 1];
+  a.eps = epsilon;
+  if (a.rows <= 0 || a.cols <= 0 || a.cols > kFusedNormMaxCols)
+    return false;
+  for (int j = 0; j < prog.numInputs; ++j) {
+    a.in[j] = inputs[j];
+    for (int k = 0; k < rank - 1; ++k)
+      a.st[j].s[k] = strides[j * rank + k];
+    a.colStride[j] = strides[j * rank + rank - 1];
+  }
+  const RowPlan p = planRows(a.rows, a.cols, kItems);
+  if (p.mode == RowMode::Loop)
+    return false;
+  switch (dtype) {
+  case DT_F32:
+    fusedLayerNormT<float>(a, p, static_cast<float *>(xOut), static_cast<const float *>(scale),
+                           static_cast<const float *>(bias), static_cast<float *>(y), stream);
+    break;
+  case DT_F16:
+    fusedLayerNormT<__half>(a, p, static_cast<__half *>(xOut), static_cast<const __half *>(scale),
+                            static_cast<const __half *>(bias), static_cast<__half *>(y), stream);
+    break;
+  default:
+    fusedLayerNormT<__nv_bfloat16>(a, p, static_cast<__nv_bfloat16 *>(xOut),
+                                   static_cast<const __nv_bfloat16 *>(scale),
+                                   static_cast<const __nv_bfloat16 *>(bias),
+                                   static_cast<__nv_bfloat16 *>(y), stream);
+    break;
+  }
+  err = cudaGetLastError();
+  return true;
 }
 
 cudaError_t launchSoftmax(int32_t dtype, bool logSoftmax, const void *x, void *y, int64_t outer,

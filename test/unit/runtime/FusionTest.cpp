@@ -306,6 +306,111 @@ g (float[3] x) => (float[3] y, int64[1] s) {
   }
 }
 
+// GPT-2's residual stream: bias Add, residual Add, then the next block's
+// LayerNormalization reads the sum (which the residual Add after it reads too).
+TEST(Fusion, LayerNormRunsWithTheGroupBeforeIt) {
+  const char *text = R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] x, float[2,4] h, float[4] b, float[4] s, float[4] c) => (float[2,4] z, int64[2] k) {
+  hb = Add(h, b)
+  r = Add(hb, x)
+  k = Shape(x)
+  n = LayerNormalization(r, s, c)
+  z = Add(r, n)
+}
+)";
+  Fixture f = analyse(text);
+  ASSERT_EQ(f.groups.size(), 1u);
+  EXPECT_EQ(opsOf(f, f.groups[0]), (std::vector<std::string>{"Add", "Add"}));
+  auto norms = findNormFusions(f.sched, f.groups);
+  ASSERT_EQ(norms.size(), 1u);
+  EXPECT_EQ(norms[0].group, 0u);
+  EXPECT_EQ(f.sched.steps[norms[0].step].node->op_type(), "LayerNormalization");
+  EXPECT_GT(norms[0].step, f.groups[0].steps.back());
+  EXPECT_TRUE(norms[0].writeX); // z reads r too
+  // The group runs at the LayerNormalization's step: its inputs (x, read last
+  // by the Shape in between; h, b) live until then.
+  int x = f.sched.inputIds[0].second, h = f.sched.inputIds[1].second;
+  std::vector<size_t> runAt{norms[0].step};
+  auto atLast = releaseListsWithGroups(f.sched, f.groups);
+  auto atNorm = releaseListsWithGroups(f.sched, f.groups, runAt);
+  size_t last = f.groups[0].steps.back(), shapeStep = last + 1, ln = norms[0].step;
+  ASSERT_EQ(shapeStep + 1, ln);
+  auto has = [](const std::vector<int> &l, int v) {
+    return std::find(l.begin(), l.end(), v) != l.end();
+  };
+  EXPECT_TRUE(has(atLast[last], h));
+  EXPECT_TRUE(has(atLast[shapeStep], x));
+  EXPECT_TRUE(atNorm[last].empty());
+  EXPECT_FALSE(has(atNorm[shapeStep], x));
+  EXPECT_TRUE(has(atNorm[ln], x));
+  EXPECT_TRUE(has(atNorm[ln], h));
+  // With the default positions the overload is the two-argument one.
+  std::vector<size_t> lastPos{last};
+  EXPECT_EQ(releaseListsWithGroups(f.sched, f.groups, lastPos), atLast);
+  // Every value is released exactly once either way.
+  std::vector<int> a, b;
+  for (auto &l : atLast)
+    a.insert(a.end(), l.begin(), l.end());
+  for (auto &l : atNorm)
+    b.insert(b.end(), l.begin(), l.end());
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  EXPECT_EQ(a, b);
+}
+
+TEST(Fusion, LayerNormFusionNeedsItsGroupUnreadInBetween) {
+  // BERT's post-norm: the sum is read by the LayerNormalization only.
+  Fixture post = analyse(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] x, float[2,4] h, float[4] b, float[4] s, float[4] c) => (float[2,4] n) {
+  hb = Add(h, b)
+  r = Add(hb, x)
+  n = LayerNormalization(r, s, c)
+}
+)");
+  auto norms = findNormFusions(post.sched, post.groups);
+  ASSERT_EQ(norms.size(), 1u);
+  EXPECT_FALSE(norms[0].writeX);
+  // The sum is a graph output: written.
+  Fixture out = analyse(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] x, float[2,4] h, float[4] b, float[4] s) => (float[2,4] n, float[2,4] r) {
+  hb = Add(h, b)
+  r = Add(hb, x)
+  n = LayerNormalization(r, s)
+}
+)");
+  norms = findNormFusions(out.sched, out.groups);
+  ASSERT_EQ(norms.size(), 1u);
+  EXPECT_TRUE(norms[0].writeX);
+  // A reader between the group and the node: the group runs at its place.
+  Fixture between = analyse(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] x, float[2,4] h, float[4] b, float[4] s) => (float[2,4] n, int64[2] k) {
+  hb = Add(h, b)
+  r = Add(hb, x)
+  k = Shape(r)
+  n = LayerNormalization(r, s)
+}
+)");
+  ASSERT_EQ(between.groups.size(), 1u);
+  EXPECT_TRUE(findNormFusions(between.sched, between.groups).empty());
+  // Mean / InvStdDev asked for: the plain kernel's.
+  Fixture stats = analyse(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] x, float[2,4] h, float[4] b, float[4] s) => (float[2,4] n, float[2,1] m) {
+  hb = Add(h, b)
+  r = Add(hb, x)
+  n, m = LayerNormalization(r, s)
+}
+)");
+  ASSERT_EQ(stats.groups.size(), 1u);
+  EXPECT_TRUE(findNormFusions(stats.sched, stats.groups).empty());
+  // No groups (--no-fusion): nothing.
+  EXPECT_TRUE(findNormFusions(post.sched, {}).empty());
+}
+
 TEST(Fusion, BroadcastShapes) {
   std::vector<int64_t> out;
   EXPECT_TRUE(fusedShape({{2, 1, 4}, {3, 1}, {4}}, out));
