@@ -23,6 +23,18 @@ inline llvm::Expected<std::vector<Tensor>> runGpuN(const Node &node, std::vector
   return runNodeOnCuda(node.proto(), ins, nOut, opset, opts);
 }
 
+/// Element i of a floating tensor (float32, float64, float16, bfloat16) set
+/// to v (rounded to the dtype); false for other dtypes.
+inline bool setFloatElement(Tensor &t, int64_t i, double v) {
+  switch (t.dtype()) {
+  case DType::Float: t.data<float>()[i] = static_cast<float>(v); return true;
+  case DType::Double: t.data<double>()[i] = v; return true;
+  case DType::Float16: t.data<uint16_t>()[i] = floatToHalf(static_cast<float>(v)); return true;
+  case DType::BFloat16: t.data<uint16_t>()[i] = floatToBf16(static_cast<float>(v)); return true;
+  default: return false;
+  }
+}
+
 /// A random tensor: floats uniform in [lo, hi) (converted for float16 /
 /// bfloat16 / float64), integers uniform in [lo, hi], bools 0/1.
 inline Tensor randomTensor(DType dt, std::vector<int64_t> shape, unsigned seed, double lo = -2,
@@ -33,11 +45,9 @@ inline Tensor randomTensor(DType dt, std::vector<int64_t> shape, unsigned seed, 
   int64_t n = t.numel();
   for (int64_t i = 0; i < n; ++i) {
     double v = u(rng);
+    if (setFloatElement(t, i, v))
+      continue;
     switch (dt) {
-    case DType::Float: t.data<float>()[i] = static_cast<float>(v); break;
-    case DType::Double: t.data<double>()[i] = v; break;
-    case DType::Float16: t.data<uint16_t>()[i] = floatToHalf(static_cast<float>(v)); break;
-    case DType::BFloat16: t.data<uint16_t>()[i] = floatToBf16(static_cast<float>(v)); break;
     case DType::Int64: t.data<int64_t>()[i] = static_cast<int64_t>(std::floor(v)); break;
     case DType::Int32: t.data<int32_t>()[i] = static_cast<int32_t>(std::floor(v)); break;
     case DType::Int8: t.data<int8_t>()[i] = static_cast<int8_t>(std::floor(v)); break;

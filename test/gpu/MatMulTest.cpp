@@ -24,31 +24,16 @@ Tensor intTensor(DType dt, std::vector<int64_t> shape, unsigned seed) {
   Tensor t = Tensor::zeros(dt, shape);
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> u(-3, 3);
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    float v = static_cast<float>(u(rng));
-    switch (dt) {
-    case DType::Float: t.data<float>()[i] = v; break;
-    case DType::Double: t.data<double>()[i] = v; break;
-    case DType::Float16: t.data<uint16_t>()[i] = floatToHalf(v); break;
-    case DType::BFloat16: t.data<uint16_t>()[i] = floatToBf16(v); break;
-    default: break;
-    }
-  }
+  for (int64_t i = 0; i < t.numel(); ++i)
+    setFloatElement(t, i, static_cast<float>(u(rng)));
   return t;
 }
 
 /// A tensor of `dt` filled with `v`.
 Tensor filled(DType dt, std::vector<int64_t> shape, float v) {
   Tensor t = Tensor::zeros(dt, shape);
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    switch (dt) {
-    case DType::Float: t.data<float>()[i] = v; break;
-    case DType::Double: t.data<double>()[i] = v; break;
-    case DType::Float16: t.data<uint16_t>()[i] = floatToHalf(v); break;
-    case DType::BFloat16: t.data<uint16_t>()[i] = floatToBf16(v); break;
-    default: break;
-    }
-  }
+  for (int64_t i = 0; i < t.numel(); ++i)
+    setFloatElement(t, i, v);
   return t;
 }
 
