@@ -267,8 +267,8 @@ int gpuOf(int rank) {
 /// One rank with its communicator (null for a single rank): load, run, check
 /// that replicated outputs agree across ranks, write, bench.
 llvm::Error runRank(int rank, int world, const PlanManifest &plan,
-                    const llvm::StringMap<Tensor> &inputs, Communicator *comm) {
-  auto program = loadRank(plan, rank);
+                    const llvm::StringMap<Tensor> &inputs, Communicator *comm,
+                    llvm::Expected<RankProgram> program) {
   if (!program)
     return program.takeError();
   KernelRegistry kernels;
@@ -349,6 +349,11 @@ int rankMain(int rank, int world, const std::string &masterAddr, int masterPort)
   auto inputs = readInputs(*plan);
   if (!inputs)
     return fails(llvm::toString(inputs.takeError()));
+  // Loaded before the rendezvous: a damaged rank fails before its peers wait
+  // for it in a collective.
+  auto program = loadRank(*plan, rank);
+  if (!program)
+    return fails(llvm::toString(program.takeError()));
   std::unique_ptr<Communicator> comm;
   if (world > 1) {
     RendezvousOptions ro;
@@ -365,7 +370,7 @@ int rankMain(int rank, int world, const std::string &masterAddr, int masterPort)
       return fails(llvm::toString(c.takeError()));
     comm = std::move(*c);
   }
-  if (auto e = runRank(rank, world, *plan, *inputs, comm.get()))
+  if (auto e = runRank(rank, world, *plan, *inputs, comm.get(), std::move(program)))
     return fails(llvm::toString(std::move(e)));
   if (comm)
     if (auto e = comm->finish())
@@ -386,7 +391,7 @@ int runThreads(const PlanManifest &plan, const llvm::StringMap<Tensor> &inputs, 
 #ifdef QN_HAVE_ONEDNN
       omp_set_num_threads(std::max(1, threads.getValue()));
 #endif
-      if (llvm::Error e = runRank(r, n, plan, inputs, comms[r].get())) {
+      if (llvm::Error e = runRank(r, n, plan, inputs, comms[r].get(), loadRank(plan, r))) {
         errors[r] = llvm::toString(std::move(e));
         abortLocalGroup(*comms[r], "rank " + std::to_string(r) + " failed");
       }
