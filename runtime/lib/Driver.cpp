@@ -91,8 +91,8 @@ cl::opt<int> benchRuns("bench",
 cl::opt<int> threads("threads-per-rank", cl::desc("BLAS threads per rank (default 1)"), cl::init(1),
                      cl::cat(category));
 cl::opt<double> timeoutSec("timeout",
-                           cl::desc("Seconds to wait for rendezvous and for each collective "
-                                    "(default 60)"),
+                           cl::desc("Seconds to wait for rendezvous and for each collective; "
+                                    "with NCCL, for each run's GPU work (default 60)"),
                            cl::init(60), cl::cat(category));
 cl::opt<bool> quiet("quiet", cl::desc("No progress messages"), cl::cat(category));
 enum class Spin { Auto, On, Off };

@@ -477,17 +477,33 @@ TEST(CudaGather, EmbeddingTables) {
   }
 }
 
-TEST(CudaGather, OutOfRangeIndexGivesZeroRows) {
-  // The CPU kernel rejects the node; the device cannot report it without
-  // synchronising and writes zeros instead (the vocab-parallel rewrite masks
-  // out-of-shard ids before its Gather, so they never reach it).
+TEST(CudaGather, OutOfRangeIndexIsAnError) {
+  // The CPU kernel rejects the node before computing; the CUDA kernel finds
+  // the index while computing and reports it through the fault word
+  // (CudaFault.h): both fail, naming the node.
   Tensor data = F({3, 2}, {1, 2, 3, 4, 5, 6});
-  auto cpu = runN(gather(0), {data, I64v({1, 3})});
-  EXPECT_FALSE(static_cast<bool>(cpu));
-  llvm::consumeError(cpu.takeError());
-  auto gpu = runGpuN(gather(0), {data, I64v({1, 3, -4, -3})});
-  ASSERT_TRUE(static_cast<bool>(gpu)) << llvm::toString(gpu.takeError());
-  EXPECT_TRUE(closeTo((*gpu)[0], F({4, 2}, {3, 4, 0, 0, 0, 0, 1, 2}), 0, 0));
+  for (bool i32 : {false, true}) {
+    for (int64_t bad : {3, -4, 1000}) {
+      Tensor idx = Tensor::zeros(i32 ? DType::Int32 : DType::Int64, {3});
+      for (int64_t k = 0; k < 3; ++k) {
+        int64_t v = k == 1 ? bad : k;
+        if (i32)
+          idx.data<int32_t>()[k] = static_cast<int32_t>(v);
+        else
+          idx.data<int64_t>()[k] = v;
+      }
+      auto cpu = runN(gather(0), {data, idx});
+      ASSERT_FALSE(static_cast<bool>(cpu));
+      EXPECT_NE(llvm::toString(cpu.takeError()).find("out of range"), std::string::npos);
+      auto gpu = runGpuN(gather(0), {data, idx});
+      ASSERT_FALSE(static_cast<bool>(gpu)) << "index " << bad;
+      std::string m = llvm::toString(gpu.takeError());
+      EXPECT_NE(m.find("out of range"), std::string::npos) << m;
+      EXPECT_NE(m.find("Gather"), std::string::npos) << m;
+    }
+  }
+  // The fault does not outlive its run: the next, valid gather succeeds.
+  exact(gather(0), {data, I64v({2, -3})});
 }
 
 TEST(CudaGather, Errors) {

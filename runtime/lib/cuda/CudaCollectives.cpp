@@ -8,8 +8,11 @@
 #include "CudaCollectives.h"
 #include "CudaDevice.h"
 
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <nccl.h>
+#include <thread>
 
 #include "../StrCat.h"
 #include "../comm/LocalCommunicator.h"
@@ -234,6 +237,40 @@ public:
       ncclCommDestroy(comm_);
   }
 
+  llvm::Error awaitDevice(const std::function<bool()> &done) override {
+    using Clock = std::chrono::steady_clock;
+    auto start = Clock::now(), deadline = start + opts_.timeout;
+    for (unsigned polls = 0;; ++polls) {
+      if (done())
+        return llvm::Error::success();
+      if (!comm_)
+        return makeError(strCat("NCCL rank ", rank(), ": the communicator was aborted"));
+      if (polls % 64 == 0) {
+        ncclResult_t state = ncclSuccess;
+        ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
+        if (r != ncclSuccess || (state != ncclSuccess && state != ncclInProgress))
+          return abortWith(strCat("NCCL reported an error during this run's collectives: ",
+                                  ncclGetErrorString(r != ncclSuccess ? r : state),
+                                  " (a peer may have died; NCCL_DEBUG=WARN tells more)"));
+        auto now = Clock::now();
+        if (now > deadline) {
+          char secs[32];
+          std::snprintf(secs, sizeof secs, "%g",
+                        std::chrono::duration<double>(opts_.timeout).count());
+          return abortWith(strCat("this run's GPU work, with its NCCL collectives, did not "
+                                  "finish within ",
+                                  secs, " s: a peer rank is gone or stuck (--timeout sets the "
+                                        "bound)"));
+        }
+        if (now - start > std::chrono::milliseconds(2)) { // a long run: stop spinning
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+          continue;
+        }
+      }
+      std::this_thread::yield();
+    }
+  }
+
   int rank() const override { return opts_.rank; }
   int size() const override { return opts_.worldSize; }
   const char *engine() const override { return "nccl"; }
@@ -329,7 +366,16 @@ public:
   }
 
 private:
+  /// ncclCommAbort: unblocks this rank's NCCL kernels; every later call
+  /// fails.
+  llvm::Error abortWith(const std::string &why) {
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+    return makeError(strCat("NCCL rank ", rank(), ": ", why, "; communicator aborted"));
+  }
   llvm::Error usable(const Tensor &in, const char *what, ncclDataType_t &ty) {
+    if (!comm_)
+      return makeError(strCat("NCCL ", what, " on rank ", rank(), ": the communicator was aborted"));
     if (!dc_)
       return makeError(strCat("NCCL ", what, ": no device bound (a runtime bug)"));
     if (in.onHost())

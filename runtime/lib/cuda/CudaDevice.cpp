@@ -217,6 +217,15 @@ llvm::Expected<std::unique_ptr<RankDevice>> RankDevice::create(int device, bool 
   if (auto e = check(cudaMalloc(&c.workspace, c.workspaceBytes), "cudaMalloc (cuBLAS workspace)"))
     return e;
   cublasSetWorkspace(c.cublas, c.workspace, c.workspaceBytes);
+  if (auto e = check(cudaMalloc(reinterpret_cast<void **>(&c.faultWord), sizeof(int32_t)),
+                     "cudaMalloc (fault word)"))
+    return e;
+  if (auto e = check(cudaMemset(c.faultWord, 0, sizeof(int32_t)), "cudaMemset (fault word)"))
+    return e;
+  if (auto e = check(cudaMallocHost(reinterpret_cast<void **>(&c.faultHost), sizeof(int32_t)),
+                     "cudaMallocHost (fault word)"))
+    return e;
+  *c.faultHost = 0;
   d->alloc_ = std::make_unique<Allocator>(device, c.stream);
   c.allocator = d->alloc_.get();
   return d;
@@ -233,8 +242,42 @@ RankDevice::~RankDevice() {
     cublasDestroy(ctx_.cublas);
   if (ctx_.workspace)
     cudaFree(ctx_.workspace);
+  if (ctx_.faultWord)
+    cudaFree(ctx_.faultWord);
+  if (ctx_.faultHost)
+    cudaFreeHost(ctx_.faultHost);
   if (ctx_.stream)
     cudaStreamDestroy(ctx_.stream);
+}
+
+llvm::Error enqueueFaultRead(DeviceContext &dc) {
+  if (!dc.faultWord)
+    return llvm::Error::success();
+  cudaError_t e = cudaMemcpyAsync(dc.faultHost, dc.faultWord, sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, dc.stream);
+  return e == cudaSuccess ? llvm::Error::success() : cudaCallError(e, "reading the fault word");
+}
+
+int32_t takeFault(DeviceContext &dc) {
+  if (!dc.faultHost || *dc.faultHost == 0)
+    return 0;
+  int32_t w = *dc.faultHost;
+  *dc.faultHost = 0;
+  cudaMemsetAsync(dc.faultWord, 0, sizeof(int32_t), dc.stream);
+  return w;
+}
+
+const char *faultWhat(int32_t word) {
+  switch (word % kFaultKinds) {
+  case kFaultGatherIndex: return "an index is out of range";
+  case kFaultDivByZero: return "integer division by zero";
+  default: return "unknown fault";
+  }
+}
+
+llvm::Error faultError(const onnx::NodeProto &node, int32_t word) {
+  return makeError(nodeLabel(node) + ": " + faultWhat(word) +
+                   " (found by its CUDA kernel while computing; the run's outputs are discarded)");
 }
 
 llvm::Error RankDevice::makeCurrent() const {
@@ -408,10 +451,14 @@ llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
   }
   std::vector<Tensor> outs(numOutputs);
   KernelContext ctx{node, ptrs, outs, nullptr, opset, &dc};
+  dc.faultSite = 1;
   if (llvm::Error e = (*fn)(ctx)) {
     cudaStreamSynchronize(dc.stream);
+    takeFault(dc);
     return e;
   }
+  if (auto e = cuda::enqueueFaultRead(dc))
+    return e;
   std::vector<Tensor> result;
   for (size_t i = 0; i < outs.size(); ++i) {
     if (!outs[i].defined() || outs[i].onHost()) {
@@ -425,6 +472,8 @@ llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
   }
   if (cudaError_t e = cudaStreamSynchronize(dc.stream); e != cudaSuccess)
     return cuda::cudaCallError(e, "running " + nodeLabel(node));
+  if (int32_t f = cuda::takeFault(dc))
+    return cuda::faultError(node, f);
   return result;
 }
 

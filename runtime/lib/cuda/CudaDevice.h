@@ -28,6 +28,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../ArenaPlan.h"
+#include "CudaFault.h"
 #include "qn/runtime/Cuda.h"
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/Tensor.h"
@@ -53,6 +54,12 @@ struct DeviceContext {
   /// float32 GEMMs may use TF32 tensor cores (qn-run --allow-tf32).
   bool allowTf32 = false;
   cuda::Allocator *allocator = nullptr;
+  /// Faults kernels find while computing (CudaFault.h): the device word, its
+  /// pinned host mirror, and the site the executor sets before each node.
+  int32_t *faultWord = nullptr;
+  int32_t *faultHost = nullptr;
+  int32_t faultSite = 0;
+  cuda::FaultSite fault() const { return {faultWord, faultSite}; }
 
   /// A new device tensor, contents uninitialised, from the rank's allocator
   /// (stream-ordered: valid for work enqueued on `stream`).
@@ -177,6 +184,17 @@ private:
   DeviceContext ctx_;
   std::unique_ptr<Allocator> alloc_;
 };
+
+/// Enqueues the read-back of the rank's fault word on its stream (after a
+/// run's last kernel; not inside a capture).
+llvm::Error enqueueFaultRead(DeviceContext &dc);
+/// After the stream has been synchronised since enqueueFaultRead(): the
+/// fault word (0: none). A fault is cleared (on the device too) when read.
+int32_t takeFault(DeviceContext &dc);
+/// "index out of range", "division by zero", ... for a fault word.
+const char *faultWhat(int32_t word);
+/// "<node label>: <faultWhat> (found by its CUDA kernel ...)".
+llvm::Error faultError(const onnx::NodeProto &node, int32_t word);
 
 /// A persistent device copy of a host tensor (cudaMalloc + synchronous copy;
 /// never inside a capture).

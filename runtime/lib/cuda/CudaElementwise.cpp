@@ -184,7 +184,7 @@ llvm::Error binaryKernel(KernelContext &ctx, EwBinary kind, cpu::BinaryOp op) {
     coalesce(ops, p);
     if (auto e = runPlan(ctx, p, ops, y, [&](const EwLayout &l, const void *const *in, void *o,
                                               int64_t n) {
-          return launchEwBinary(kind, dt(t), l, in[0], in[1], o, n, dev.stream);
+          return launchEwBinary(kind, dt(t), l, in[0], in[1], o, n, dev.stream, dev.fault());
         }))
       return e;
   }

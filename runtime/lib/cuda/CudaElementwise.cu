@@ -121,12 +121,16 @@ struct MulF {
   }
 };
 struct DivF {
+  FaultSite fault;
   template <class T> __device__ T operator()(T a, T b) const {
     if constexpr (std::is_integral_v<T>) {
       // The CPU kernel rejects a zero divisor beforehand; the GPU cannot look
-      // at the divisor without synchronising, so x / 0 is defined as 0 here.
-      if (b == 0)
+      // at the divisor without synchronising, so x / 0 is 0 here and the
+      // fault is reported (CudaFault.h).
+      if (b == 0) {
+        reportFault(fault, kFaultDivByZero);
         return T(0);
+      }
       if (b == -1) // MIN / -1 wraps
         return static_cast<T>(Unsigned<T>(0) - static_cast<Unsigned<T>>(a));
       return a / b;
@@ -541,13 +545,13 @@ template <class F> cudaError_t unarySigned(int32_t dtype, const void *x, void *y
 /// Same-type inputs, output R (void: the input type).
 template <class F, class R, class Dispatch>
 cudaError_t binarySame(Dispatch dispatch, int32_t dtype, const EwLayout &l, const void *a,
-                       const void *b, void *y, int64_t n, cudaStream_t s) {
+                       const void *b, void *y, int64_t n, cudaStream_t s, F f = F{}) {
   cudaError_t e = cudaErrorInvalidValue;
   const void *ptrs[2] = {a, b};
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     using Out = std::conditional_t<std::is_void_v<R>, T, R>;
-    e = launchNary(Binary<F, T, T, Out>{F{}}, l, ptrs, y, n, s);
+    e = launchNary(Binary<F, T, T, Out>{f}, l, ptrs, y, n, s);
   });
   return e;
 }
@@ -597,12 +601,14 @@ cudaError_t launchEwUnary(EwUnary op, int32_t dtype, const void *x, void *y, int
 }
 
 cudaError_t launchEwBinary(EwBinary op, int32_t dtype, const EwLayout &l, const void *a,
-                           const void *b, void *y, int64_t n, cudaStream_t s) {
+                           const void *b, void *y, int64_t n, cudaStream_t s,
+                           FaultSite fault) {
   switch (op) {
   case EwBinary::Add: return binarySame<AddF, void>(ArithDispatch{}, dtype, l, a, b, y, n, s);
   case EwBinary::Sub: return binarySame<SubF, void>(ArithDispatch{}, dtype, l, a, b, y, n, s);
   case EwBinary::Mul: return binarySame<MulF, void>(ArithDispatch{}, dtype, l, a, b, y, n, s);
-  case EwBinary::Div: return binarySame<DivF, void>(ArithDispatch{}, dtype, l, a, b, y, n, s);
+  case EwBinary::Div:
+    return binarySame<DivF, void>(ArithDispatch{}, dtype, l, a, b, y, n, s, DivF{fault});
   case EwBinary::Pow: {
     // The exponent was converted to the compute type (float32, or float64
     // for a float64 base) by the host side, as the CPU kernel does.

@@ -16,6 +16,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "CudaFault.h"
+
 namespace qn::rt::cuda {
 
 /// Operands of one elementwise kernel (inputs; the output is separate).
@@ -53,8 +55,11 @@ enum class EwBinary : int32_t {
 /// dtype: a DType number (the inputs' dtype; for Pow the base's).
 cudaError_t launchEwUnary(EwUnary op, int32_t dtype, const void *x, void *y, int64_t n,
                           cudaStream_t stream);
+/// An integer Div by zero yields 0 and reports kFaultDivByZero to `fault`
+/// (CudaFault.h; ignored by the other ops).
 cudaError_t launchEwBinary(EwBinary op, int32_t dtype, const EwLayout &layout, const void *a,
-                           const void *b, void *y, int64_t n, cudaStream_t stream);
+                           const void *b, void *y, int64_t n, cudaStream_t stream,
+                           FaultSite fault = {});
 /// Where: y = c ? a : b over a broadcast layout of 3 operands (c bool; a, b
 /// and y of `elemSize` bytes: 1, 2, 4 or 8).
 cudaError_t launchEwWhere(size_t elemSize, const EwLayout &layout, const void *c, const void *a,

@@ -128,6 +128,16 @@ private:
                           std::vector<Tensor> &ins, std::vector<const void *> &ptrs,
                           std::vector<int64_t> &strides);
   llvm::Expected<Tensor> deviceForm(int v, Val &val, RunState &rs);
+  /// Waits for the stream, then turns a fault its kernels reported
+  /// (CudaFault.h) into an error naming the node.
+  llvm::Error syncAndCheckFault();
+  /// With a communicator: its bounded wait for the run's end (runEnd_), so
+  /// that a dead NCCL peer is an error, not a hang (Communicator::awaitDevice).
+  llvm::Error awaitRun() {
+    if (!comm_)
+      return llvm::Error::success();
+    return comm_->awaitDevice([this] { return cudaEventQuery(runEnd_) != cudaErrorNotReady; });
+  }
   llvm::Expected<Tensor> hostForm(int v, Val &val, RunState &rs);
   llvm::Expected<std::vector<Tensor>> collectOutputs(const std::vector<Val> &outs);
   llvm::Error eventPair(size_t k, cudaEvent_t &a, cudaEvent_t &b);
@@ -569,6 +579,19 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::collectOutputs(const std::vect
   return result;
 }
 
+llvm::Error CudaExecutor::syncAndCheckFault() {
+  DeviceContext &dc = dev_->context();
+  if (cudaError_t e = cudaStreamSynchronize(dc.stream); e != cudaSuccess)
+    return cudaCallError(e, "running the plan");
+  int32_t f = takeFault(dc);
+  if (!f)
+    return llvm::Error::success();
+  size_t site = static_cast<size_t>(f / kFaultKinds);
+  if (site == 0 || site > sched_.steps.size())
+    return makeError(strCat("a CUDA kernel reported ", faultWhat(f), " at an unknown node"));
+  return faultError(*sched_.steps[site - 1].node, f);
+}
+
 llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<Tensor> &inputs,
                                                           SigState &st, bool capture,
                                                           bool &aborted, RunStats *stats) {
@@ -594,6 +617,9 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<
     alloc.stop();
     cudaStreamSynchronize(dc.stream);
     cudaGetLastError();
+    if (*dc.faultHost == 0) // a fault of this failed run must not reach the next
+      cudaMemcpy(dc.faultHost, dc.faultWord, sizeof(int32_t), cudaMemcpyDeviceToHost);
+    takeFault(dc);
     return e;
   };
 
@@ -617,6 +643,7 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<
     rs.capturing = true;
   }
   for (size_t si = 0; si < sched_.steps.size(); ++si) {
+    dc.faultSite = static_cast<int32_t>(si + 1);
     if (int fi = normOf_[si]; fi >= 0) {
       const NormFusion &f = normFusions_[fi];
       bool done = false;
@@ -673,9 +700,17 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<
     st.outs = outs;
   }
   cudaEventRecord(runEnd_, dc.stream);
-  auto result = collectOutputs(outs); // synchronises the stream
+  if (auto e = enqueueFaultRead(dc))
+    return fail(std::move(e));
+  if (auto e = awaitRun())
+    return fail(std::move(e));
+  auto result = collectOutputs(outs);
   if (!result)
     return fail(result.takeError());
+  // A fault is returned after the bookkeeping below (the plan and the graph
+  // stay valid: the fault depends on the input values).
+  if (auto e = syncAndCheckFault())
+    result = llvm::Expected<std::vector<Tensor>>(std::move(e));
   values.clear();
   outs.clear();
   inDev.clear();
@@ -693,8 +728,10 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::runOnce(const llvm::StringMap<
   }
   if (record) {
     auto plan = alloc.finishRecord();
-    if (!plan)
+    if (!plan) {
+      llvm::consumeError(result.takeError());
       return plan.takeError();
+    }
     st.plan = std::move(*plan);
   } else {
     alloc.stop();
@@ -724,9 +761,15 @@ llvm::Expected<std::vector<Tensor>> CudaExecutor::replay(const llvm::StringMap<T
   if (cudaError_t e = cudaGraphLaunch(st.graph, dc.stream); e != cudaSuccess)
     return cudaCallError(e, "cudaGraphLaunch");
   cudaEventRecord(runEnd_, dc.stream);
+  if (auto e = enqueueFaultRead(dc))
+    return e;
+  if (auto e = awaitRun())
+    return e;
   auto result = collectOutputs(st.outs);
   if (!result)
     return result.takeError();
+  if (auto e = syncAndCheckFault())
+    return e;
   if (stats) {
     float ms = 0;
     cudaEventElapsedTime(&ms, runStart_, runEnd_);

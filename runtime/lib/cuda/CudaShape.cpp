@@ -182,7 +182,7 @@ llvm::Error gatherKernel(KernelContext &ctx) {
   if (y.numel() > 0) {
     cudaError_t e = launchGather(data.raw(), idx.raw(), idx.dtype() == DType::Int64, g.outer, g.n,
                                  g.inner, g.count, y.raw(), dtypeSize(data.dtype()),
-                                 cudaDev(ctx).stream);
+                                 cudaDev(ctx).fault(), cudaDev(ctx).stream);
     if (e != cudaSuccess)
       return cudaError(ctx, e, "gather");
   }

@@ -333,7 +333,8 @@ cudaError_t concatLaunch(const std::vector<const void *> &srcs, const std::vecto
 
 template <class T, class Idx, class I>
 __global__ void gatherKernel(const T *__restrict__ data, const Idx *__restrict__ idx,
-                             T *__restrict__ out, int64_t total, I axisLen, I inner, I count) {
+                             T *__restrict__ out, int64_t total, I axisLen, I inner, I count,
+                             FaultSite fault) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     I r = static_cast<I>(i);
@@ -347,6 +348,8 @@ __global__ void gatherKernel(const T *__restrict__ data, const Idx *__restrict__
     T val{};
     if (v >= 0 && v < static_cast<int64_t>(axisLen))
       val = data[(o * axisLen + static_cast<I>(v)) * inner + c];
+    else
+      reportFault(fault, kFaultGatherIndex);
     out[i] = val;
   }
 }
@@ -442,7 +445,7 @@ cudaError_t launchConcat(const void *const *srcs, const int64_t *chunks, int n, 
 
 cudaError_t launchGather(const void *data, const void *indices, bool indices64, int64_t outer,
                          int64_t axisLen, int64_t inner, int64_t count, void *out,
-                         size_t elemSize, cudaStream_t stream) {
+                         size_t elemSize, FaultSite fault, cudaStream_t stream) {
   if (elemSize != 1 && elemSize != 2 && elemSize != 4 && elemSize != 8)
     return cudaErrorInvalidValue;
   if (outer == 0 || inner == 0 || count == 0)
@@ -471,19 +474,19 @@ cudaError_t launchGather(const void *data, const void *indices, bool indices64, 
       if (small)
         gatherKernel<T, int64_t, int32_t><<<blocks, kThreads, 0, stream>>>(
             src, ix, dst, total, static_cast<int32_t>(axisLen), static_cast<int32_t>(inner),
-            static_cast<int32_t>(count));
+            static_cast<int32_t>(count), fault);
       else
         gatherKernel<T, int64_t, int64_t>
-            <<<blocks, kThreads, 0, stream>>>(src, ix, dst, total, axisLen, inner, count);
+            <<<blocks, kThreads, 0, stream>>>(src, ix, dst, total, axisLen, inner, count, fault);
     } else {
       const int32_t *ix = static_cast<const int32_t *>(indices);
       if (small)
         gatherKernel<T, int32_t, int32_t><<<blocks, kThreads, 0, stream>>>(
             src, ix, dst, total, static_cast<int32_t>(axisLen), static_cast<int32_t>(inner),
-            static_cast<int32_t>(count));
+            static_cast<int32_t>(count), fault);
       else
         gatherKernel<T, int32_t, int64_t>
-            <<<blocks, kThreads, 0, stream>>>(src, ix, dst, total, axisLen, inner, count);
+            <<<blocks, kThreads, 0, stream>>>(src, ix, dst, total, axisLen, inner, count, fault);
     }
   });
   return cudaGetLastError();

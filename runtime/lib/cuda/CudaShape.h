@@ -17,6 +17,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "CudaFault.h"
+
 namespace qn::rt::cuda {
 
 /// Generic strided copy (the data movement of Transpose, Slice, Expand,
@@ -45,11 +47,11 @@ cudaError_t launchConcat(const void *const *srcs, const int64_t *chunks, int n, 
 /// Gather: data viewed as [outer, axisLen, inner], `indices` (`count`
 /// int64 or int32 values) read on the device, out as [outer, count, inner]:
 /// out[o, j, :] = data[o, idx_j (+ axisLen if negative), :]. An index outside
-/// [-axisLen, axisLen) yields a zero row (the device cannot report it without
-/// synchronising; the CPU kernel's error).
+/// [-axisLen, axisLen) yields a zero row and reports kFaultGatherIndex to
+/// `fault` (CudaFault.h: the executor turns it into the CPU kernel's error).
 cudaError_t launchGather(const void *data, const void *indices, bool indices64, int64_t outer,
                          int64_t axisLen, int64_t inner, int64_t count, void *out,
-                         size_t elemSize, cudaStream_t stream);
+                         size_t elemSize, FaultSite fault, cudaStream_t stream);
 
 /// Trilu over `mats` row-major [rows, cols] matrices: out = in where
 /// col - row >= k (upper) or col - row <= k (lower), 0 elsewhere (every

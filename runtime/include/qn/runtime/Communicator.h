@@ -1,6 +1,7 @@
 //===- Communicator.h - Collectives between tensor-parallel ranks -*- C++ -*-===//
 #pragma once
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,6 +53,15 @@ public:
   virtual llvm::Error bindDevice(DeviceContext *dc);
   /// True when the collectives may be captured into a CUDA graph (NCCL).
   virtual bool capturable() const { return false; }
+  /// Called by a device executor before it synchronises with its GPU:
+  /// waits until `done()` (polled) is true. A device engine's collectives run
+  /// asynchronously on the GPU, so a peer that died or hangs shows only as a
+  /// host wait that never ends. NCCL bounds the wait by the rendezvous
+  /// timeout and watches NCCL's asynchronous errors; on either it aborts the
+  /// communicator (every later collective fails) and returns an error naming
+  /// the rank. The default returns at once (the caller's own
+  /// synchronisation waits).
+  virtual llvm::Error awaitDevice(const std::function<bool()> &done);
   /// "gloo", "nccl", "local".
   virtual const char *engine() const { return "custom"; }
 };
