@@ -3,14 +3,19 @@
 // Gather(table[V,H], ids) with a constant table: rank k holds rows
 // [kV/N, (k+1)V/N). The lookup is rewritten, with standard ops only, into
 //
-//   local = Sub(ids, start_k)              start_k = kV/N (rank-dependent)
-//   mask  = Greater(local, -1) * Less(local, V/N)        (as table's dtype)
-//   safe  = local * Cast(mask, ids' dtype)               (out of range -> 0)
-//   part  = Gather(table_k, safe)                        P: garbage where masked
-//   out   = part * Unsqueeze(mask, -1)                   P: the rank's rows, else 0
+//   norm  = Where(Less(ids, 0), Add(ids, V), ids)   ONNX's negative ids: [-V, V) -> [0, V)
+//   local = Sub(norm, start_k)                       start_k = kV/N (rank-dependent)
+//   in    = And(Greater(local, -1), Less(local, V/N))   this rank's rows
+//   ok    = And(Greater(norm, -1), Less(norm, V))       a valid id at all
+//   safe  = Where(in, local, Where(ok, 0, ids))
+//   part  = Gather(table_k, safe)                    P: garbage where not `in`
+//   out   = part * Unsqueeze(Cast(in, table's dtype), -1)   P: the rank's rows, else 0
 //
 // so the sum over ranks of `out` is the lookup (Megatron's
 // VocabParallelEmbedding); the AllReduce comes from the redistribution of P.
+// An id outside [-V, V), which the original Gather rejects, reaches every
+// rank's Gather unchanged: it is outside [-V/N, V/N) too, so every rank fails
+// there (naming the Gather) instead of summing zero rows.
 //
 //===----------------------------------------------------------------------===//
 #include "qn/compiler/Partition.h"
@@ -103,8 +108,10 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     state.rankDependent[rowsName] = [rowsName, idType, rows](int, int tp) {
       return scalar(rowsName, idType, rows / tp);
     };
-    std::string minus1 = name("minus1");
+    std::string minus1 = name("minus1"), zero = name("zero"), vocab = name("vocab");
     g.addConstant(scalar(minus1, idType, -1));
+    g.addConstant(scalar(zero, idType, 0));
+    g.addConstant(scalar(vocab, idType, rows));
     std::string axes = name("axes");
     onnx::TensorProto axesT;
     axesT.set_name(axes);
@@ -114,22 +121,27 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     axesT.set_raw_data(std::string(reinterpret_cast<const char *>(&minusOne), 8));
     g.addConstant(axesT);
 
-    std::string local = name("local"), ge = name("ge"), lt = name("lt"), gef = name("gef"),
-                ltf = name("ltf"), mask = name("mask"), maski = name("mask_ids"),
-                safe = name("safe"), part = name("part"), mask3 = name("mask_h");
+    std::string neg = name("neg"), wrapped = name("wrapped"), norm = name("norm"),
+                local = name("local"), ge = name("ge"), lt = name("lt"), in = name("in"),
+                okGe = name("ok_ge"), okLt = name("ok_lt"), ok = name("ok"), bad = name("bad"),
+                mask = name("mask"), safe = name("safe"), part = name("part"),
+                mask3 = name("mask_h");
     std::string label = gather->label();
     std::vector<onnx::NodeProto> before;
-    before.push_back(makeNode("Sub", label + "/local", {ids->name, startName}, local));
+    before.push_back(makeNode("Less", label + "/neg", {ids->name, zero}, neg));
+    before.push_back(makeNode("Add", label + "/wrapped", {ids->name, vocab}, wrapped));
+    before.push_back(makeNode("Where", label + "/norm", {neg, wrapped, ids->name}, norm));
+    before.push_back(makeNode("Sub", label + "/local", {norm, startName}, local));
     before.push_back(makeNode("Greater", label + "/ge", {local, minus1}, ge));
     before.push_back(makeNode("Less", label + "/lt", {local, rowsName}, lt));
-    before.push_back(makeNode("Cast", label + "/gef", {ge}, gef));
+    before.push_back(makeNode("And", label + "/in", {ge, lt}, in));
+    before.push_back(makeNode("Greater", label + "/ok_ge", {norm, minus1}, okGe));
+    before.push_back(makeNode("Less", label + "/ok_lt", {norm, vocab}, okLt));
+    before.push_back(makeNode("And", label + "/ok", {okGe, okLt}, ok));
+    before.push_back(makeNode("Where", label + "/bad", {ok, zero, ids->name}, bad));
+    before.push_back(makeNode("Where", label + "/safe", {in, local, bad}, safe));
+    before.push_back(makeNode("Cast", label + "/mask", {in}, mask));
     setIntAttr(before.back(), "to", valType);
-    before.push_back(makeNode("Cast", label + "/ltf", {lt}, ltf));
-    setIntAttr(before.back(), "to", valType);
-    before.push_back(makeNode("Mul", label + "/mask", {gef, ltf}, mask));
-    before.push_back(makeNode("Cast", label + "/mask_ids", {mask}, maski));
-    setIntAttr(before.back(), "to", idType);
-    before.push_back(makeNode("Mul", label + "/safe", {local, maski}, safe));
     size_t pos = g.indexOf(gather);
     for (onnx::NodeProto &n : before)
       g.insertNode(pos++, std::move(n));

@@ -459,6 +459,74 @@ class TestCompileErrors(ToolsTestCase):
 PROBE_INPUT = "qn_probe_pixels"  # distinctive, so "message mentions the input" means something
 
 
+class TestEmbeddingIds(ToolsTestCase):
+    """Token ids at the edges of the vocabulary, through the vocab-parallel
+    rewrite (tp 2 and 4) and the plain lookup (tp 1): negative ids (ONNX's
+    Gather counts them from the end, [-V, 0)) give ONNX Runtime's logits;
+    ids outside [-V, V), which ORT rejects, fail every rank naming the Gather,
+    with nothing written."""
+
+    MODEL = "embed_mlp_lm"  # wte: 1024 x 64, vocab-parallel at tp 2 and 4
+    VOCAB = 1024
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model_path = model_file(cls.MODEL)
+        ort.set_default_logger_severity(3)  # ORT's own log of the rejected ids
+        cls.sess = ort.InferenceSession(cls.model_path, providers=["CPUExecutionProvider"])
+        cls.plans = {}
+        for tp in (1, 2, 4):
+            out = os.path.join(cls.tmp, f"plan-tp{tp}")
+            proc = run_tool([tool("qn-compile"), cls.model_path, "--tp", str(tp), "-o", out])
+            cls.plans[tp] = (out, proc)
+
+    def feeds(self, ids):
+        ids = np.array(ids, dtype=np.int64).reshape(1, -1)
+        pos = np.arange(ids.shape[1], dtype=np.int64).reshape(1, -1)
+        files = []
+        for name, arr in (("input_ids", ids), ("position_ids", pos)):
+            f = self.path(f"{name}-{abs(hash(arr.tobytes()))}.npy")
+            np.save(f, arr)
+            files.append((name, f))
+        return {"input_ids": ids, "position_ids": pos}, files
+
+    def plan(self, tp):
+        out, proc = self.plans[tp]
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        if tp > 1:
+            self.assertIn("1 vocab-parallel", proc.stderr, describe(proc))
+        return out
+
+    def test_negative_ids_match_ort(self):
+        V = self.VOCAB
+        feeds, files = self.feeds([3, -1, -V, V - 1, -V // 2, -V // 2 - 1, 0, -7])
+        ref = self.sess.run(None, feeds)[0]
+        for tp in (1, 2, 4):
+            with self.subTest(tp=tp):
+                out = self.path(f"out-neg-tp{tp}")
+                proc = self.qn_run(self.plan(tp), tp, files, out)
+                self.assertEqual(proc.returncode, 0, describe(proc))
+                got = np.load(os.path.join(out, "logits.npy"))
+                err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+                self.assertLessEqual(err, RTOL * float(np.max(np.abs(ref))), f"max|qn-ort| = {err}")
+
+    def test_out_of_range_ids_fail(self):
+        V = self.VOCAB
+        for bad in (V, -V - 1, 10 * V):
+            feeds, files = self.feeds([1, bad, 2])
+            with self.assertRaises(Exception, msg=f"ORT accepted id {bad}"):
+                self.sess.run(None, feeds)
+            for tp in (1, 2, 4):
+                with self.subTest(id=bad, tp=tp):
+                    out = self.path(f"out-bad-{bad}-tp{tp}")
+                    proc = self.qn_run(self.plan(tp), tp, files, out)
+                    self.assertGreater(proc.returncode, 0, describe(proc))
+                    self.assertIn("Gather '/wte/Gather'", proc.stderr, describe(proc))
+                    self.assertIn(f"index {bad} is out of range", proc.stderr, describe(proc))
+                    self.assertEqual(listing(out), [], "outputs written on error")
+
+
 class TestRunErrors(ToolsTestCase):
     """qn-run rejects bad inputs with a message naming the input and writes nothing."""
 
