@@ -155,7 +155,7 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     gather->outputs[0] = partV;
     gather->proto.set_output(0, part);
     partV->producer = gather;
-    state.fixed[gather] = NodePlacements{{Placement::S(0), Placement::R()}, {Placement::P()}};
+    state.fixed[gather] = NodePlacements{{Placement::S(0), Placement::R()}, {Placement::P()}, {}};
     state.roles[gather] = "vocab";
 
     onnx::NodeProto unsq = makeNode("Unsqueeze", label + "/mask_h", {mask}, mask3);
@@ -170,7 +170,7 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     Node *unsqNode = g.insertNode(pos + 1, std::move(unsq));
     (void)unsqNode;
     Node *apply = g.insertNode(pos + 2, makeNode("Mul", label + "/masked", {part, mask3}, out->name));
-    state.fixed[apply] = NodePlacements{{Placement::P(), Placement::R()}, {Placement::P()}};
+    state.fixed[apply] = NodePlacements{{Placement::P(), Placement::R()}, {Placement::P()}, {}};
     state.roles[apply] = "vocab-mask";
   }
   return llvm::Error::success();
