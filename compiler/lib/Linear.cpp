@@ -94,7 +94,7 @@ static llvm::Expected<DryRun> dryRun(Graph &g, const std::vector<LinearInfo> &li
   RewriteState none;
   llvm::DenseMap<const Node *, NodePlacements> scratch;
   if (auto err = propagatePlacements(g, linears, o, none, scratch, &d))
-    return std::move(err);
+    return err;
   return d;
 }
 
