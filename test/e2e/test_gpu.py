@@ -13,6 +13,8 @@ same tp values), at tp 1, 2 and 4:
         inputs widened to float32; tolerance normwise 1e-2.
   tf32  one model (torch/gpt2, a real PyTorch export) in fp32 with --allow-tf32
         at tp 1 and 2, against the CPU device, tolerance normwise 1e-2.
+For embed_mlp_lm also token ids at the vocabulary's edges: negative ids against
+the CPU device, ids outside [-V, V) must fail the run naming the Gather.
 qn-run itself checks that every rank ends with identical outputs.
 Each comparison is reported on one line (model, tp, comm, dtype, input, output,
 error, tolerance); the last line is "test_gpu: N passed, N failed".
@@ -60,6 +62,9 @@ RTOL_TF32 = 1e-2   # cuda fp32 with --allow-tf32 vs cpu device
 TF32_MODEL = "torch/gpt2"
 TF32_TPS = (1, 2)
 TIMEOUT_S = 300
+# Token ids at the vocabulary's edges on the GPU (see ModelRun.id_checks).
+IDS_MODEL = "embed_mlp_lm"
+IDS_VOCAB = 1024
 
 
 def normwise(got, ref):
@@ -280,7 +285,49 @@ class ModelRun:
                     continue
                 self.compare(got, ref, tp, comm, "fp16", shape, RTOL_FP16, np.float16,
                              note="vs ORT fp32 on fp16-rounded weights")
+        if self.name == IDS_MODEL:
+            self.id_checks(tps)
         return self.lines
+
+    # -- token ids at the vocabulary's edges ------------------------------------
+    def id_checks(self, tps):
+        """Negative ids (counted from the end, as ONNX's Gather does) give the
+        CPU device's logits; an id outside [-V, V) fails the run on the GPU
+        too, naming the Gather (the CUDA kernel reports it through the fault
+        word), and writes nothing."""
+        V = IDS_VOCAB
+        pos = np.arange(6, dtype=np.int64).reshape(1, 6)
+        for tp in tps:
+            plan = self.path(f"plan-fp32-tp{tp}")
+            if not os.path.isdir(plan):
+                continue
+            comm = self.gpu_comms(tp)[0]
+            ids = np.array([[3, -1, -V, V - 1, -V // 2 - 1, 0]], dtype=np.int64)
+            bound = self.save_inputs({"input_ids": ids, "position_ids": pos}, f"ids-neg-tp{tp}")
+            cpu, err = self.run(plan, tp, bound, self.path(f"out-ids-cpu-tp{tp}"), "cpu")
+            if cpu is None:
+                self.fail(tp, "gloo", "fp32", "negative ids", "CPU device: " + err)
+                continue
+            got, err = self.run(plan, tp, bound, self.path(f"out-ids-cuda-tp{tp}"), "cuda", comm)
+            if got is None:
+                self.fail(tp, comm, "fp32", "negative ids", "CUDA: " + err)
+            else:
+                self.compare(got, cpu, tp, comm, "fp32", "negative ids", RTOL_FP32,
+                             note="vs qn cpu")
+            for bad in (V, -V - 1):
+                ids = np.array([[1, bad, 2, 3, 4, 5]], dtype=np.int64)
+                bound = self.save_inputs({"input_ids": ids, "position_ids": pos},
+                                         f"ids-bad-tp{tp}")
+                out = self.path(f"out-ids-bad{bad}-tp{tp}")
+                got, err = self.run(plan, tp, bound, out, "cuda", comm)
+                ok = (got is None and "out of range" in err and "Gather" in err
+                      and not e2e.listing(out))
+                what = ("fails naming the Gather, nothing written" if ok else
+                        f"expected a failure naming the Gather and no output; got "
+                        f"{'outputs' if got is not None else short(err)} "
+                        f"(written: {e2e.listing(out)})")
+                self.lines.append((ok, f"{self.name:<22} tp={tp} comm={comm:<5} dtype=fp32 "
+                                       f"input=id {bad} (vocab {V}): {what}"))
 
     # -- the CPU-only check of the fp16 path -----------------------------------
     def run_cpu_check(self):
