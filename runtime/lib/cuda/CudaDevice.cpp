@@ -454,6 +454,10 @@ llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
   dc.faultSite = 1;
   if (llvm::Error e = (*fn)(ctx)) {
     cudaStreamSynchronize(dc.stream);
+    // A fault of a kernel launched before the error must not reach the next
+    // node.
+    if (*dc.faultHost == 0)
+      cudaMemcpy(dc.faultHost, dc.faultWord, sizeof(int32_t), cudaMemcpyDeviceToHost);
     takeFault(dc);
     return e;
   }
