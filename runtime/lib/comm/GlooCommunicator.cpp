@@ -24,6 +24,7 @@
 #include <map>
 #include <tuple>
 
+#include <gloo/allgather.h>
 #include <gloo/allgather_ring.h>
 #include <gloo/allreduce_ring_chunked.h>
 #include <gloo/rendezvous/context.h>
@@ -281,21 +282,39 @@ public:
       staging.resize(localBytes * static_cast<size_t>(size()));
       gathered = staging.data();
     }
-    llvm::Error err = guarded("allGather(" + shapeText(in) + ", axis " +
-                                  std::to_string(ax) + ")",
-                              [&] {
-                                Cached &c = cached(Op::AllGather, 1, localBytes);
-                                if (!c.algo) {
-                                  c.in.resize(localBytes);
-                                  c.out.resize(localBytes * size());
-                                  c.algo = std::make_unique<gloo::AllgatherRing<uint8_t>>(
-                                      ctx_, std::vector<const uint8_t *>{c.in.data()},
-                                      c.out.data(), static_cast<int>(localBytes));
-                                }
-                                std::memcpy(c.in.data(), src, localBytes);
-                                c.algo->run();
-                                std::memcpy(gathered, c.out.data(), c.out.size());
-                              });
+    llvm::Error err = guarded(
+        "allGather(" + shapeText(in) + ", axis " + std::to_string(ax) + ")", [&] {
+          if (!opts_.busyPoll) {
+            // Gloo's collective API on unbound buffers: a peer sends only
+            // once this rank has posted the matching receive, so a peer that
+            // has moved on to the next gather cannot write into this one.
+            // (gloo::AllgatherRing writes into the output buffer it was built
+            // with as soon as a peer sends, which in asynchronous mode can be
+            // the next gather's data arriving before this rank copied this
+            // one out.) The tag keeps consecutive gathers apart.
+            gloo::AllgatherOptions o(ctx_);
+            o.setInput(reinterpret_cast<uint8_t *>(const_cast<char *>(src)), localBytes);
+            o.setOutput(reinterpret_cast<uint8_t *>(gathered), localBytes * size());
+            o.setTag(gatherTag_++);
+            gloo::allgather(o);
+            return;
+          }
+          // Busy polling (synchronous pairs, which unbound buffers do not
+          // support): a message is read from the socket only when this rank
+          // waits for it, inside the gather that expects it, so the bound ring
+          // built once per size is safe and faster.
+          Cached &c = cached(Op::AllGather, 1, localBytes);
+          if (!c.algo) {
+            c.in.resize(localBytes);
+            c.out.resize(localBytes * size());
+            c.algo = std::make_unique<gloo::AllgatherRing<uint8_t>>(
+                ctx_, std::vector<const uint8_t *>{c.in.data()}, c.out.data(),
+                static_cast<int>(localBytes));
+          }
+          std::memcpy(c.in.data(), src, localBytes);
+          c.algo->run();
+          std::memcpy(gathered, c.out.data(), c.out.size());
+        });
     if (err)
       return err;
     if (outer != 1) {
@@ -456,6 +475,7 @@ private:
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> ctx_;
   uint64_t exchangeSeq_ = 0;
+  uint32_t gatherTag_ = 0; // of the unbound-buffer all-gathers, in issue order
   bool finished_ = false;
   std::string broken_;
 };

@@ -57,12 +57,14 @@ RendezvousOptions options(int rank, int n, int port, std::string plan = "plan-ab
 
 /// Runs body(comm) on n rank threads; a rank whose communicator cannot be
 /// created fails the test.
-void runRanks(int n, const std::function<void(Communicator &)> &body) {
+void runRanks(int n, const std::function<void(Communicator &)> &body, bool busyPoll = false) {
   int port = freePort();
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r)
     threads.emplace_back([&, r] {
-      auto comm = createGlooCommunicator(options(r, n, port));
+      RendezvousOptions o = options(r, n, port);
+      o.busyPoll = busyPoll;
+      auto comm = createGlooCommunicator(o);
       if (!comm) {
         ADD_FAILURE() << "rank " << r << ": " << llvm::toString(comm.takeError());
         return;
@@ -232,6 +234,51 @@ TEST_P(CommGloo, AllGatherEveryAxis) {
           }
     }
   }
+}
+
+// Back-to-back all-gathers of one size, each of new data, checked at once on
+// every rank: a rank must never see a peer's next gather in this one's result
+// (Gloo's ring all-gather writes straight into its output buffer, so a peer
+// that has moved on to the next gather could overwrite it before this rank
+// copied it out), with and without busy polling.
+void repeatedGathers(int n, bool busyPoll, int kRounds) {
+  SCOPED_TRACE(std::to_string(n) + " ranks, busy-poll " + (busyPoll ? "on" : "off"));
+  std::vector<int> bad(n, 0);
+  runRanks(
+      n,
+      [&](Communicator &c) {
+        int r = c.rank();
+        Tensor t = Tensor::zeros(DType::Int32, {4, 8});
+        for (int k = 0; k < kRounds; ++k) { // all rounds on every rank: they stay in step
+          for (int64_t i = 0; i < 32; ++i)
+            t.data<int32_t>()[i] = (k * 16 + r) * 100 + static_cast<int32_t>(i);
+          Tensor out;
+          if (llvm::Error e = c.allGather(t, out, k % 2)) {
+            ADD_FAILURE() << "round " << k << ": " << llvm::toString(std::move(e));
+            bad[r] = 1;
+            break;
+          }
+          const int ax = k % 2;
+          for (int64_t i = 0; i < out.numel() && bad[r] < 3; ++i) {
+            int64_t row = i / out.dim(1), col = i % out.dim(1);
+            int64_t src = ax == 0 ? row / 4 : col / 8;
+            int64_t li = ax == 0 ? (row % 4) * 8 + col : row * 8 + col % 8;
+            int32_t want = static_cast<int32_t>((k * 16 + src) * 100 + li);
+            if (out.data<int32_t>()[i] != want) {
+              ADD_FAILURE() << "rank " << r << " round " << k << " element " << i << ": "
+                            << out.data<int32_t>()[i] << ", want " << want;
+              ++bad[r]; // the first three mismatches of a rank are reported
+            }
+          }
+        }
+      },
+      busyPoll);
+}
+
+TEST_P(CommGloo, RepeatedAllGathersDoNotOverlap) {
+  repeatedGathers(GetParam(), /*busyPoll=*/false, 300);
+  // Spinning ranks share this machine's cores: fewer rounds.
+  repeatedGathers(GetParam(), /*busyPoll=*/true, 40);
 }
 
 TEST_P(CommGloo, ReduceScatterSum) {
