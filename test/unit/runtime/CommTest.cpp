@@ -275,6 +275,42 @@ void repeatedGathers(int n, bool busyPoll, int kRounds) {
       busyPoll);
 }
 
+// The same for back-to-back all-reduces of one size.
+void repeatedReduces(int n, bool busyPoll, int kRounds) {
+  SCOPED_TRACE(std::to_string(n) + " ranks, busy-poll " + (busyPoll ? "on" : "off"));
+  std::vector<int> bad(n, 0);
+  runRanks(
+      n,
+      [&](Communicator &c) {
+        int r = c.rank();
+        for (int k = 0; k < kRounds; ++k) {
+          Tensor t = Tensor::zeros(DType::Int64, {16});
+          for (int64_t i = 0; i < 16; ++i)
+            t.data<int64_t>()[i] = (k * 16 + r) * 100 + i;
+          if (llvm::Error e = c.allReduceSum(t)) {
+            ADD_FAILURE() << "round " << k << ": " << llvm::toString(std::move(e));
+            return;
+          }
+          for (int64_t i = 0; i < 16 && bad[r] < 3; ++i) {
+            int64_t want = 0;
+            for (int q = 0; q < n; ++q)
+              want += (k * 16 + q) * 100 + i;
+            if (t.data<int64_t>()[i] != want) {
+              ADD_FAILURE() << "rank " << r << " round " << k << " element " << i << ": "
+                            << t.data<int64_t>()[i] << ", want " << want;
+              ++bad[r];
+            }
+          }
+        }
+      },
+      busyPoll);
+}
+
+TEST_P(CommGloo, RepeatedAllReducesDoNotOverlap) {
+  repeatedReduces(GetParam(), /*busyPoll=*/false, 300);
+  repeatedReduces(GetParam(), /*busyPoll=*/true, 40);
+}
+
 TEST_P(CommGloo, RepeatedAllGathersDoNotOverlap) {
   repeatedGathers(GetParam(), /*busyPoll=*/false, 300);
   // Spinning ranks share this machine's cores: fewer rounds.
