@@ -438,21 +438,31 @@ struct Rules {
   std::string localReadProblem;
 
   /// The Shape value `v` only feeds the target shapes of Reshape/Expand
-  /// (through the ops exporters use to build them): reading a sharded dim
-  /// there gives the local size, and the Reshape/Expand rules check that it
-  /// lands on their sharded axis.
-  static bool feedsOnlyShapeTargets(const Value *v, int depth = 0) {
+  /// (through the ops exporters use to build them), and only as single
+  /// entries taken out by a Gather or Slice (`extracted`): reading a sharded
+  /// dim there gives the local size, and the Reshape/Expand rules check that
+  /// such an entry (a Concat piece) lands on their sharded axis. A whole
+  /// shape used as a target, or anything on the way that is a graph output,
+  /// would carry the local size unchecked.
+  static bool feedsOnlyShapeTargets(const Value *v, int depth = 0, bool extracted = false) {
     static const llvm::StringSet<> through = {"Slice", "Gather", "Squeeze", "Unsqueeze", "Cast",
                                               "Concat", "Mul", "Reshape", "Equal", "Where",
                                               "ConstantOfShape", "Shape"};
-    if (depth > 10 || v->uses.empty())
+    if (depth > 10 || v->uses.empty() || v->isGraphOutput)
       return false;
     for (const auto &[user, idx] : v->uses) {
       llvm::StringRef op = user->opType();
-      if ((op == "Reshape" || op == "Expand") && idx == 1)
+      if ((op == "Reshape" || op == "Expand") && idx == 1) {
+        if (!extracted)
+          return false;
         continue;
-      if (!through.contains(op) || !user->outputs[0] ||
-          !feedsOnlyShapeTargets(user->outputs[0], depth + 1))
+      }
+      if (!through.contains(op) || !user->outputs[0])
+        return false;
+      const Value *out = user->outputs[0];
+      bool single = (op == "Gather" || op == "Slice") && idx == 0 && out->hasShape &&
+                    out->numElements() == 1;
+      if (!feedsOnlyShapeTargets(out, depth + 1, extracted || single))
         return false;
     }
     return true;
@@ -698,7 +708,8 @@ struct Rules {
     allReplicated(n, np);
     const Value *x = n.inputs[0], *y = n.outputs[0];
     Placement p = of(x);
-    if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty())
+    if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty() ||
+        y->isGraphOutput)
       return;
     if (feedsOnlyShapeTargets(y)) {
       np.in[0] = p;
