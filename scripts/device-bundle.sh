@@ -59,7 +59,7 @@ say "configuring $BUILD/ (Release, QN_LLVM_STATIC=ON, QN_CUDA=ON)"
 mkdir -p "$BUILD"
 CONFLOG=$BUILD/configure.log
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DQN_LLVM_STATIC=ON -DQN_CUDA=ON \
-  -DQN_SANITIZE=OFF -DQN_FUZZ=OFF >"$CONFLOG" 2>&1 ||
+  -DQN_SANITIZE=OFF -DQN_FUZZ=OFF -DQN_CUDA_EMULATOR=OFF >"$CONFLOG" 2>&1 ||
   { cat "$CONFLOG"; die "cmake configure failed"; }
 grep "QuintNet: CUDA" "$CONFLOG" || true
 grep -q "QuintNet: CUDA ON" "$CONFLOG" ||
