@@ -33,15 +33,9 @@
 #define __launch_bounds__(...)
 #endif
 
+#include "emu_thread.h"
+
 namespace qn_emu {
-struct ThreadState {
-  uint3 tid;
-  uint3 bid;
-  dim3 bdim;
-  dim3 gdim;
-  int linear; // linear thread index within the block
-};
-extern thread_local ThreadState *g_cur;
 cudaError_t launchImpl(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, int bound,
                        const char *name, std::function<void()> body);
 template <class F>
@@ -62,40 +56,36 @@ uint64_t warpExchange(unsigned mask, uint64_t v, int srcLane, int width, const c
 
 inline void __syncthreads() { ::qn_emu::syncthreads(); }
 
-template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int laneMask, int width = 32) {
-  static_assert(sizeof(T) <= 8, "shfl of a type over 8 bytes");
+namespace qn_emu {
+/// Lane `src`'s value of v (8 bytes at most) in this lane's warp.
+template <class T> inline T shuffleFrom(unsigned mask, T v, int src, int width, const char *what) {
+  static_assert(sizeof(T) <= 8, "shuffle of a type over 8 bytes");
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
-  int lane = ::qn_emu::g_cur->linear & 31;
-  int src = lane ^ laneMask;
-  // outside the lane's width-segment: the lane's own value
+  uint64_t r = warpExchange(mask, bits, src, width, what);
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
+}
+inline int laneId() { return g_cur->linear & 31; }
+} // namespace qn_emu
+
+// A source lane outside this lane's width-segment gives the lane's own value.
+template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int laneMask, int width = 32) {
+  int lane = ::qn_emu::laneId(), src = lane ^ laneMask;
   if ((src / width) != (lane / width))
     src = lane;
-  uint64_t r = ::qn_emu::warpExchange(mask, bits, src, width, "__shfl_xor_sync");
-  T out;
-  std::memcpy(&out, &r, sizeof(T));
-  return out;
+  return ::qn_emu::shuffleFrom(mask, v, src, width, "__shfl_xor_sync");
 }
 template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  uint64_t bits = 0;
-  std::memcpy(&bits, &v, sizeof(T));
-  int lane = ::qn_emu::g_cur->linear & 31;
-  int src = lane + (int)delta;
-  if ((src / width) != (lane / width)) src = lane;
-  uint64_t r = ::qn_emu::warpExchange(mask, bits, src, width, "__shfl_down_sync");
-  T out;
-  std::memcpy(&out, &r, sizeof(T));
-  return out;
+  int lane = ::qn_emu::laneId(), src = lane + static_cast<int>(delta);
+  if ((src / width) != (lane / width))
+    src = lane;
+  return ::qn_emu::shuffleFrom(mask, v, src, width, "__shfl_down_sync");
 }
 template <class T> inline T __shfl_sync(unsigned mask, T v, int srcLane, int width = 32) {
-  uint64_t bits = 0;
-  std::memcpy(&bits, &v, sizeof(T));
-  int lane = ::qn_emu::g_cur->linear & 31;
-  int src = (lane / width) * width + (srcLane % width);
-  uint64_t r = ::qn_emu::warpExchange(mask, bits, src, width, "__shfl_sync");
-  T out;
-  std::memcpy(&out, &r, sizeof(T));
-  return out;
+  int lane = ::qn_emu::laneId(), src = (lane / width) * width + (srcLane % width);
+  return ::qn_emu::shuffleFrom(mask, v, src, width, "__shfl_sync");
 }
 
 // Fibers are cooperative: a plain read-modify-write is atomic.

@@ -78,16 +78,9 @@
 
 #define EXPORT extern "C" __attribute__((visibility("default")))
 
+#include "emu_thread.h"
+
 namespace qn_emu {
-// As declared in emu_cuda.h (which this file does not include: its macros,
-// warpSize among them, would clash with the CUDA structs used here).
-struct ThreadState {
-  uint3 tid;
-  uint3 bid;
-  dim3 bdim;
-  dim3 gdim;
-  int linear;
-};
 thread_local ThreadState *g_cur = nullptr;
 // QN_EMU_MUTATE_NOFAULT=1 (negative control): the int atomicCAS of emu_cuda.h
 // does nothing, so fault words are never set.
@@ -549,11 +542,9 @@ EXPORT cudaError_t cudaGetLastError(void) {
 }
 EXPORT cudaError_t cudaPeekAtLastError(void) { return g_lastError; }
 
-EXPORT cudaError_t cudaMalloc(void **p, size_t n) {
-  LOCK;
-  STICKY;
-  if (captureForbids("cudaMalloc"))
-    return setErr(cudaErrorStreamCaptureUnsupported);
+/// Device memory: aligned host memory filled with 0xFF (NaN in every float
+/// type), recorded for the bounds checks. The caller holds the lock.
+static cudaError_t allocDev(void **p, size_t n) {
   if (n == 0) {
     *p = nullptr;
     return cudaSuccess;
@@ -565,6 +556,14 @@ EXPORT cudaError_t cudaMalloc(void **p, size_t n) {
   g_dev[reinterpret_cast<uintptr_t>(q)] = n;
   *p = q;
   return cudaSuccess;
+}
+
+EXPORT cudaError_t cudaMalloc(void **p, size_t n) {
+  LOCK;
+  STICKY;
+  if (captureForbids("cudaMalloc"))
+    return setErr(cudaErrorStreamCaptureUnsupported);
+  return allocDev(p, n);
 }
 static cudaError_t freeDev(void *p, const char *what) {
   if (!p)
@@ -593,17 +592,7 @@ EXPORT cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t st) {
   LOCK;
   STICKY;
   // allocated at once (the address is what a pool would hand out); stream order does not matter
-  if (n == 0) {
-    *p = nullptr;
-    return cudaSuccess;
-  }
-  void *q = nullptr;
-  if (posix_memalign(&q, 256, n) != 0)
-    return setErr(cudaErrorMemoryAllocation);
-  std::memset(q, 0xff, n);
-  g_dev[reinterpret_cast<uintptr_t>(q)] = n;
-  *p = q;
-  return cudaSuccess;
+  return allocDev(p, n);
 }
 EXPORT cudaError_t cudaFreeAsync(void *p, cudaStream_t st) {
   LOCK;
