@@ -24,7 +24,6 @@
 #include <map>
 #include <tuple>
 
-#include <gloo/allgather.h>
 #include <gloo/allgather_ring.h>
 #include <gloo/allreduce_ring_chunked.h>
 #include <gloo/rendezvous/context.h>
@@ -282,28 +281,18 @@ public:
       staging.resize(localBytes * static_cast<size_t>(size()));
       gathered = staging.data();
     }
+    // Gloo's AllgatherRing writes into the output buffer it was built with as
+    // soon as a peer sends, and a peer may start its next gather while this
+    // rank still copies the last one out: reusing one ring per size let the
+    // next gather's data overwrite this one's (asynchronous mode). So
+    // consecutive gathers of a size alternate between two rings. A peer is at
+    // most one gather ahead: it cannot complete gather k without this rank's
+    // block, which this rank sends only after copying out gather k-1, so
+    // gather k+1 (the other ring) is the furthest a peer can be writing into.
+    bool second = (gatherParity_[localBytes]++ & 1u) != 0;
     llvm::Error err = guarded(
         "allGather(" + shapeText(in) + ", axis " + std::to_string(ax) + ")", [&] {
-          if (!opts_.busyPoll) {
-            // Gloo's collective API on unbound buffers: a peer sends only
-            // once this rank has posted the matching receive, so a peer that
-            // has moved on to the next gather cannot write into this one.
-            // (gloo::AllgatherRing writes into the output buffer it was built
-            // with as soon as a peer sends, which in asynchronous mode can be
-            // the next gather's data arriving before this rank copied this
-            // one out.) The tag keeps consecutive gathers apart.
-            gloo::AllgatherOptions o(ctx_);
-            o.setInput(reinterpret_cast<uint8_t *>(const_cast<char *>(src)), localBytes);
-            o.setOutput(reinterpret_cast<uint8_t *>(gathered), localBytes * size());
-            o.setTag(gatherTag_++);
-            gloo::allgather(o);
-            return;
-          }
-          // Busy polling (synchronous pairs, which unbound buffers do not
-          // support): a message is read from the socket only when this rank
-          // waits for it, inside the gather that expects it, so the bound ring
-          // built once per size is safe and faster.
-          Cached &c = cached(Op::AllGather, 1, localBytes);
+          Cached &c = cached(Op::AllGather, second ? 1 : 0, localBytes);
           if (!c.algo) {
             c.in.resize(localBytes);
             c.out.resize(localBytes * size());
@@ -475,7 +464,7 @@ private:
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> ctx_;
   uint64_t exchangeSeq_ = 0;
-  uint32_t gatherTag_ = 0; // of the unbound-buffer all-gathers, in issue order
+  std::map<size_t, unsigned> gatherParity_; // gathers issued so far, per byte size
   bool finished_ = false;
   std::string broken_;
 };
