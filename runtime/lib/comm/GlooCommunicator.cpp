@@ -390,8 +390,10 @@ private:
     std::vector<uint8_t> in, out;
     std::unique_ptr<gloo::Algorithm> algo;
   };
-  Cached &cached(Op op, int dtype, size_t count) {
-    return cache_[std::make_tuple(static_cast<int>(op), dtype, count)];
+  /// `variant`: the dtype of an all-reduce; which of the two rings of its
+  /// size an all-gather uses.
+  Cached &cached(Op op, int variant, size_t count) {
+    return cache_[std::make_tuple(static_cast<int>(op), variant, count)];
   }
 
   /// Ring reduce-scatter then all-gather (each chunk is reduced by one rank

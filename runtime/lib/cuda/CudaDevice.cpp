@@ -267,6 +267,12 @@ int32_t takeFault(DeviceContext &dc) {
   return w;
 }
 
+void discardFault(DeviceContext &dc) {
+  if (dc.faultHost && *dc.faultHost == 0)
+    cudaMemcpy(dc.faultHost, dc.faultWord, sizeof(int32_t), cudaMemcpyDeviceToHost);
+  takeFault(dc);
+}
+
 const char *faultWhat(int32_t word) {
   switch (word % kFaultKinds) {
   case kFaultGatherIndex: return "an index is out of range";
@@ -454,11 +460,7 @@ llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
   dc.faultSite = 1;
   if (llvm::Error e = (*fn)(ctx)) {
     cudaStreamSynchronize(dc.stream);
-    // A fault of a kernel launched before the error must not reach the next
-    // node.
-    if (*dc.faultHost == 0)
-      cudaMemcpy(dc.faultHost, dc.faultWord, sizeof(int32_t), cudaMemcpyDeviceToHost);
-    takeFault(dc);
+    cuda::discardFault(dc); // of a kernel launched before the error
     return e;
   }
   if (auto e = cuda::enqueueFaultRead(dc))

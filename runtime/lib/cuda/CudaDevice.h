@@ -191,6 +191,10 @@ llvm::Error enqueueFaultRead(DeviceContext &dc);
 /// After the stream has been synchronised since enqueueFaultRead(): the
 /// fault word (0: none). A fault is cleared (on the device too) when read.
 int32_t takeFault(DeviceContext &dc);
+/// After a failed run, with the stream synchronised: clears a fault its
+/// kernels may have set (read back if enqueueFaultRead() was not reached), so
+/// that it cannot be reported against a later run.
+void discardFault(DeviceContext &dc);
 /// "index out of range", "division by zero", ... for a fault word.
 const char *faultWhat(int32_t word);
 /// "<node label>: <faultWhat> (found by its CUDA kernel ...)".
