@@ -1230,6 +1230,20 @@ TEST(KernelRegistry, LookupAndNames) {
   EXPECT_EQ(mine.lookup("other", "X"), nullptr);
 }
 
+TEST(KernelRegistry, CpuOpSet) {
+  // Every op the CPU device registers (CpuMatMul, CpuElementwise, CpuNorm,
+  // CpuShape, CpuCollectives); a kernel moved between files keeps this list.
+  std::vector<std::string> want = {
+      "Abs", "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Cos", "Div", "Equal",
+      "Erf", "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm", "Greater", "GreaterOrEqual",
+      "Identity", "LayerNormalization", "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul",
+      "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow", "Range", "Reciprocal", "ReduceMax",
+      "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape", "Sigmoid", "Sin", "Slice", "Softmax",
+      "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Trilu", "Unsqueeze", "Where",
+      "ai.quintnet::AllGather", "ai.quintnet::AllReduce", "ai.quintnet::ReduceScatter"};
+  EXPECT_EQ(registry().names(), want);
+}
+
 TEST(KernelHelpers, AttributesAndLabels) {
   Node n("Gemm");
   n.i("transA", 1).f("alpha", 0.25f).s("mode", "x").ints("perm", {2, 0, 1});
