@@ -11,17 +11,6 @@
 #include <cstdlib>
 
 namespace qn {
-/// Elementwise ops through which a last-axis shard flows unchanged (used to
-/// find Megatron pairs; Propagate.cpp has the full rules).
-bool isShardPreservingElementwise(llvm::StringRef op) {
-  static const llvm::StringSet<> ops = {
-      "Relu", "Tanh", "Sigmoid", "Erf", "Gelu", "Exp", "Log", "Sqrt", "Abs", "Neg",
-      "Reciprocal", "Softplus", "LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardSwish",
-      "Cast", "Identity", "Floor", "Ceil", "Sin", "Cos", "Clip", "Add", "Sub", "Mul",
-      "Div", "Pow", "Max", "Min", "Where", "Dropout"};
-  return ops.contains(op);
-}
-
 const char *strategyName(LinearStrategy s) {
   switch (s) {
   case LinearStrategy::Replicate:

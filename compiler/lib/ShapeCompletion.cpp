@@ -22,7 +22,9 @@
 
 #include <cstring>
 
-#include "llvm/ADT/StringSet.h"
+#include "ExporterIdioms.h"
+#include "qn/ops/OpTable.h"
+#include "llvm/ADT/StringMap.h"
 
 namespace qn {
 namespace {
@@ -91,21 +93,6 @@ bool refine(Value *v, const llvm::SmallVector<Dim, 4> &inferred) {
   return changed;
 }
 
-bool isUnaryShapeKeeping(llvm::StringRef op) {
-  static const llvm::StringSet<> ops = {
-      "Relu", "Tanh", "Sigmoid", "Erf", "Gelu", "Exp", "Log", "Sqrt", "Abs", "Neg",
-      "Reciprocal", "Softplus", "LeakyRelu", "Elu", "Cast", "Identity", "Softmax",
-      "LogSoftmax", "LayerNormalization", "Sin", "Cos", "Not", "Dropout", "Floor", "Ceil"};
-  return ops.contains(op);
-}
-
-bool isBroadcasting(llvm::StringRef op) {
-  static const llvm::StringSet<> ops = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min",
-                                        "Equal", "Less", "Greater", "And", "Or",
-                                        "GreaterOrEqual", "LessOrEqual"};
-  return ops.contains(op);
-}
-
 /// Reshape's target `Concat(Slice(Shape(x), 0, k), c1, c2, ...)`: the dims.
 bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
   std::vector<int64_t> values;
@@ -114,22 +101,8 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
       out.push_back(v > 0 ? Dim{v, {}} : Dim{});
     return true;
   }
-  // The exporter's expand(sizes) target: Where(Equal(s, -1), 1, s) with
-  // s = Reshape(Concat(...), [-1]).
-  for (int depth = 0; target && target->producer && depth < 4; ++depth) {
-    const Node *p = target->producer;
-    if (p->opType() == "Where" && p->inputs.size() == 3 && p->inputs[0] && p->inputs[2] &&
-        p->inputs[0]->producer && p->inputs[0]->producer->opType() == "Equal" &&
-        p->inputs[0]->producer->inputs[0] == p->inputs[2])
-      target = p->inputs[2];
-    else if (p->opType() == "Reshape" && p->inputs[0] && p->inputs[0]->producer &&
-             p->inputs[0]->producer->opType() == "Concat")
-      target = p->inputs[0];
-    else
-      break;
-  }
-  const Node *concat = target ? target->producer : nullptr;
-  if (!concat || concat->opType() != "Concat")
+  const Node *concat = idioms::targetConcat(target);
+  if (!concat)
     return false;
   for (const Value *piece : concat->inputs) {
     if (!piece)
@@ -139,37 +112,21 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
         out.push_back(v > 0 ? Dim{v, {}} : Dim{});
       continue;
     }
-    // Unsqueeze(Gather(Shape(v), i)) or Unsqueeze(Squeeze(Slice(Shape(v),
-    // i, i+1))): v's dim i.
-    if (const Node *u = piece->producer; u && u->opType() == "Unsqueeze" && u->inputs[0]) {
-      const Node *inner = u->inputs[0]->producer;
-      if (inner && inner->opType() == "Squeeze" && inner->inputs[0])
-        inner = inner->inputs[0]->producer;
-      int64_t factor = 1;
-      std::vector<int64_t> c;
-      if (inner && inner->opType() == "Mul" && inner->inputs.size() == 2 &&
-          constantInts(inner->input(1), c) && c.size() == 1 && inner->inputs[0]) {
-        factor = c[0]; // e.g. kv_heads * n_rep
-        inner = inner->inputs[0]->producer;
-      }
-      std::vector<int64_t> index, ends;
-      bool gather = inner && inner->opType() == "Gather" && constantInts(inner->input(1), index);
-      bool slice = inner && inner->opType() == "Slice" && constantInts(inner->input(1), index) &&
-                   constantInts(inner->input(2), ends);
-      if ((gather || slice) && index.size() == 1 && inner->inputs[0] &&
-          inner->inputs[0]->producer && inner->inputs[0]->producer->opType() == "Shape") {
-        const Value *v = inner->inputs[0]->producer->inputs[0];
-        int64_t r = v && v->hasShape ? v->rank() : -1;
-        int64_t i = index[0] < 0 ? index[0] + r : index[0];
-        if (r < 0 || i < 0 || i >= r)
+    // One entry read at run time: Unsqueeze(Gather(Shape(v), i)),
+    // Unsqueeze(Squeeze(Slice(Shape(v), i, i+1))), maybe times a constant.
+    if ((piece->producer && piece->producer->opType() == "Unsqueeze") ||
+        (piece->hasShape && piece->numElements() == 1)) {
+      idioms::ShapeEntry e = idioms::traceShapeEntry(piece);
+      if (e.tensor) {
+        const Value *v = e.tensor;
+        if (e.index < 0 || e.index >= v->rank() || e.factor == 0)
           return false;
-        if (factor == 1)
-          out.push_back(v->shape[i]);
-        else
-          out.push_back(v->shape[i].known() ? Dim{v->shape[i].size * factor, {}} : Dim{});
+        const Dim &d = v->shape[e.index];
+        out.push_back(e.factor == 1 ? d : d.known() ? Dim{d.size * e.factor, {}} : Dim{});
         continue;
       }
-      return false;
+      if (piece->producer && piece->producer->opType() == "Unsqueeze")
+        return false;
     }
     const Node *slice = piece->producer;
     std::vector<int64_t> starts, ends;
@@ -190,15 +147,316 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
   return true;
 }
 
+void sameShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape))
+    return;
+  refine(y, ins[0]->shape);
+}
+
+void broadcasting(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(allShaped))
+    return;
+  llvm::SmallVector<const Value *, 4> data(ins.begin(), ins.end());
+  refine(y, broadcast(data));
+}
+
+void transposeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape))
+    return;
+  std::vector<int64_t> perm;
+  for (const auto &a : n.proto.attribute())
+    if (a.name() == "perm")
+      perm.assign(a.ints().begin(), a.ints().end());
+  int64_t r = ins[0]->rank();
+  if (perm.empty())
+    for (int64_t i = r - 1; i >= 0; --i)
+      perm.push_back(i);
+  if (static_cast<int64_t>(perm.size()) != r)
+    return;
+  llvm::SmallVector<Dim, 4> out;
+  for (int64_t p : perm)
+    out.push_back(p >= 0 && p < r ? ins[0]->shape[p] : Dim{});
+  refine(y, out);
+}
+
+void matmulShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(allShaped && ins.size() == 2 && ins[0]->rank() >= 2 && ins[1]->rank() >= 2))
+    return;
+  const Value *a = ins[0], *b = ins[1];
+  Value batchA = *a, batchB = *b;
+  batchA.shape.resize(a->shape.size() - 2);
+  batchB.shape.resize(b->shape.size() - 2);
+  llvm::SmallVector<Dim, 4> out = broadcast({&batchA, &batchB});
+  out.push_back(a->shape[a->shape.size() - 2]);
+  out.push_back(b->shape.back());
+  refine(y, out);
+}
+
+void gemmShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins.size() >= 2 && ins[0]->rank() == 2 && ins[1]->rank() == 2))
+    return;
+  bool ta = attrInt(n.proto, "transA", 0), tb = attrInt(n.proto, "transB", 0);
+  refine(y, {ins[0]->shape[ta ? 1 : 0], ins[1]->shape[tb ? 0 : 1]});
+}
+
+void reshapeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins.size() == 2))
+    return;
+  llvm::SmallVector<Dim, 4> target;
+  if (reshapeTarget(n.input(1), target))
+    refine(y, target);
+}
+
+void reduceShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape))
+    return;
+  std::vector<int64_t> axes;
+  if (!nodeAxes(n, 1, axes) || axes.empty())
+    return;
+  int64_t r = ins[0]->rank();
+  bool keep = attrInt(n.proto, "keepdims", 1) != 0;
+  llvm::SmallVector<Dim, 4> out;
+  for (int64_t i = 0; i < r; ++i) {
+    bool reduced = false;
+    for (int64_t a : axes)
+      reduced |= (a < 0 ? a + r : a) == i;
+    if (!reduced)
+      out.push_back(ins[0]->shape[i]);
+    else if (keep)
+      out.push_back(Dim{1, {}});
+  }
+  refine(y, out);
+}
+
+void expandShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape && ins.size() == 2))
+    return;
+  llvm::SmallVector<Dim, 4> target;
+  if (!reshapeTarget(n.input(1), target))
+    return;
+  Value t;
+  t.hasShape = true;
+  t.shape = target;
+  refine(y, broadcast({ins[0], &t}));
+}
+
+void unsqueezeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape))
+    return;
+  std::vector<int64_t> axes;
+  if (!nodeAxes(n, 1, axes) || axes.empty())
+    return;
+  int64_t inRank = ins[0]->rank();
+  int64_t outRank = op == "Unsqueeze" ? inRank + static_cast<int64_t>(axes.size())
+                                      : inRank - static_cast<int64_t>(axes.size());
+  auto has = [&](int64_t i, int64_t r) {
+    for (int64_t a : axes)
+      if ((a < 0 ? a + r : a) == i)
+        return true;
+    return false;
+  };
+  llvm::SmallVector<Dim, 4> out;
+  if (op == "Unsqueeze") {
+    size_t k = 0;
+    for (int64_t i = 0; i < outRank; ++i)
+      out.push_back(has(i, outRank) ? Dim{1, {}}
+                                    : (k < ins[0]->shape.size() ? ins[0]->shape[k++] : Dim{}));
+  } else {
+    for (int64_t i = 0; i < inRank; ++i)
+      if (!has(i, inRank))
+        out.push_back(ins[0]->shape[i]);
+  }
+  refine(y, out);
+}
+
+void gatherShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(allShaped && ins.size() == 2))
+    return;
+  int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
+  if (axis < 0)
+    axis += r;
+  if (axis < 0 || axis >= r)
+    return;
+  llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.begin() + axis);
+  out.append(ins[1]->shape.begin(), ins[1]->shape.end());
+  out.append(ins[0]->shape.begin() + axis + 1, ins[0]->shape.end());
+  refine(y, out);
+}
+
+void shapeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape && n.proto.attribute().empty()))
+    return;
+  refine(y, {Dim{ins[0]->rank(), {}}});
+}
+
+void concatShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(allShaped))
+    return;
+  int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
+  if (axis < 0)
+    axis += r;
+  if (axis < 0 || axis >= r)
+    return;
+  llvm::SmallVector<Dim, 4> out(r);
+  int64_t total = 0;
+  bool ok = true;
+  for (const Value *v : ins) {
+    ok &= v->rank() == r;
+    if (!ok)
+      break;
+    total = (total >= 0 && v->shape[axis].known()) ? total + v->shape[axis].size : -1;
+    for (int64_t i = 0; i < r; ++i)
+      if (i != axis && unknown(out[i]))
+        out[i] = v->shape[i];
+  }
+  if (!ok)
+    return;
+  out[axis] = total >= 0 ? Dim{total, {}} : Dim{};
+  refine(y, out);
+}
+
+void splitShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape))
+    return;
+  int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
+  if (axis < 0)
+    axis += r;
+  if (axis < 0 || axis >= r)
+    return;
+  std::vector<int64_t> sizes;
+  int64_t parts = static_cast<int64_t>(n.outputs.size());
+  if (!constantInts(n.input(1), sizes) && ins[0]->shape[axis].known() &&
+      ins[0]->shape[axis].size % parts == 0)
+    sizes.assign(parts, ins[0]->shape[axis].size / parts);
+  for (size_t k = 0; k < n.outputs.size(); ++k) {
+    if (!n.outputs[k])
+      return;
+    llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.end());
+    out[axis] = k < sizes.size() ? Dim{sizes[k], {}} : Dim{};
+    refine(n.outputs[k], out);
+  }
+}
+
+void sliceShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  llvm::StringRef op = n.opType();
+  Value *y = n.outputs[0];
+  (void)op, (void)y, (void)allShaped;
+  if (!(ins[0]->hasShape))
+    return;
+  // Same rank; axes not sliced keep their dims; constant bounds on a
+  // known dim give the size.
+  std::vector<int64_t> axes, starts, ends;
+  int64_t r = ins[0]->rank();
+  llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.end());
+  bool bounds = constantInts(n.input(1), starts) && constantInts(n.input(2), ends) &&
+                starts.size() == ends.size() && (n.inputs.size() < 5 || !n.inputs[4]);
+  bool haveAxes = constantInts(n.input(3), axes);
+  if (!haveAxes && !n.input(3) && bounds)
+    for (size_t k = 0; k < starts.size(); ++k)
+      axes.push_back(static_cast<int64_t>(k));
+  if (haveAxes || !axes.empty()) {
+    for (size_t k = 0; k < axes.size(); ++k) {
+      int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
+      if (a < 0 || a >= r)
+        return;
+      const Dim in = out[a];
+      out[a] = Dim{};
+      if (bounds && k < starts.size() && in.known()) {
+        int64_t len = in.size;
+        int64_t b = starts[k] < 0 ? std::max<int64_t>(starts[k] + len, 0)
+                                  : std::min(starts[k], len);
+        int64_t e = ends[k] < 0 ? std::max<int64_t>(ends[k] + len, 0) : std::min(ends[k], len);
+        out[a] = Dim{std::max<int64_t>(e - b, 0), {}};
+      }
+    }
+  } else {
+    for (Dim &d : out)
+      d = Dim{};
+  }
+  refine(y, out);
+}
+
+using ShapeFn = void (*)(Node &, llvm::ArrayRef<const Value *>, bool);
+
+/// Shape functions by op: from the op table's kinds where the kind decides
+/// the shape, by name otherwise.
+const llvm::StringMap<ShapeFn> &shapeFunctions() {
+  static const llvm::StringMap<ShapeFn> fns = [] {
+    llvm::StringMap<ShapeFn> m;
+    for (const ops::OpInfo &op : ops::kOps) {
+      if (op.domain != ops::OD_Onnx)
+        continue;
+      if (op.kind == ops::OK_Unary || op.kind == ops::OK_Normalize)
+        m[op.name] = sameShape;
+      else if (op.broadcasts())
+        m[op.name] = broadcasting;
+      else if (op.kind == ops::OK_Reduce)
+        m[op.name] = reduceShape;
+    }
+    m["Transpose"] = transposeShape;
+    m["MatMul"] = matmulShape;
+    m["Gemm"] = gemmShape;
+    m["Reshape"] = reshapeShape;
+    m["Expand"] = expandShape;
+    m["Unsqueeze"] = unsqueezeShape;
+    m["Squeeze"] = unsqueezeShape;
+    m["Gather"] = gatherShape;
+    m["Shape"] = shapeShape;
+    m["Concat"] = concatShape;
+    m["Split"] = splitShape;
+    m["Slice"] = sliceShape;
+    return m;
+  }();
+  return fns;
+}
+
 } // namespace
 
 void completeShapes(Graph &g) {
+  const llvm::StringMap<ShapeFn> &fns = shapeFunctions();
   for (auto &np : g.nodes) {
     Node &n = *np;
     if (!n.domain().empty() || n.outputs.empty() || !n.outputs[0])
       continue;
-    llvm::StringRef op = n.opType();
-    Value *y = n.outputs[0];
     llvm::SmallVector<const Value *, 4> ins;
     bool allShaped = true;
     for (const Value *v : n.inputs)
@@ -208,179 +466,9 @@ void completeShapes(Graph &g) {
       }
     if (ins.empty())
       continue;
-    if (isUnaryShapeKeeping(op) && ins[0]->hasShape) {
-      refine(y, ins[0]->shape);
-    } else if (isBroadcasting(op) && allShaped) {
-      llvm::SmallVector<const Value *, 4> data(ins.begin(), ins.end());
-      refine(y, broadcast(data));
-    } else if (op == "Transpose" && ins[0]->hasShape) {
-      std::vector<int64_t> perm;
-      for (const auto &a : n.proto.attribute())
-        if (a.name() == "perm")
-          perm.assign(a.ints().begin(), a.ints().end());
-      int64_t r = ins[0]->rank();
-      if (perm.empty())
-        for (int64_t i = r - 1; i >= 0; --i)
-          perm.push_back(i);
-      if (static_cast<int64_t>(perm.size()) != r)
-        continue;
-      llvm::SmallVector<Dim, 4> out;
-      for (int64_t p : perm)
-        out.push_back(p >= 0 && p < r ? ins[0]->shape[p] : Dim{});
-      refine(y, out);
-    } else if (op == "MatMul" && allShaped && ins.size() == 2 && ins[0]->rank() >= 2 &&
-               ins[1]->rank() >= 2) {
-      const Value *a = ins[0], *b = ins[1];
-      Value batchA = *a, batchB = *b;
-      batchA.shape.resize(a->shape.size() - 2);
-      batchB.shape.resize(b->shape.size() - 2);
-      llvm::SmallVector<Dim, 4> out = broadcast({&batchA, &batchB});
-      out.push_back(a->shape[a->shape.size() - 2]);
-      out.push_back(b->shape.back());
-      refine(y, out);
-    } else if (op == "Gemm" && ins.size() >= 2 && ins[0]->rank() == 2 && ins[1]->rank() == 2) {
-      bool ta = attrInt(n.proto, "transA", 0), tb = attrInt(n.proto, "transB", 0);
-      refine(y, {ins[0]->shape[ta ? 1 : 0], ins[1]->shape[tb ? 0 : 1]});
-    } else if (op == "Reshape" && ins.size() == 2) {
-      llvm::SmallVector<Dim, 4> target;
-      if (reshapeTarget(n.input(1), target))
-        refine(y, target);
-    } else if ((op == "ReduceMean" || op == "ReduceSum" || op == "ReduceMax") &&
-               ins[0]->hasShape) {
-      std::vector<int64_t> axes;
-      if (!nodeAxes(n, 1, axes) || axes.empty())
-        continue;
-      int64_t r = ins[0]->rank();
-      bool keep = attrInt(n.proto, "keepdims", 1) != 0;
-      llvm::SmallVector<Dim, 4> out;
-      for (int64_t i = 0; i < r; ++i) {
-        bool reduced = false;
-        for (int64_t a : axes)
-          reduced |= (a < 0 ? a + r : a) == i;
-        if (!reduced)
-          out.push_back(ins[0]->shape[i]);
-        else if (keep)
-          out.push_back(Dim{1, {}});
-      }
-      refine(y, out);
-    } else if (op == "Expand" && ins[0]->hasShape && ins.size() == 2) {
-      llvm::SmallVector<Dim, 4> target;
-      if (!reshapeTarget(n.input(1), target))
-        continue;
-      Value t;
-      t.hasShape = true;
-      t.shape = target;
-      refine(y, broadcast({ins[0], &t}));
-    } else if ((op == "Unsqueeze" || op == "Squeeze") && ins[0]->hasShape) {
-      std::vector<int64_t> axes;
-      if (!nodeAxes(n, 1, axes) || axes.empty())
-        continue;
-      int64_t inRank = ins[0]->rank();
-      int64_t outRank = op == "Unsqueeze" ? inRank + static_cast<int64_t>(axes.size())
-                                          : inRank - static_cast<int64_t>(axes.size());
-      auto has = [&](int64_t i, int64_t r) {
-        for (int64_t a : axes)
-          if ((a < 0 ? a + r : a) == i)
-            return true;
-        return false;
-      };
-      llvm::SmallVector<Dim, 4> out;
-      if (op == "Unsqueeze") {
-        size_t k = 0;
-        for (int64_t i = 0; i < outRank; ++i)
-          out.push_back(has(i, outRank) ? Dim{1, {}}
-                                        : (k < ins[0]->shape.size() ? ins[0]->shape[k++] : Dim{}));
-      } else {
-        for (int64_t i = 0; i < inRank; ++i)
-          if (!has(i, inRank))
-            out.push_back(ins[0]->shape[i]);
-      }
-      refine(y, out);
-    } else if (op == "Gather" && allShaped && ins.size() == 2) {
-      int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
-      if (axis < 0)
-        axis += r;
-      if (axis < 0 || axis >= r)
-        continue;
-      llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.begin() + axis);
-      out.append(ins[1]->shape.begin(), ins[1]->shape.end());
-      out.append(ins[0]->shape.begin() + axis + 1, ins[0]->shape.end());
-      refine(y, out);
-    } else if (op == "Shape" && ins[0]->hasShape && n.proto.attribute().empty()) {
-      refine(y, {Dim{ins[0]->rank(), {}}});
-    } else if (op == "Concat" && allShaped) {
-      int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
-      if (axis < 0)
-        axis += r;
-      if (axis < 0 || axis >= r)
-        continue;
-      llvm::SmallVector<Dim, 4> out(r);
-      int64_t total = 0;
-      bool ok = true;
-      for (const Value *v : ins) {
-        ok &= v->rank() == r;
-        if (!ok)
-          break;
-        total = (total >= 0 && v->shape[axis].known()) ? total + v->shape[axis].size : -1;
-        for (int64_t i = 0; i < r; ++i)
-          if (i != axis && unknown(out[i]))
-            out[i] = v->shape[i];
-      }
-      if (!ok)
-        continue;
-      out[axis] = total >= 0 ? Dim{total, {}} : Dim{};
-      refine(y, out);
-    } else if (op == "Split" && ins[0]->hasShape) {
-      int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
-      if (axis < 0)
-        axis += r;
-      if (axis < 0 || axis >= r)
-        continue;
-      std::vector<int64_t> sizes;
-      int64_t parts = static_cast<int64_t>(n.outputs.size());
-      if (!constantInts(n.input(1), sizes) && ins[0]->shape[axis].known() &&
-          ins[0]->shape[axis].size % parts == 0)
-        sizes.assign(parts, ins[0]->shape[axis].size / parts);
-      for (size_t k = 0; k < n.outputs.size(); ++k) {
-        if (!n.outputs[k])
-          continue;
-        llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.end());
-        out[axis] = k < sizes.size() ? Dim{sizes[k], {}} : Dim{};
-        refine(n.outputs[k], out);
-      }
-    } else if (op == "Slice" && ins[0]->hasShape) {
-      // Same rank; axes not sliced keep their dims; constant bounds on a
-      // known dim give the size.
-      std::vector<int64_t> axes, starts, ends;
-      int64_t r = ins[0]->rank();
-      llvm::SmallVector<Dim, 4> out(ins[0]->shape.begin(), ins[0]->shape.end());
-      bool bounds = constantInts(n.input(1), starts) && constantInts(n.input(2), ends) &&
-                    starts.size() == ends.size() && (n.inputs.size() < 5 || !n.inputs[4]);
-      bool haveAxes = constantInts(n.input(3), axes);
-      if (!haveAxes && !n.input(3) && bounds)
-        for (size_t k = 0; k < starts.size(); ++k)
-          axes.push_back(static_cast<int64_t>(k));
-      if (haveAxes || !axes.empty()) {
-        for (size_t k = 0; k < axes.size(); ++k) {
-          int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
-          if (a < 0 || a >= r)
-            continue;
-          const Dim in = out[a];
-          out[a] = Dim{};
-          if (bounds && k < starts.size() && in.known()) {
-            int64_t len = in.size;
-            int64_t b = starts[k] < 0 ? std::max<int64_t>(starts[k] + len, 0)
-                                      : std::min(starts[k], len);
-            int64_t e = ends[k] < 0 ? std::max<int64_t>(ends[k] + len, 0) : std::min(ends[k], len);
-            out[a] = Dim{std::max<int64_t>(e - b, 0), {}};
-          }
-        }
-      } else {
-        for (Dim &d : out)
-          d = Dim{};
-      }
-      refine(y, out);
-    }
+    auto it = fns.find(n.opType());
+    if (it != fns.end())
+      it->second(n, ins, allShaped);
   }
 }
 

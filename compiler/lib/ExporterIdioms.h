@@ -1,0 +1,46 @@
+//===- ExporterIdioms.h - The shape chains exporters write ------*- C++ -*-===//
+//
+// PyTorch's exporters build the targets of Reshape and Expand at run time
+// for dynamic batch and sequence sizes: Shape(x) -> Gather(i) -> Unsqueeze ->
+// Concat with constant pieces, sometimes Mul by a constant (kv_heads *
+// n_rep), and for expand(sizes) Where(Equal(s, -1), 1, s) around
+// Reshape(Concat(...), [-1]). Shape completion (ShapeCompletion.cpp) reads
+// the dims such a target holds; the sharding rules (rules/) check which of
+// its entries read a sharded axis. Both recognise the idioms here.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+#include <cstdint>
+
+#include "qn/compiler/Graph.h"
+
+namespace qn::idioms {
+
+/// One entry of a shape read at run time: `v` is Shape(tensor)[index]
+/// (times `factor`), through Unsqueeze/Squeeze/Cast, a Gather of a constant
+/// index or a one-element Slice of the Shape, and Mul by a constant.
+struct ShapeEntry {
+  const Value *tensor = nullptr; // null: `v` is not such an entry
+  int64_t index = -1;            // normalised to [0, rank) when tensor has a shape
+  /// Product of the int64 one-element constants multiplied in; 0 when a Mul
+  /// by anything else is on the way.
+  int64_t factor = 1;
+};
+ShapeEntry traceShapeEntry(const Value *v);
+
+/// The exporter writes expand(sizes) targets as Where(Equal(s, -1), 1, s)
+/// with s = Reshape(Concat(...), [-1]): returns the Concat's output (or `v`
+/// itself when it is not wrapped).
+const Value *unwrapShapeTarget(const Value *v);
+
+/// The Concat node that builds the target `v` (after unwrapShapeTarget), or
+/// null.
+const Node *targetConcat(const Value *v);
+
+/// Whether the Shape value `v` only feeds the target shapes of
+/// Reshape/Expand (through the ops exporters build them with), and only as
+/// single entries taken out by a Gather or Slice. A whole shape used as a
+/// target, or anything on the way that is a graph output, returns false.
+bool feedsOnlyShapeTargets(const Value *v);
+
+} // namespace qn::idioms

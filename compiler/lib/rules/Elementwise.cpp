@@ -1,0 +1,88 @@
+//===- Elementwise.cpp - Sharding rules of elementwise ops ----------------===//
+//
+// Unary ops (every OK_Unary op of the table) pass R and S(d) through; a
+// partial sum passes only ops linear in their input (OF_PassesPartial:
+// Identity, Neg), others see it reduced first.
+// Broadcasting ops (OK_Binary, OK_Variadic, OK_Select) keep S(d) when the
+// sharded inputs agree on the axis (and on the blocked layout): constant
+// inputs spanning it are sliced, inputs broadcast along it (size 1, or
+// missing the axis) are needed whole. Add/Sub of partial sums stay partial.
+//
+//===----------------------------------------------------------------------===//
+#include "Rules.h"
+
+namespace qn::rules {
+namespace {
+
+llvm::Error unary(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  Placement p = ctx.of(n.inputs[0]);
+  const ops::OpInfo *info = ops::findOp(n.domain(), n.opType());
+  if (p.isPartial() && !(info && info->has(ops::OF_PassesPartial)))
+    p = Placement::R();
+  allReplicated(n, r);
+  r.placements.in[0] = p;
+  r.placements.out[0] = p;
+  return llvm::Error::success();
+}
+
+llvm::Error broadcasting(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *y = n.outputs[0];
+  if (!y || !y->hasShape)
+    return llvm::Error::success();
+  int64_t outRank = y->rank();
+  // Partial sums: Add/Sub of partials stays partial.
+  bool anyPartial = false, allPartial = true;
+  for (const Value *v : n.inputs) {
+    bool p = v && !v->constant && v->placement.isPartial();
+    anyPartial |= p;
+    allPartial &= p;
+  }
+  if (anyPartial && allPartial && (n.opType() == "Add" || n.opType() == "Sub")) {
+    np.in.assign(n.inputs.size(), Placement::P());
+    np.out[0] = Placement::P();
+    return llvm::Error::success();
+  }
+  // The shard axis, in output coordinates, if the sharded inputs agree
+  // (on the axis and on the blocked layout).
+  int axis = -1, blocks = 1;
+  for (const Value *v : n.inputs) {
+    if (!v || v->constant || !v->placement.isShard())
+      continue;
+    int d = static_cast<int>(v->placement.axis + (outRank - v->rank()));
+    if (axis == -1) {
+      axis = d;
+      blocks = v->placement.blocks;
+    } else if (axis != d || blocks != v->placement.blocks) {
+      return llvm::Error::success(); // disagreeing shards: gather all
+    }
+  }
+  if (axis < 0)
+    return llvm::Error::success();
+  int64_t extent = y->dimSize(axis);
+  if (extent <= 0 || extent % ctx.tp)
+    return llvm::Error::success();
+  for (unsigned i = 0; i < n.inputs.size(); ++i) {
+    const Value *v = n.inputs[i];
+    if (!v || !v->hasShape)
+      continue;
+    int64_t a = axis - (outRank - v->rank());
+    if (a < 0 || v->dimSize(a) == 1)
+      continue; // broadcast along the shard axis: the whole input is needed
+    np.in[i] = Placement::S(static_cast<int>(a), blocks);
+  }
+  np.out[0] = Placement::S(axis, blocks);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+void registerElementwiseRules(RuleRegistry &r) {
+  r.addKind(ops::OK_Unary, unary, "elementwise");
+  r.addKind(ops::OK_Binary, broadcasting, "elementwise");
+  r.addKind(ops::OK_Variadic, broadcasting, "elementwise");
+  r.addKind(ops::OK_Select, broadcasting, "elementwise");
+}
+
+} // namespace qn::rules

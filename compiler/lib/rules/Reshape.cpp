@@ -1,0 +1,275 @@
+//===- Reshape.cpp - Sharding rules of Reshape, Expand, (Un)Squeeze -------===//
+//
+// Reshape of a value sharded on axis d: the sharded axis may be kept (the
+// last axis keeping its size, as in the flatten-for-Gemm reshapes of HF's
+// Conv1D), split (hidden -> heads x head_dim: the leading factor is
+// sharded) or merged (heads x head_dim -> hidden: d must lead the merged
+// group). The target's entry for the sharded axis becomes the local size
+// (a constant target is rewritten; in a Concat-built target the constant
+// piece is, and a run-time read of the sharded dim already holds the local
+// size). Anything else is gathered first. A partial sum reshapes as is.
+// Expand of a sharded value along other axes rewrites the target likewise.
+// Unsqueeze/Squeeze move the shard axis past the inserted or removed axes.
+// A Reshape/Expand whose output is not sharded but whose target reads a
+// sharded dim at run time would use a local size: reported as a problem.
+//
+//===----------------------------------------------------------------------===//
+#include "Rules.h"
+
+#include "../ExporterIdioms.h"
+#include "llvm/ADT/STLExtras.h"
+
+namespace qn::rules {
+
+bool readsShardedAxis(const RuleContext &ctx, const Value *piece) {
+  idioms::ShapeEntry e = idioms::traceShapeEntry(piece);
+  return e.tensor && ctx.of(e.tensor).isShard() && ctx.of(e.tensor).axis == e.index;
+}
+
+bool localizeShapeEntry(const RuleContext &ctx, const Node &n, const Value *shape, int64_t axis,
+                        bool zeroIsWrong, unsigned index, RuleResult &r) {
+  const Value *holder = shape; // the constant holding the entry
+  int64_t offset = axis;
+  const Node *concat = nullptr;
+  unsigned concatInput = 0;
+  if (!shape->constant) {
+    const Value *inner = idioms::unwrapShapeTarget(shape);
+    concat = inner->producer;
+    if (!concat || concat->opType() != "Concat" || (inner == shape && shape->uses.size() != 1))
+      return false;
+    // A run-time read of a sharded axis holds the local size: it must be
+    // the entry of the sharded output axis, nowhere else.
+    int64_t at = 0;
+    bool localAtAxis = false;
+    for (const Value *piece : concat->inputs) {
+      int64_t len = piece && piece->rank() == 1 ? piece->dimSize(0) : -1;
+      if (len < 0)
+        return false;
+      if (len == 1 && readsShardedAxis(ctx, piece)) {
+        if (at != axis)
+          return false;
+        localAtAxis = true; // already the local size
+      }
+      at += len;
+    }
+    if (localAtAxis)
+      return true;
+    int64_t pos = 0;
+    holder = nullptr;
+    for (unsigned ci = 0; ci < concat->inputs.size(); ++ci) {
+      const Value *piece = concat->inputs[ci];
+      int64_t len = piece && piece->rank() == 1 ? piece->dimSize(0) : -1;
+      if (len < 0)
+        return false;
+      if (axis >= pos && axis < pos + len) {
+        holder = piece;
+        offset = axis - pos;
+        concatInput = ci;
+        break;
+      }
+      pos += len;
+    }
+    if (!holder || !holder->constant)
+      return false; // a dynamic entry: its size is not known here
+  }
+  if (holder->constant->data_type() != onnx::TensorProto::INT64)
+    return false;
+  onnx::TensorProto t = *holder->constant;
+  std::string &raw = *t.mutable_raw_data();
+  if (static_cast<int64_t>(raw.size()) <= offset * static_cast<int64_t>(sizeof(int64_t)))
+    return false;
+  int64_t *dims = reinterpret_cast<int64_t *>(raw.data());
+  if (dims[offset] > 1 && dims[offset] % ctx.tp)
+    return false; // e.g. fewer KV heads than ranks
+  if (dims[offset] > 1)
+    dims[offset] /= ctx.tp;
+  else if ((dims[offset] == 0 && zeroIsWrong) || (dims[offset] < 0 && concat))
+    return false;
+  else if (dims[offset] == 1)
+    return true; // Expand: 1 keeps the input's (local) dim
+  ConstantRewrite rw;
+  rw.node = concat ? concat : &n;
+  rw.input = concat ? concatInput : index;
+  rw.tensor = std::move(t);
+  rw.source = holder->name;
+  r.rewrites.push_back(std::move(rw));
+  return true;
+}
+
+namespace {
+
+/// Whether a Reshape/Expand target holds a run-time read of a sharded axis
+/// (a local size).
+bool targetReadsShardedAxis(const RuleContext &ctx, const Value *shape) {
+  if (!shape || shape->constant)
+    return false;
+  const Node *concat = idioms::targetConcat(shape);
+  if (!concat)
+    return false;
+  for (const Value *piece : concat->inputs)
+    if (piece && readsShardedAxis(ctx, piece))
+      return true;
+  return false;
+}
+
+void checkLocalReads(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  const NodePlacements &np = r.placements;
+  if (!np.out.empty() && !np.out[0].isShard() && targetReadsShardedAxis(ctx, n.input(1)))
+    r.localReadProblem = "'" + n.label() + "' (" + n.opType() +
+                         ") would use a local size read from a sharded tensor";
+}
+
+void reshapeRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
+  Placement p = ctx.of(x);
+  if (p.isPartial()) {
+    np.in[0] = p;
+    np.out[0] = p;
+    return;
+  }
+  if (!p.isShard() || !shape || !x->hasShape || !y || !y->hasShape)
+    return;
+  const auto &xs = x->shape, &ys = y->shape;
+  // The sharded axis is the last one and keeps its size (flattening the
+  // leading dims for a 2-D Gemm, as exporters do for HF's Conv1D, and
+  // restoring them): the shard stays on the last axis, blocks and all.
+  if (static_cast<size_t>(p.axis) + 1 == xs.size() && xs.back().known() && ys.back().known() &&
+      xs.back().size == ys.back().size) {
+    int last = static_cast<int>(ys.size() - 1);
+    if (!localizeShapeEntry(ctx, n, shape, last, false, 1, r))
+      return;
+    np.in[0] = p;
+    np.out[0] = Placement::S(last, p.blocks);
+    return;
+  }
+  if (p.blocks != 1)
+    return;
+  // Group the axes of x and y into blocks of equal known products;
+  // symbolic dims must match one to one.
+  size_t i = 0, j = 0;
+  int outAxis = -1;
+  while (i < xs.size() && j < ys.size()) {
+    size_t i0 = i, j0 = j;
+    if (!xs[i].known() || !ys[j].known()) {
+      // Symbolic dims match one to one; a dim with no name (a -1 or 0 in
+      // the target, or one of ONNX's "unk__" placeholders) is taken to be
+      // the symbolic dim across from it once all else matches.
+      auto nameless = [](const Dim &d) {
+        return !d.known() && (d.symbol.empty() || llvm::StringRef(d.symbol).startswith("unk__"));
+      };
+      if (xs[i].known() || ys[j].known() ||
+          (xs[i].symbol != ys[j].symbol && !nameless(xs[i]) && !nameless(ys[j])))
+        return;
+      ++i, ++j;
+    } else {
+      int64_t px = xs[i++].size, py = ys[j++].size;
+      while (px != py) {
+        if (px < py) {
+          if (i == xs.size() || !xs[i].known())
+            return;
+          px *= xs[i++].size;
+        } else {
+          if (j == ys.size() || !ys[j].known())
+            return;
+          py *= ys[j++].size;
+        }
+      }
+    }
+    if (static_cast<size_t>(p.axis) >= i0 && static_cast<size_t>(p.axis) < i) {
+      // The sharded axis must lead its group (a merge keeps the shard
+      // outermost; a split shards the leading factor).
+      if (static_cast<size_t>(p.axis) != i0)
+        return;
+      outAxis = static_cast<int>(j0);
+    }
+  }
+  if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % ctx.tp)
+    return;
+  if (!localizeShapeEntry(ctx, n, shape, outAxis, outAxis != p.axis, 1, r))
+    return;
+  np.in[0] = p;
+  np.out[0] = Placement::S(outAxis);
+}
+
+llvm::Error reshape(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  reshapeRule(ctx, n, r);
+  checkLocalReads(ctx, n, r);
+  return llvm::Error::success();
+}
+
+void expandRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
+  Placement p = ctx.of(x);
+  if (!p.isShard() || p.blocks != 1 || !x->hasShape || !shape || !y || !y->hasShape)
+    return;
+  int64_t d = p.axis + (y->rank() - x->rank());
+  if (y->dimSize(d) != x->dimSize(p.axis) || x->dimSize(p.axis) <= 0)
+    return; // broadcast along the sharded axis
+  if (!localizeShapeEntry(ctx, n, shape, d, false, 1, r))
+    return;
+  np.in[0] = p;
+  np.out[0] = Placement::S(static_cast<int>(d));
+}
+
+llvm::Error expand(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  expandRule(ctx, n, r);
+  checkLocalReads(ctx, n, r);
+  return llvm::Error::success();
+}
+
+llvm::Error unsqueezeOrSqueeze(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  bool unsqueeze = n.opType() == "Unsqueeze";
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *x = n.inputs[0], *y = n.outputs[0];
+  Placement p = ctx.of(x);
+  if (p.isPartial()) {
+    np.in[0] = p;
+    np.out[0] = p;
+    return llvm::Error::success();
+  }
+  if (!p.isShard() || !x->hasShape || !y || !y->hasShape)
+    return llvm::Error::success();
+  std::vector<int64_t> axes;
+  if (!nodeAxes(n, 1, axes) || axes.empty())
+    return llvm::Error::success(); // Squeeze of every size-1 dim: keep it simple
+  int64_t rank = unsqueeze ? y->rank() : x->rank();
+  for (int64_t &a : axes)
+    if (a < 0)
+      a += rank;
+  int64_t d = p.axis;
+  if (unsqueeze) {
+    // The output axis that is the d-th of the kept ones.
+    int64_t kept = -1;
+    for (int64_t o = 0; o < rank; ++o)
+      if (!llvm::is_contained(axes, o) && ++kept == d) {
+        d = o;
+        break;
+      }
+  } else {
+    if (llvm::is_contained(axes, d))
+      return llvm::Error::success();
+    int64_t before = 0;
+    for (int64_t a : axes)
+      before += a < d;
+    d -= before;
+  }
+  np.in[0] = p;
+  np.out[0] = Placement::S(static_cast<int>(d), p.blocks);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+void registerReshapeRules(RuleRegistry &r) {
+  r.add("Reshape", reshape, "reshape");
+  r.add("Expand", expand, "reshape");
+  r.add("Unsqueeze", unsqueezeOrSqueeze, "reshape");
+  r.add("Squeeze", unsqueezeOrSqueeze, "reshape");
+}
+
+} // namespace qn::rules

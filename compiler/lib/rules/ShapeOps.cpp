@@ -1,0 +1,198 @@
+//===- ShapeOps.cpp - Sharding rules of Transpose, Slice, Concat, Split, Shape ===//
+//
+// Transpose permutes the shard axis (a partial sum passes). Slice along
+// other axes than the sharded one keeps the shard. Concat along another
+// axis of inputs sharded alike keeps the shard (constant inputs are sliced).
+// Split along the sharded axis of a blocked value (a fused Q|K|V projection
+// split into its parts) gives each part sharded, its sizes divided by tp;
+// other axes keep the shard. Shape of a sharded value yields local dims: it
+// keeps its input sharded only when it only builds Reshape/Expand targets
+// from single entries (whose rules check where a read of the sharded dim
+// lands), or when every reader takes other dims (a Gather of a constant
+// index, a Slice with constant bounds); otherwise it sees the value whole.
+//
+//===----------------------------------------------------------------------===//
+#include "Rules.h"
+
+#include "../ExporterIdioms.h"
+
+namespace qn::rules {
+namespace {
+
+llvm::Error transpose(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *x = n.inputs[0];
+  Placement p = ctx.of(x);
+  if (p.isReplicated() || !x->hasShape)
+    return llvm::Error::success();
+  std::vector<int64_t> perm;
+  for (const auto &a : n.proto.attribute())
+    if (a.name() == "perm")
+      perm.assign(a.ints().begin(), a.ints().end());
+  if (perm.empty())
+    for (int64_t i = x->rank() - 1; i >= 0; --i)
+      perm.push_back(i);
+  np.in[0] = p;
+  if (p.isPartial()) {
+    np.out[0] = p;
+    return llvm::Error::success();
+  }
+  for (unsigned i = 0; i < perm.size(); ++i)
+    if (perm[i] == p.axis)
+      np.out[0] = Placement::S(static_cast<int>(i), p.blocks);
+  return llvm::Error::success();
+}
+
+llvm::Error slice(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *x = n.inputs[0];
+  Placement p = ctx.of(x);
+  if (!p.isShard() || p.blocks != 1 || !x->hasShape)
+    return llvm::Error::success();
+  std::vector<int64_t> axes;
+  if (n.input(3)) {
+    if (!constantInts(n.input(3), axes))
+      return llvm::Error::success();
+  } else if (const Value *st = n.input(1);
+             st && st->hasShape && st->rank() == 1 && st->shape[0].known()) {
+    for (int64_t i = 0; i < st->shape[0].size; ++i)
+      axes.push_back(i);
+  } else {
+    return llvm::Error::success();
+  }
+  for (int64_t ax : axes)
+    if ((ax < 0 ? ax + x->rank() : ax) == p.axis)
+      return llvm::Error::success();
+  np.in[0] = p;
+  np.out[0] = p;
+  return llvm::Error::success();
+}
+
+llvm::Error concat(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *y = n.outputs[0];
+  if (!y || !y->hasShape)
+    return llvm::Error::success();
+  int64_t axis = attrInt(n.proto, "axis", 0);
+  if (axis < 0)
+    axis += y->rank();
+  Placement shard = Placement::R();
+  for (const Value *v : n.inputs) {
+    if (!v || v->constant)
+      continue;
+    Placement p = ctx.of(v);
+    if (!p.isShard() || p.blocks != 1 || p.axis == axis || (shard.isShard() && shard != p))
+      return llvm::Error::success();
+    shard = p;
+  }
+  if (!shard.isShard())
+    return llvm::Error::success();
+  for (unsigned i = 0; i < n.inputs.size(); ++i)
+    if (n.inputs[i])
+      np.in[i] = shard;
+  np.out[0] = shard;
+  return llvm::Error::success();
+}
+
+llvm::Error split(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *x = n.inputs[0];
+  Placement p = ctx.of(x);
+  if (p.isPartial()) {
+    np.in[0] = p;
+    np.out.assign(n.outputs.size(), p);
+    return llvm::Error::success();
+  }
+  if (!p.isShard() || !x->hasShape)
+    return llvm::Error::success();
+  int64_t axis = attrInt(n.proto, "axis", 0);
+  if (axis < 0)
+    axis += x->rank();
+  const Value *sizes = n.input(1);
+  if (axis != p.axis) {
+    if (p.blocks != 1)
+      return llvm::Error::success();
+    np.in[0] = p;
+    np.out.assign(n.outputs.size(), p);
+    return llvm::Error::success();
+  }
+  if (p.blocks != static_cast<int>(n.outputs.size()))
+    return llvm::Error::success();
+  if (sizes) {
+    if (!sizes->constant || sizes->constant->data_type() != onnx::TensorProto::INT64)
+      return llvm::Error::success();
+    onnx::TensorProto t = *sizes->constant;
+    std::string &raw = *t.mutable_raw_data();
+    int64_t *v = reinterpret_cast<int64_t *>(raw.data());
+    size_t count = raw.size() / sizeof(int64_t);
+    if (count != n.outputs.size())
+      return llvm::Error::success();
+    const int64_t first = v[0];
+    for (size_t i = 0; i < count; ++i) {
+      if (v[i] != first || v[i] % ctx.tp)
+        return llvm::Error::success();
+      v[i] /= ctx.tp;
+    }
+    ConstantRewrite rw;
+    rw.node = &n;
+    rw.input = 1;
+    rw.tensor = std::move(t);
+    rw.source = sizes->name;
+    r.rewrites.push_back(std::move(rw));
+  }
+  np.in[0] = p;
+  np.out.assign(n.outputs.size(), Placement::S(p.axis));
+  return llvm::Error::success();
+}
+
+llvm::Error shape(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *x = n.inputs[0], *y = n.outputs[0];
+  Placement p = ctx.of(x);
+  if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty() || y->isGraphOutput)
+    return llvm::Error::success();
+  if (idioms::feedsOnlyShapeTargets(y)) {
+    np.in[0] = p;
+    return llvm::Error::success();
+  }
+  int64_t rank = x->rank();
+  for (const auto &[user, idx] : y->uses) {
+    if (idx != 0)
+      return llvm::Error::success();
+    int64_t a = 0, b = 0;
+    if (user->opType() == "Gather" && constantScalar(user->input(1), a)) {
+      if (a < 0)
+        a += rank;
+      if (a == p.axis)
+        return llvm::Error::success();
+    } else if (user->opType() == "Slice" && constantScalar(user->input(1), a) &&
+               constantScalar(user->input(2), b) &&
+               (user->inputs.size() < 5 || !user->inputs[4])) {
+      a = a < 0 ? a + rank : std::min(a, rank);
+      b = b < 0 ? b + rank : std::min(b, rank);
+      if (p.axis >= a && p.axis < b)
+        return llvm::Error::success();
+    } else {
+      return llvm::Error::success();
+    }
+  }
+  np.in[0] = p;
+  return llvm::Error::success();
+}
+
+} // namespace
+
+void registerShapeOpRules(RuleRegistry &r) {
+  r.add("Transpose", transpose, "shape-ops");
+  r.add("Slice", slice, "shape-ops");
+  r.add("Concat", concat, "shape-ops");
+  r.add("Split", split, "shape-ops");
+  r.add("Shape", shape, "shape-ops");
+}
+
+} // namespace qn::rules
