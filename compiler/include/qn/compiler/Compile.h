@@ -1,9 +1,48 @@
-//===- Driver.h - qn-compile's command line -------------------*- C++ -*-===//
+//===- Compile.h - the compiler as one call ---------------------*- C++ -*-===//
+//
+// What qn-compile does after parsing its command line (tools/qn-compile.cpp):
+// import, partition, verify, then write the plan folder or print the
+// annotated graph, driven by a plain struct.
+//
+//===----------------------------------------------------------------------===//
 #pragma once
 
+#include "qn/compiler/Partition.h"
+
+#include "llvm/ADT/Twine.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <functional>
+#include <string>
+
 namespace qn {
-/// The whole of qn-compile: parses the command line, imports, partitions,
-/// verifies and writes the plan (or prints the annotated graph). Returns the
-/// process exit code.
-int compilerMain(int argc, char **argv);
+
+enum class CompileEmit {
+  Plan,      ///< the plan folder (needs outDir)
+  Annotated, ///< the partitioned graph, printed
+};
+
+struct CompileOptions {
+  /// .onnx or .onnxtext.
+  std::string modelPath;
+  /// tp, replicate-below, keep-logits-sharded.
+  PartitionOptions partition;
+  CompileEmit emit = CompileEmit::Plan;
+  /// The plan folder (written atomically); used with CompileEmit::Plan.
+  std::string outDir;
+  /// After writing the plan, print per rank the parameter bytes and the
+  /// collectives by kind to `out`.
+  bool report = false;
+  /// Receives the progress lines while writing a plan ("read ...",
+  /// "wrote ..."); none when empty.
+  std::function<void(const llvm::Twine &)> progress;
+};
+
+/// Imports `opts.modelPath`, partitions it for `opts.partition.tp` ranks,
+/// verifies every rank, then writes the plan folder (and the report, to `out`)
+/// or prints the annotated graph to `out`. Errors carry the message for the
+/// user (a partitioning failure is prefixed with the model's path).
+llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out);
+
 } // namespace qn

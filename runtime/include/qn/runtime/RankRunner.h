@@ -1,9 +1,110 @@
-//===- Driver.h - qn-run's command line ------------------------*- C++ -*-===//
+//===- RankRunner.h - what one rank of qn-run does --------------*- C++ -*-===//
+//
+// The runtime's side of qn-run, driven by a plain struct (tools/qn-run.cpp
+// owns the flags and tools/Launcher.cpp spawns the rank processes): load the
+// rank's program before the rendezvous, join the communicator, run, check
+// that replicated outputs agree across ranks, write the outputs (aside, then
+// renamed), and optionally time more runs.
+//
+//===----------------------------------------------------------------------===//
 #pragma once
 
+#include "qn/runtime/Plan.h"
+#include "qn/runtime/Tensor.h"
+
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Error.h"
+
+#include <mutex>
+#include <string>
+#include <vector>
+
 namespace qn::rt {
-/// The whole of qn-run: launches the ranks (or runs as one rank when started
-/// with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT), runs the plan, writes the
-/// outputs. Returns the process exit code.
-int runnerMain(int argc, char **argv);
+
+class Communicator;
+
+/// The device every rank runs on.
+enum class RunDevice { Cpu, Cuda };
+/// How ranks communicate. A RankRunner needs it resolved (not Auto): Gloo
+/// (CPU rank processes), Nccl (GPU rank processes) or Local (threads).
+enum class CommEngine { Auto, Gloo, Nccl, Local };
+/// Whether ranks spin while waiting in a collective; Auto spins when this
+/// host has a CPU for each of its ranks (LOCAL_WORLD_SIZE, else the world).
+enum class BusyPoll { Auto, On, Off };
+
+struct RunOptions {
+  /// The plan folder qn-compile wrote.
+  std::string planDir;
+  /// Graph inputs, each "NAME=FILE.npy".
+  std::vector<std::string> inputs;
+  /// Where the outputs go, one NAME.npy each (NAME.rankK.npy for an output
+  /// the plan leaves sharded).
+  std::string outputDir = "qn-out";
+  RunDevice device = RunDevice::Cpu;
+  CommEngine comm = CommEngine::Auto;
+  /// cuda: float32 GEMMs may use TF32 tensor cores.
+  bool allowTf32 = false;
+  /// cuda: replay repeated runs through CUDA graphs.
+  bool cudaGraphs = true;
+  /// cuda: chains of elementwise nodes run as one kernel.
+  bool fuseElementwise = true;
+  /// After the run, time this many more and print the median latency and
+  /// the time spent in collectives ("bench rank=R ...", stdout).
+  int benchRuns = 0;
+  /// BLAS (and oneDNN) threads per rank; at least 1.
+  int threadsPerRank = 1;
+  /// Bound on rendezvous and on each collective (NCCL: each run's GPU work).
+  double timeoutSec = 60;
+  /// No "wrote ..." lines.
+  bool quiet = false;
+  BusyPoll busyPoll = BusyPoll::Auto;
+};
+
+/// Where a rank process meets its peers (torchrun's RANK, WORLD_SIZE,
+/// MASTER_ADDR, MASTER_PORT).
+struct RankEndpoint {
+  int rank = 0;
+  int worldSize = 1;
+  std::string masterAddr = "127.0.0.1";
+  int masterPort = 0;
+};
+
+/// Runs a plan as one rank process, or as every rank on threads of this
+/// process (the local engine). Errors carry the message for the user.
+class RankRunner {
+public:
+  explicit RankRunner(RunOptions opts) : opts_(std::move(opts)) {}
+  const RunOptions &options() const { return opts_; }
+
+  /// Reads every input file, then checks the set against the plan.
+  llvm::Expected<llvm::StringMap<Tensor>> readInputs(const PlanManifest &plan) const;
+
+  /// This process as rank `at.rank` of `at.worldSize`: loads the plan, the
+  /// inputs and its program (before the rendezvous, so that a damaged rank
+  /// fails before its peers wait for it), joins the others through Gloo or
+  /// NCCL (options().comm) when there are several, runs, compares output
+  /// digests, writes, benches, leaves. With several ranks the error is
+  /// prefixed "rank R: ".
+  llvm::Error runProcess(const RankEndpoint &at);
+
+  /// The local engine: ranks 0..n-1 as threads of this process. A rank that
+  /// fails stops the others; the error names the first rank that failed
+  /// ("rank R: ...").
+  llvm::Error runThreads(const PlanManifest &plan, const llvm::StringMap<Tensor> &inputs, int n);
+
+private:
+  llvm::Error runRank(int rank, int world, const PlanManifest &plan,
+                      const llvm::StringMap<Tensor> &inputs, Communicator *comm,
+                      llvm::Expected<RankProgram> program);
+  llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vector<Tensor> &outs,
+                           const std::vector<bool> &which, const std::vector<std::string> &suffix);
+  int gpuOf(int rank) const;
+  bool shouldBusyPoll(int world) const;
+  void setBlasThreads() const;
+
+  RunOptions opts_;
+  /// Ranks of the local engine are threads: one message at a time.
+  std::mutex printMu_;
+};
+
 } // namespace qn::rt
