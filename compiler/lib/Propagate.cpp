@@ -9,7 +9,9 @@
 // input replicated. Nodes a rewrite created (the vocab-parallel lookup)
 // carry fixed placements.
 //
-// In a planner's dry run (DryRun) the pass also observes the rules: the
+// The pass keeps placements in its own map and writes them to the values
+// (Value::placement) only in a real run: a planner's dry run (DryRun) changes
+// nothing in the graph. It observes the rules: the
 // values derived from the group under test are tainted up to its tentative
 // row partners, and a tainted sharded value that a node needs otherwise, a
 // local size read without its shard, or a tainted graph output left sharded
@@ -31,20 +33,21 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
   llvm::DenseMap<const Node *, const LinearInfo *> linearOf;
   for (const LinearInfo &li : linears)
     linearOf[li.node] = &li;
-  for (Value *v : g.inputs)
-    v->placement = Placement::R();
+  // Placements of node outputs so far (graph inputs and constants are R).
+  llvm::DenseMap<const Value *, Placement> placed;
+  auto of = [&](const Value *v) {
+    auto it = v && !v->constant ? placed.find(v) : placed.end();
+    return it == placed.end() ? Placement::R() : it->second;
+  };
   // In a dry run: the values derived from the group, up to its row partners.
   llvm::DenseSet<const Value *> tainted;
   for (auto &np : g.nodes) {
     const Node *n = np.get();
-    for (Value *v : np->inputs)
-      if (v && v->constant)
-        v->placement = Placement::R();
     rules::RuleResult result;
     if (auto it = state.fixed.find(n); it != state.fixed.end()) {
       result.placements = it->second;
     } else {
-      rules::RuleContext ctx{g, opts.tp, g.opsetVersion(), nullptr, dry};
+      rules::RuleContext ctx{g, opts.tp, g.opsetVersion(), nullptr, dry, placed};
       if (auto it = linearOf.find(n); it != linearOf.end())
         ctx.linear = it->second;
       const rules::RuleRegistry::Entry *rule = nullptr;
@@ -56,7 +59,10 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
         return err;
     }
     NodePlacements &p = result.placements;
+    // A dry run only observes: its rewrites are not made.
     for (rules::ConstantRewrite &rw : result.rewrites) {
+      if (dry)
+        break;
       std::string name = g.uniqueName(rw.source + "__qn_local");
       rw.tensor.set_name(name);
       g.addConstant(std::move(rw.tensor));
@@ -78,9 +84,10 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
         if (!v || v->constant || !tainted.count(v))
           continue;
         touched = true;
-        if (v->placement.isShard() && i < p.in.size() && p.in[i] != v->placement)
+        Placement have = of(v);
+        if (have.isShard() && i < p.in.size() && p.in[i] != have)
           dry->violation = "'" + n->label() + "' (" + n->opType() + ") needs '" + v->name +
-                           "' as " + p.in[i].str() + " but it is " + v->placement.str();
+                           "' as " + p.in[i].str() + " but it is " + have.str();
       }
       if (touched && !isRow)
         for (const Value *v : np->outputs)
@@ -88,14 +95,28 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
             tainted.insert(v);
     }
     for (unsigned i = 0; i < np->outputs.size(); ++i)
-      if (Value *v = np->outputs[i])
-        v->placement = p.out[i];
+      if (const Value *v = np->outputs[i])
+        placed[v] = p.out[i];
     out[n] = std::move(p);
   }
-  if (dry && dry->violation.empty())
-    for (const Value *v : g.outputs)
-      if (tainted.count(v) && v->placement.isShard())
-        dry->violation = "graph output '" + v->name + "' would be " + v->placement.str();
+  if (dry) {
+    if (dry->violation.empty())
+      for (const Value *v : g.outputs)
+        if (tainted.count(v) && of(v).isShard())
+          dry->violation = "graph output '" + v->name + "' would be " + of(v).str();
+    return llvm::Error::success();
+  }
+  // The real run: every value carries its placement for the later passes.
+  for (Value *v : g.inputs)
+    v->placement = Placement::R();
+  for (auto &np : g.nodes) {
+    for (Value *v : np->inputs)
+      if (v && v->constant)
+        v->placement = Placement::R();
+    for (Value *v : np->outputs)
+      if (v)
+        v->placement = of(v);
+  }
   return llvm::Error::success();
 }
 

@@ -35,7 +35,7 @@ llvm::Error broadcasting(const RuleContext &ctx, const Node &n, RuleResult &r) {
   // Partial sums: Add/Sub of partials stays partial.
   bool anyPartial = false, allPartial = true;
   for (const Value *v : n.inputs) {
-    bool p = v && !v->constant && v->placement.isPartial();
+    bool p = v && !v->constant && ctx.of(v).isPartial();
     anyPartial |= p;
     allPartial &= p;
   }
@@ -48,13 +48,13 @@ llvm::Error broadcasting(const RuleContext &ctx, const Node &n, RuleResult &r) {
   // (on the axis and on the blocked layout).
   int axis = -1, blocks = 1;
   for (const Value *v : n.inputs) {
-    if (!v || v->constant || !v->placement.isShard())
+    if (!v || v->constant || !ctx.of(v).isShard())
       continue;
-    int d = static_cast<int>(v->placement.axis + (outRank - v->rank()));
+    int d = static_cast<int>(ctx.of(v).axis + (outRank - v->rank()));
     if (axis == -1) {
       axis = d;
-      blocks = v->placement.blocks;
-    } else if (axis != d || blocks != v->placement.blocks) {
+      blocks = ctx.of(v).blocks;
+    } else if (axis != d || blocks != ctx.of(v).blocks) {
       return llvm::Error::success(); // disagreeing shards: gather all
     }
   }

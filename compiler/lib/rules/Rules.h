@@ -22,6 +22,7 @@
 
 #include "qn/compiler/Partition.h"
 #include "qn/ops/OpTable.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
 
 namespace qn::rules {
@@ -58,8 +59,16 @@ struct RuleContext {
   /// A planner's dry run (the group taken as column-parallel), else null.
   const DryRun *dry = nullptr;
 
+  /// The placements given so far (graph inputs and constants are R).
+  const llvm::DenseMap<const Value *, Placement> &placements;
+
   /// The placement of v so far (constants and omitted inputs: R).
-  Placement of(const Value *v) const { return v ? v->placement : Placement::R(); }
+  Placement of(const Value *v) const {
+    if (!v || v->constant)
+      return Placement::R();
+    auto it = placements.find(v);
+    return it == placements.end() ? Placement::R() : it->second;
+  }
 };
 
 using ShardingRule = llvm::Error (*)(const RuleContext &, const Node &, RuleResult &);
