@@ -1,65 +1,54 @@
 //===- CpuCommon.h - Helpers shared by the CPU kernels ---------*- C++ -*-===//
 //
-// Internal to runtime/lib/cpu.
+// Internal to runtime/lib/cpu. What the CUDA kernels share (checks, shapes,
+// messages) is in ../OpSemantics.h, included here.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
 #include <cstdint>
-#include <string>
 #include <vector>
 
+#include "../OpSemantics.h"
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/Tensor.h"
 #include "llvm/ADT/ArrayRef.h"
-#include "llvm/ADT/SmallVector.h"
-#include "llvm/ADT/Twine.h"
-#include "llvm/Support/Error.h"
 
 namespace qn::rt::cpu {
-
-/// "[2,3]".
-std::string shapeStr(llvm::ArrayRef<int64_t> shape);
-/// "float32[2,3]" or "<missing>".
-std::string describe(const Tensor *t);
-
-/// An error "<node label>: <msg>".
-llvm::Error kernelError(const KernelContext &ctx, const llvm::Twine &msg);
-
-/// Input `i`, or null when the node leaves it out (or it is past the end).
-inline const Tensor *input(const KernelContext &ctx, size_t i) {
-  if (i >= ctx.inputs.size() || !ctx.inputs[i] || !ctx.inputs[i]->defined())
-    return nullptr;
-  return ctx.inputs[i];
-}
-
-/// Checks that inputs [0, required) are present, that there are at most
-/// `maxInputs` inputs, and that there is at least one output slot.
-llvm::Error checkArity(const KernelContext &ctx, size_t required, size_t maxInputs,
-                       size_t outputs = 1);
-
-/// An error saying that `t`'s dtype is not supported by this op.
-llvm::Error unsupportedDType(const KernelContext &ctx, const Tensor &t, llvm::StringRef supported);
-
-/// Normalises `axis` in [-rank, rank) (or [-rank, rank] when `inclusive`).
-llvm::Error normalizeAxis(const KernelContext &ctx, int64_t &axis, int64_t rank,
-                          llvm::StringRef what = "axis", bool inclusive = false);
-
-/// Reads a 0-d or 1-D int64/int32 tensor as int64 values.
-llvm::Expected<std::vector<int64_t>> readInts(const KernelContext &ctx, const Tensor &t,
-                                              llvm::StringRef what);
-
-/// The required `axis` attribute of a collective (AllGather, ReduceScatter),
-/// normalised against x's rank.
-llvm::Error collectiveAxis(const KernelContext &ctx, const Tensor &x, int64_t &axis);
-
-/// Multidirectional (NumPy) broadcast of two shapes; false when incompatible.
-bool broadcastShapes(llvm::ArrayRef<int64_t> a, llvm::ArrayRef<int64_t> b,
-                     std::vector<int64_t> &out);
 
 /// float16 / bfloat16 <-> float32 element conversion of whole tensors.
 Tensor toFloat32(const Tensor &t);
 Tensor fromFloat32(const Tensor &t, DType to);
-inline bool isHalfLike(DType t) { return t == DType::Float16 || t == DType::BFloat16; }
+
+/// float32 copy of a float16/bfloat16 tensor; the tensor itself otherwise.
+inline Tensor widen(const Tensor &t) { return isHalfLike(t.dtype()) ? toFloat32(t) : t; }
+/// Rounds a float32 result back to `to` when that is a half type.
+inline Tensor narrow(const Tensor &t, DType to) { return isHalfLike(to) ? fromFloat32(t, to) : t; }
+
+/// Calls f(T{}) for the element type of `t` (after widen()).
+template <class F> bool visitNumeric(DType t, F &&f) {
+  switch (t) {
+  case DType::Float:
+    f(float{});
+    return true;
+  case DType::Double:
+    f(double{});
+    return true;
+  case DType::Int32:
+    f(int32_t{});
+    return true;
+  case DType::Int64:
+    f(int64_t{});
+    return true;
+  case DType::Int8:
+    f(int8_t{});
+    return true;
+  case DType::UInt8:
+    f(uint8_t{});
+    return true;
+  default:
+    return false;
+  }
+}
 
 /// Copies a strided view of `in` into contiguous `out`: out element with
 /// multi-index i reads in byte-element at base + sum_k i_k * inStrides[k]
@@ -67,139 +56,14 @@ inline bool isHalfLike(DType t) { return t == DType::Float16 || t == DType::BFlo
 void stridedCopy(const void *in, int64_t base, llvm::ArrayRef<int64_t> outShape,
                  llvm::ArrayRef<int64_t> inStrides, void *out, size_t elemSize);
 
-/// Row-major strides (in elements) of `shape`.
-llvm::SmallVector<int64_t, 8> contiguousStrides(llvm::ArrayRef<int64_t> shape);
-
-//===----------------------------------------------------------------------===//
-// Validation and shape logic shared by the CPU and CUDA kernels (one place for
-// the checks and their messages). They read only dtypes, shapes, attributes
-// and host inputs (the Reduce ops' axes input).
-//===----------------------------------------------------------------------===//
-
-/// LayerNormalization: arity, dtype (float32/64, float16, bfloat16), rank,
-/// axis, epsilon, and Scale/B (X's dtype, broadcasting to X.shape[axis:]).
-struct LayerNormPlan {
-  int64_t axis = 0;
-  int64_t rows = 1, cols = 1; // X as [rows, cols] = [prod(shape[:axis]), prod(shape[axis:])]
-  float eps = 1e-5f;
-  std::vector<int64_t> normShape; // X.shape[axis:]
-  std::vector<int64_t> statShape; // X.shape[:axis] + [1] * (rank - axis): Mean, InvStdDev
-};
-llvm::Error planLayerNorm(const KernelContext &ctx, LayerNormPlan &p);
-
-/// ReduceMean / ReduceSum / ReduceMax: axes from the attribute (opset < 18,
-/// ReduceSum < 13) or the input, keepdims, noop_with_empty_axes.
-enum class ReduceKind { Mean, Sum, Max };
-struct ReducePlan {
-  bool identity = false;          // noop_with_empty_axes and no axes: Y = X
-  std::vector<bool> reduced;      // per axis of X
-  std::vector<int64_t> outShape;  // Y's shape
-  std::vector<int64_t> perm;      // the kept axes, then the reduced axes
-  int64_t rows = 1, len = 1;      // outputs, elements reduced into each
-};
-llvm::Error planReduce(const KernelContext &ctx, ReduceKind kind, ReducePlan &p);
-
-/// Softmax / LogSoftmax: X viewed as [outer, n, inner], normalised along n
-/// (opset < 13: coerced to 2-D at axis, inner = 1).
-struct SoftmaxPlan {
-  int64_t axis = 0;
-  int64_t outer = 1, n = 1, inner = 1;
-};
-llvm::Error planSoftmax(const KernelContext &ctx, SoftmaxPlan &p);
-
-/// MatMul: arity, dtypes (A's and B's the same: float32/64, float16,
-/// bfloat16), ranks, K, the broadcast batch, the output's size and the BLAS
-/// int range. A rank-1 A or B is a row / column (M or N is 1, left out of
-/// outShape).
-struct MatMulPlan {
-  int64_t M = 0, N = 0, K = 0;
-  std::vector<int64_t> batch;                     // broadcast batch shape
-  llvm::SmallVector<int64_t, 8> strideA, strideB; // per batch dim, in matrices (0: broadcast)
-  std::vector<int64_t> outShape;
-  int64_t numel = 0;    // elements of the output
-  int64_t matrices = 0; // prod(batch); 0 when the output is empty
-  /// Steps the index `idx` over batch dims [0, idx.size()) (the last
-  /// fastest; back to all zeros after the last), and the operands' offsets
-  /// offA / offB (in matrices) with it.
-  void nextBatch(llvm::MutableArrayRef<int64_t> idx, int64_t &offA, int64_t &offB) const;
-};
-llvm::Error planMatMul(const KernelContext &ctx, MatMulPlan &p);
-
-/// Gemm: arity, dtypes (A, B and C the same: float32/64, float16, bfloat16),
-/// 2-D A and B, transA / transB / alpha / beta, K, C broadcasting to [M, N]
-/// (rank <= 2, each dim 1 or full), and the BLAS int range.
-struct GemmPlan {
-  bool transA = false, transB = false;
-  float alpha = 1.0f, beta = 1.0f;
-  int64_t M = 0, N = 0, K = 0;
-};
-llvm::Error planGemm(const KernelContext &ctx, GemmPlan &p);
-
-/// Add Sub Mul Div Pow Equal Less Greater (CpuElementwise.cpp): arity, dtypes
-/// (Pow's exponent may have another numeric type, computed in `expType`:
-/// float64 for a float64 base, else float32; Undefined for the other ops),
-/// then the broadcast output shape and its size.
-enum class BinaryOp { Add, Sub, Mul, Div, Pow, Equal, Less, Greater };
-struct BinaryShape {
-  DType expType = DType::Undefined;
-  std::vector<int64_t> outShape;
-  int64_t numel = 0;
-};
-llvm::Error planBinaryOp(const KernelContext &ctx, BinaryOp op, BinaryShape &s);
-
-/// The broadcast shape of all `ts`, checked for size overflow.
-llvm::Error broadcastAll(const KernelContext &ctx, llvm::ArrayRef<const Tensor *> ts,
-                         std::vector<int64_t> &out);
-/// The checks of CpuTransformer.cpp's broadcasting ops, in the kernels'
-/// order, and their output shape: And / Or (both bool), GreaterOrEqual /
-/// LessOrEqual (one numeric dtype), Max / Min (variadic, one numeric dtype),
-/// Where (bool condition, X and Y of one dtype).
-llvm::Error planLogic(const KernelContext &ctx, std::vector<int64_t> &outShape);
-llvm::Error planCompare(const KernelContext &ctx, std::vector<int64_t> &outShape);
-llvm::Error planMinMax(const KernelContext &ctx, std::vector<int64_t> &outShape);
-llvm::Error planWhere(const KernelContext &ctx, std::vector<int64_t> &outShape);
-
-/// Not: arity and dtype (bool).
-llvm::Error checkNot(const KernelContext &ctx);
-
-/// Cast: arity, the `to` attribute and the input's dtype; `to` is the target.
-llvm::Error planCast(const KernelContext &ctx, DType &to);
-
-/// Shape and attribute logic of the data-movement kernels, shared with the
-/// CUDA kernels (runtime/lib/cuda/CudaShape.cpp) so that both devices check a
-/// node alike: each runs the CPU kernel's checks in the same order (arity,
-/// attributes, host-read inputs, dtype) and says what to copy, without
-/// touching the data of input 0.
-
-/// Output element with multi-index i reads input element
-/// base + sum_k i_k * strides[k] (Transpose, Slice).
-struct StridedView {
-  std::vector<int64_t> shape;
-  std::vector<int64_t> strides;
-  int64_t base = 0;
-};
-llvm::Expected<StridedView> transposeView(const KernelContext &ctx);
-llvm::Expected<StridedView> sliceView(const KernelContext &ctx);
-/// Concat: the normalised axis and the output shape.
-llvm::Error concatShape(const KernelContext &ctx, int64_t &axis, std::vector<int64_t> &outShape);
-/// Split: the normalised axis and each output's size along it.
-llvm::Error splitSizes(const KernelContext &ctx, int64_t &axis, std::vector<int64_t> &sizes);
-/// Expand: the output shape (input 0 broadcast with the shape input).
-llvm::Error expandShape(const KernelContext &ctx, std::vector<int64_t> &shape);
-/// Gather: data viewed as [outer, n, inner], output as [outer, count, inner];
-/// checks dtypes and the axis (the index values are checked by the kernel).
-struct GatherShape {
-  int64_t axis = 0, outer = 1, n = 0, inner = 1, count = 0;
-  std::vector<int64_t> outShape;
-};
-llvm::Error gatherShape(const KernelContext &ctx, GatherShape &g);
-/// Trilu: the diagonal offset k (as given, not yet clamped) and `upper`.
-llvm::Error triluParams(const KernelContext &ctx, int64_t &k, bool &upper);
+/// `x` materialised at `outShape` (which it must broadcast to); `x` itself
+/// when the shapes already agree.
+Tensor broadcastTo(const Tensor &x, llvm::ArrayRef<int64_t> outShape);
 
 void registerMatMulKernels(KernelRegistry &reg);
 void registerElementwiseKernels(KernelRegistry &reg);
+void registerNormKernels(KernelRegistry &reg);
 void registerShapeKernels(KernelRegistry &reg);
 void registerCollectiveKernels(KernelRegistry &reg);
-void registerTransformerKernels(KernelRegistry &reg);
 
 } // namespace qn::rt::cpu

@@ -1,10 +1,12 @@
 //===- CpuElementwise.cpp - Elementwise CPU kernels ------------------------===//
 //
-// Binary ops with NumPy broadcasting (fast paths: same shape, scalar operand,
-// an operand broadcast over leading axes ("bias over the last axis"), an
-// operand broadcast over trailing axes), unary ops, Softmax/LogSoftmax, Cast.
-// Every op is a functor template instantiated per element type: no per-element
-// indirect calls. float16/bfloat16 are computed in float32 and rounded back.
+// The ops of cuda/CudaElementwise.cpp. Binary ops with NumPy broadcasting
+// (fast paths: same shape, scalar operand, an operand broadcast over leading
+// axes ("bias over the last axis"), an operand broadcast over trailing axes),
+// unary ops, Gelu, Cast. Every op is a functor template instantiated per
+// element type: no per-element indirect calls. Then Where, Sin, Cos, Not, And,
+// Or, GreaterOrEqual, LessOrEqual, Max, Min over materialised operands.
+// float16/bfloat16 are computed in float32 and rounded back.
 //
 //===----------------------------------------------------------------------===//
 #include "../FastMath.h"
@@ -777,136 +779,6 @@ llvm::Error geluKernel(KernelContext &ctx) {
 }
 
 //===----------------------------------------------------------------------===//
-// Softmax / LogSoftmax
-//===----------------------------------------------------------------------===//
-
-/// x viewed as [outer, n, inner]; normalises along n.
-template <class T, bool Log>
-void runSoftmax(const T *x, T *y, int64_t outer, int64_t n, int64_t inner) {
-  if (inner == 1) {
-    for (int64_t o = 0; o < outer; ++o) {
-      const T *xr = x + o * n;
-      T *yr = y + o * n;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int64_t i = 0; i < n; ++i)
-        mx = xr[i] > mx ? xr[i] : mx;
-      if (std::isinf(mx) && mx < 0)
-        mx = T(0); // all -inf: avoid inf - inf
-      T sum = T(0);
-      if constexpr (Log) {
-        for (int64_t i = 0; i < n; ++i)
-          sum += std::exp(xr[i] - mx);
-        T lse = std::log(sum);
-        for (int64_t i = 0; i < n; ++i)
-          yr[i] = xr[i] - mx - lse;
-      } else {
-        for (int64_t i = 0; i < n; ++i) {
-          T e = std::exp(xr[i] - mx);
-          yr[i] = e;
-          sum += e;
-        }
-        T inv = T(1) / sum;
-        for (int64_t i = 0; i < n; ++i)
-          yr[i] *= inv;
-      }
-    }
-    return;
-  }
-  // Strided along n: process one [n, inner] block at a time, vectorised over inner.
-  std::vector<T> mx(static_cast<size_t>(inner)), sum(static_cast<size_t>(inner));
-  for (int64_t o = 0; o < outer; ++o) {
-    const T *xb = x + o * n * inner;
-    T *yb = y + o * n * inner;
-    std::fill(mx.begin(), mx.end(), -std::numeric_limits<T>::infinity());
-    std::fill(sum.begin(), sum.end(), T(0));
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < inner; ++j)
-        mx[j] = xb[i * inner + j] > mx[j] ? xb[i * inner + j] : mx[j];
-    for (int64_t j = 0; j < inner; ++j)
-      if (std::isinf(mx[j]) && mx[j] < 0)
-        mx[j] = T(0);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < inner; ++j) {
-        T e = std::exp(xb[i * inner + j] - mx[j]);
-        if constexpr (!Log)
-          yb[i * inner + j] = e;
-        sum[j] += e;
-      }
-    if constexpr (Log) {
-      for (int64_t j = 0; j < inner; ++j)
-        sum[j] = std::log(sum[j]);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < inner; ++j)
-          yb[i * inner + j] = xb[i * inner + j] - mx[j] - sum[j];
-    } else {
-      for (int64_t j = 0; j < inner; ++j)
-        sum[j] = T(1) / sum[j];
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < inner; ++j)
-          yb[i * inner + j] *= sum[j];
-    }
-  }
-}
-
-} // namespace
-
-llvm::Error planSoftmax(const KernelContext &ctx, SoftmaxPlan &p) {
-  if (auto e = checkArity(ctx, 1, 1))
-    return e;
-  const Tensor &x = *input(ctx, 0);
-  DType dt = x.dtype();
-  if (dt != DType::Float && dt != DType::Double && !isHalfLike(dt))
-    return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16");
-  bool legacy = ctx.opsetVersion < 13; // coerce to 2-D at axis
-  int64_t axis = attrInt(ctx.node, "axis", legacy ? 1 : -1);
-  int64_t r = x.rank();
-  if (r == 0)
-    return kernelError(ctx, "input must have rank >= 1, got " + x.describe());
-  if (auto e = normalizeAxis(ctx, axis, r, "axis", /*inclusive=*/legacy))
-    return e;
-  int64_t outer = 1, n = 1, inner = 1;
-  for (int64_t k = 0; k < axis; ++k)
-    outer *= x.dim(k);
-  if (legacy) {
-    for (int64_t k = axis; k < r; ++k)
-      n *= x.dim(k);
-  } else {
-    n = x.dim(axis);
-    for (int64_t k = axis + 1; k < r; ++k)
-      inner *= x.dim(k);
-  }
-  p.axis = axis;
-  p.outer = outer;
-  p.n = n;
-  p.inner = inner;
-  return llvm::Error::success();
-}
-
-namespace {
-
-template <bool Log> llvm::Error softmaxKernel(KernelContext &ctx) {
-  SoftmaxPlan p;
-  if (auto e = planSoftmax(ctx, p))
-    return e;
-  const Tensor &x = *input(ctx, 0);
-  DType dt = x.dtype();
-  int64_t outer = p.outer, n = p.n, inner = p.inner;
-  if (dt == DType::Double) {
-    Tensor y = Tensor::empty(dt, x.shape());
-    if (x.numel())
-      runSoftmax<double, Log>(x.data<double>(), y.data<double>(), outer, n, inner);
-    ctx.outputs[0] = std::move(y);
-    return llvm::Error::success();
-  }
-  Tensor xf = dt == DType::Float ? x : toFloat32(x);
-  Tensor y = Tensor::empty(DType::Float, x.shape());
-  if (x.numel())
-    runSoftmax<float, Log>(xf.data<float>(), y.data<float>(), outer, n, inner);
-  ctx.outputs[0] = dt == DType::Float ? std::move(y) : fromFloat32(y, dt);
-  return llvm::Error::success();
-}
-
-//===----------------------------------------------------------------------===//
 // Cast
 //===----------------------------------------------------------------------===//
 
@@ -1074,6 +946,306 @@ llvm::Error castKernel(KernelContext &ctx) {
 
 } // namespace
 
+//===----------------------------------------------------------------------===//
+// Where, Sin, Cos, Not, And, Or, GreaterOrEqual, LessOrEqual, Max, Min
+//
+// Broadcasting is done by materialising each operand at the output shape with
+// broadcastTo (zero strides on broadcast axes); an operand that already has
+// the output shape is used in place.
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// The dtypes that visitNumeric takes after widen(); not bool.
+bool isNumeric(DType t) {
+  switch (t) {
+  case DType::Float:
+  case DType::Double:
+  case DType::Float16:
+  case DType::BFloat16:
+  case DType::Int32:
+  case DType::Int64:
+  case DType::Int8:
+  case DType::UInt8:
+    return true;
+  default:
+    return false;
+  }
+}
+
+template <class T> DType dtypeOf() {
+  if constexpr (std::is_same_v<T, float>)
+    return DType::Float;
+  else if constexpr (std::is_same_v<T, double>)
+    return DType::Double;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return DType::Int32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return DType::Int64;
+  else if constexpr (std::is_same_v<T, int8_t>)
+    return DType::Int8;
+  else
+    return DType::UInt8;
+}
+
+/// Elementwise binary op over broadcast operands a, b (same dtype T, already
+/// widened): out[i] = f(a[i], b[i]) with result dtype `outType`.
+template <class T, class R, class F>
+Tensor binaryLoop(const Tensor &a, const Tensor &b, const std::vector<int64_t> &shape,
+                  DType outType, F f) {
+  Tensor y = Tensor::empty(outType, shape);
+  int64_t n = y.numel();
+  R *o = y.data<R>();
+  if (a.numel() == 1 && b.shape() == shape) { // scalar fast paths
+    T av = a.data<T>()[0];
+    const T *pb = b.data<T>();
+    for (int64_t i = 0; i < n; ++i)
+      o[i] = f(av, pb[i]);
+    return y;
+  }
+  if (b.numel() == 1 && a.shape() == shape) {
+    T bv = b.data<T>()[0];
+    const T *pa = a.data<T>();
+    for (int64_t i = 0; i < n; ++i)
+      o[i] = f(pa[i], bv);
+    return y;
+  }
+  Tensor ea = broadcastTo(a, shape), eb = broadcastTo(b, shape);
+  const T *pa = ea.data<T>(), *pb = eb.data<T>();
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = f(pa[i], pb[i]);
+  return y;
+}
+
+} // namespace
+
+llvm::Error broadcastAll(const KernelContext &ctx, llvm::ArrayRef<const Tensor *> ts,
+                         std::vector<int64_t> &out) {
+  out = ts[0]->shape();
+  for (size_t i = 1; i < ts.size(); ++i) {
+    std::vector<int64_t> next;
+    if (!broadcastShapes(out, ts[i]->shape(), next)) {
+      std::string s;
+      for (size_t j = 0; j < ts.size(); ++j)
+        s += (j ? ", " : "") + ts[j]->describe();
+      return kernelError(ctx, "shapes do not broadcast: " + s);
+    }
+    out = std::move(next);
+  }
+  int64_t n;
+  if (!checkedNumel(out, 8, n))
+    return kernelError(ctx, "output shape overflows: " + shapeStr(out));
+  return llvm::Error::success();
+}
+
+namespace {
+
+template <class E> void selectLoop(const uint8_t *c, const E *a, const E *b, E *o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = c[i] ? a[i] : b[i];
+}
+
+} // namespace
+
+llvm::Error planWhere(const KernelContext &ctx, std::vector<int64_t> &outShape) {
+  if (auto e = checkArity(ctx, 3, 3))
+    return e;
+  const Tensor &c = *input(ctx, 0), &a = *input(ctx, 1), &b = *input(ctx, 2);
+  if (c.dtype() != DType::Bool)
+    return unsupportedDType(ctx, c, "bool condition");
+  if (a.dtype() != b.dtype())
+    return kernelError(ctx, "X " + a.describe() + " and Y " + b.describe() + " differ in dtype");
+  if (!isSupported(a.dtype()) || dtypeSize(a.dtype()) == 0)
+    return unsupportedDType(ctx, a, "any defined dtype");
+  const Tensor *all[] = {&c, &a, &b};
+  return broadcastAll(ctx, all, outShape);
+}
+
+namespace {
+
+llvm::Error whereKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planWhere(ctx, shape))
+    return e;
+  const Tensor &c = *input(ctx, 0), &a = *input(ctx, 1), &b = *input(ctx, 2);
+  size_t es = dtypeSize(a.dtype());
+  Tensor ec = broadcastTo(c, shape), ea = broadcastTo(a, shape), eb = broadcastTo(b, shape);
+  Tensor y = Tensor::empty(a.dtype(), shape);
+  int64_t n = y.numel();
+  const uint8_t *pc = ec.data<uint8_t>();
+  switch (es) {
+  case 1:
+    selectLoop(pc, ea.data<uint8_t>(), eb.data<uint8_t>(), y.data<uint8_t>(), n);
+    break;
+  case 2:
+    selectLoop(pc, ea.data<uint16_t>(), eb.data<uint16_t>(), y.data<uint16_t>(), n);
+    break;
+  case 4:
+    selectLoop(pc, ea.data<uint32_t>(), eb.data<uint32_t>(), y.data<uint32_t>(), n);
+    break;
+  default:
+    selectLoop(pc, ea.data<uint64_t>(), eb.data<uint64_t>(), y.data<uint64_t>(), n);
+    break;
+  }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+template <bool IsSin> llvm::Error trigKernel(KernelContext &ctx) {
+  if (auto e = checkArity(ctx, 1, 1))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DType dt = x.dtype();
+  if (dt != DType::Float && dt != DType::Double && !isHalfLike(dt))
+    return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16");
+  Tensor xw = widen(x);
+  Tensor y = Tensor::empty(xw.dtype(), x.shape());
+  int64_t n = x.numel();
+  auto run = [&](auto *in, auto *out) {
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = IsSin ? std::sin(in[i]) : std::cos(in[i]);
+  };
+  if (xw.dtype() == DType::Double)
+    run(xw.data<double>(), y.data<double>());
+  else
+    run(xw.data<float>(), y.data<float>());
+  ctx.outputs[0] = narrow(y, dt);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error checkNot(const KernelContext &ctx) {
+  if (auto e = checkArity(ctx, 1, 1))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  if (x.dtype() != DType::Bool)
+    return unsupportedDType(ctx, x, "bool");
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error notKernel(KernelContext &ctx) {
+  if (auto e = checkNot(ctx))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  Tensor y = Tensor::empty(DType::Bool, x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i)
+    y.data<uint8_t>()[i] = !x.data<uint8_t>()[i];
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error planLogic(const KernelContext &ctx, std::vector<int64_t> &outShape) {
+  if (auto e = checkArity(ctx, 2, 2))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  for (const Tensor *t : {&a, &b})
+    if (t->dtype() != DType::Bool)
+      return unsupportedDType(ctx, *t, "bool");
+  const Tensor *all[] = {&a, &b};
+  return broadcastAll(ctx, all, outShape);
+}
+
+llvm::Error planCompare(const KernelContext &ctx, std::vector<int64_t> &outShape) {
+  if (auto e = checkArity(ctx, 2, 2))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  if (a.dtype() != b.dtype())
+    return kernelError(ctx, "A " + a.describe() + " and B " + b.describe() + " differ in dtype");
+  const Tensor *all[] = {&a, &b};
+  if (auto e = broadcastAll(ctx, all, outShape))
+    return e;
+  if (!isNumeric(a.dtype()))
+    return unsupportedDType(ctx, a, "float32, float64, float16, bfloat16, int8, uint8, int32, int64");
+  return llvm::Error::success();
+}
+
+llvm::Error planMinMax(const KernelContext &ctx, std::vector<int64_t> &outShape) {
+  size_t n = ctx.inputs.size();
+  if (n == 0)
+    return kernelError(ctx, "expects at least one input");
+  if (auto e = checkArity(ctx, n, n))
+    return e;
+  const Tensor &first = *input(ctx, 0);
+  DType dt = first.dtype();
+  std::vector<const Tensor *> all;
+  for (size_t i = 0; i < n; ++i) {
+    if (ctx.inputs[i]->dtype() != dt)
+      return kernelError(ctx, "inputs differ in dtype: " + first.describe() + " vs " +
+                                  ctx.inputs[i]->describe());
+    all.push_back(ctx.inputs[i]);
+  }
+  if (auto e = broadcastAll(ctx, all, outShape))
+    return e;
+  if (!isNumeric(dt))
+    return unsupportedDType(ctx, first,
+                            "float32, float64, float16, bfloat16, int8, uint8, int32, int64");
+  return llvm::Error::success();
+}
+
+namespace {
+
+template <bool IsAnd> llvm::Error logicKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planLogic(ctx, shape))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  ctx.outputs[0] = binaryLoop<uint8_t, uint8_t>(a, b, shape, DType::Bool, [](uint8_t p, uint8_t q) {
+    return static_cast<uint8_t>(IsAnd ? (p && q) : (p || q));
+  });
+  return llvm::Error::success();
+}
+
+template <bool IsGE> llvm::Error compareKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planCompare(ctx, shape))
+    return e;
+  const Tensor &a = *input(ctx, 0), &b = *input(ctx, 1);
+  Tensor aw = widen(a), bw = widen(b);
+  visitNumeric(aw.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ctx.outputs[0] = binaryLoop<T, uint8_t>(aw, bw, shape, DType::Bool, [](T p, T q) {
+      return static_cast<uint8_t>(IsGE ? p >= q : p <= q);
+    });
+  });
+  return llvm::Error::success();
+}
+
+template <bool IsMax> llvm::Error minMaxKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = planMinMax(ctx, shape))
+    return e;
+  size_t n = ctx.inputs.size();
+  const Tensor &first = *input(ctx, 0);
+  DType dt = first.dtype();
+  Tensor acc = widen(first);
+  visitNumeric(acc.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    auto pick = [](T p, T q) -> T {
+      if constexpr (std::is_floating_point_v<T>)
+        if (std::isnan(p) || std::isnan(q))
+          return std::numeric_limits<T>::quiet_NaN();
+      return IsMax ? (q > p ? q : p) : (q < p ? q : p);
+    };
+    if (n == 1)
+      acc = broadcastTo(acc, shape).clone();
+    for (size_t i = 1; i < n; ++i) {
+      Tensor next = widen(*ctx.inputs[i]);
+      std::vector<int64_t> s;
+      broadcastShapes(acc.shape(), next.shape(), s);
+      acc = binaryLoop<T, T>(acc, next, s, acc.dtype(), pick);
+    }
+  });
+  ctx.outputs[0] = narrow(acc, dt);
+  return llvm::Error::success();
+}
+
+} // namespace
+
 void registerElementwiseKernels(KernelRegistry &reg) {
   static_assert(sizeof(Half) == 2 && sizeof(BF16) == 2 && sizeof(Bool8) == 1, "layout");
   reg.add("", "Add", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Add); });
@@ -1097,9 +1269,17 @@ void registerElementwiseKernels(KernelRegistry &reg) {
   reg.add("", "Reciprocal", [](KernelContext &c) { return unaryKernel<ReciprocalOp>(c, false); });
   reg.add("", "Gelu", geluKernel);
 
-  reg.add("", "Softmax", softmaxKernel<false>);
-  reg.add("", "LogSoftmax", softmaxKernel<true>);
   reg.add("", "Cast", castKernel);
+  reg.add("", "Where", whereKernel);
+  reg.add("", "Sin", trigKernel<true>);
+  reg.add("", "Cos", trigKernel<false>);
+  reg.add("", "Not", notKernel);
+  reg.add("", "And", logicKernel<true>);
+  reg.add("", "Or", logicKernel<false>);
+  reg.add("", "GreaterOrEqual", compareKernel<true>);
+  reg.add("", "LessOrEqual", compareKernel<false>);
+  reg.add("", "Max", minMaxKernel<true>);
+  reg.add("", "Min", minMaxKernel<false>);
 }
 
 } // namespace qn::rt::cpu

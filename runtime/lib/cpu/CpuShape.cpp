@@ -1,4 +1,8 @@
-//===- CpuShape.cpp - Shape-manipulating CPU kernels -----------------------===//
+//===- CpuShape.cpp - Shape and data-movement CPU kernels ------------------===//
+//
+// Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose, Slice, Concat,
+// Gather, Shape, Constant, Expand, Range, ConstantOfShape, Split, Trilu (the
+// ops of cuda/CudaShape.cpp, and Range and ConstantOfShape).
 //
 // Reshape, Flatten, Squeeze, Unsqueeze and Identity return views that share
 // the input's buffer (no copy); kernels never write into their inputs.
@@ -8,7 +12,9 @@
 #include "CpuCommon.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "onnx/onnx_pb.h"
 #include "qn/runtime/TensorProto.h"
@@ -547,6 +553,285 @@ llvm::Error gatherKernel(KernelContext &ctx) {
 
 } // namespace
 
+//===----------------------------------------------------------------------===//
+// Expand
+//===----------------------------------------------------------------------===//
+
+llvm::Error expandShape(const KernelContext &ctx, std::vector<int64_t> &shape) {
+  if (auto e = checkArity(ctx, 2, 2))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  auto spec = readInts(ctx, *input(ctx, 1), "shape input");
+  if (!spec)
+    return spec.takeError();
+  for (int64_t d : *spec)
+    if (d < 0)
+      return kernelError(ctx, "shape " + shapeStr(*spec) + " has a negative dimension");
+  if (!isSupported(x.dtype()))
+    return unsupportedDType(ctx, x, "any defined dtype");
+  if (!broadcastShapes(x.shape(), *spec, shape))
+    return kernelError(ctx, "cannot expand " + x.describe() + " to " + shapeStr(*spec));
+  int64_t n;
+  if (!checkedNumel(shape, 8, n))
+    return kernelError(ctx, "output shape overflows: " + shapeStr(shape));
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error expandKernel(KernelContext &ctx) {
+  std::vector<int64_t> shape;
+  if (auto e = expandShape(ctx, shape))
+    return e;
+  ctx.outputs[0] = broadcastTo(*input(ctx, 0), shape);
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Range, ConstantOfShape
+//===----------------------------------------------------------------------===//
+
+constexpr int64_t kMaxRangeElems = int64_t(1) << 40;
+
+template <class T>
+llvm::Error rangeOf(KernelContext &ctx, T s, T l, T d, DType dt) {
+  int64_t n;
+  if constexpr (std::is_floating_point_v<T>) {
+    double c = std::ceil((static_cast<double>(l) - s) / d);
+    if (d == 0 || std::isnan(c))
+      return kernelError(ctx, "delta must be non-zero and the bounds finite");
+    if (c > static_cast<double>(kMaxRangeElems))
+      return kernelError(ctx, strCat("range has too many elements (", c, ")"));
+    n = c > 0 ? static_cast<int64_t>(c) : 0;
+  } else {
+    if (d == 0)
+      return kernelError(ctx, "delta must be non-zero");
+    // In 128 bits: limit - start can overflow int64.
+    __int128 span = static_cast<__int128>(l) - s, dd = d;
+    __int128 c = 0;
+    if (span != 0 && (span > 0) == (dd > 0)) {
+      c = span / dd;
+      if (c * dd != span)
+        ++c;
+    }
+    if (c > kMaxRangeElems)
+      return kernelError(ctx, "range has too many elements");
+    n = static_cast<int64_t>(c);
+  }
+  Tensor y = Tensor::empty(dt, {n});
+  T *o = y.data<T>();
+  for (int64_t i = 0; i < n; ++i) // start + i * delta, as the ONNX spec writes it
+    o[i] = static_cast<T>(s + static_cast<std::conditional_t<std::is_floating_point_v<T>, T,
+                                                             int64_t>>(i) * d);
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+llvm::Error rangeKernel(KernelContext &ctx) {
+  if (auto e = checkArity(ctx, 3, 3))
+    return e;
+  const Tensor *in[3] = {input(ctx, 0), input(ctx, 1), input(ctx, 2)};
+  DType dt = in[0]->dtype();
+  for (const Tensor *t : in) {
+    if (t->dtype() != dt)
+      return kernelError(ctx, strCat("start, limit and delta differ in dtype: ", in[0]->describe(),
+                                     ", ", in[1]->describe(), ", ", in[2]->describe()));
+    if (t->numel() != 1 || t->rank() > 1)
+      return kernelError(ctx, "start, limit and delta must be scalars, got " + t->describe());
+  }
+  auto v = [&](auto tag, int i) { return in[i]->data<decltype(tag)>()[0]; };
+  switch (dt) {
+  case DType::Float:
+    return rangeOf<float>(ctx, v(float{}, 0), v(float{}, 1), v(float{}, 2), dt);
+  case DType::Double:
+    return rangeOf<double>(ctx, v(double{}, 0), v(double{}, 1), v(double{}, 2), dt);
+  case DType::Int32:
+    return rangeOf<int32_t>(ctx, v(int32_t{}, 0), v(int32_t{}, 1), v(int32_t{}, 2), dt);
+  case DType::Int64:
+    return rangeOf<int64_t>(ctx, v(int64_t{}, 0), v(int64_t{}, 1), v(int64_t{}, 2), dt);
+  default:
+    return unsupportedDType(ctx, *in[0], "float32, float64, int32, int64");
+  }
+}
+
+llvm::Error constantOfShapeKernel(KernelContext &ctx) {
+  if (auto e = checkArity(ctx, 1, 1))
+    return e;
+  auto shape = readInts(ctx, *input(ctx, 0), "shape input");
+  if (!shape)
+    return shape.takeError();
+  int64_t n;
+  if (!checkedNumel(*shape, 8, n))
+    return kernelError(ctx, "invalid output shape " + shapeStr(*shape));
+  Tensor value = Tensor::zeros(DType::Float, {1});
+  for (const auto &a : ctx.node.attribute()) {
+    if (a.name() != "value")
+      continue;
+    auto t = tensorFromProto(a.t());
+    if (!t)
+      return kernelError(ctx, "bad value attribute: " + llvm::toString(t.takeError()));
+    if (t->numel() != 1)
+      return kernelError(ctx, "value must hold exactly one element, got " + t->describe());
+    value = std::move(*t);
+  }
+  size_t es = dtypeSize(value.dtype());
+  if (es == 0)
+    return unsupportedDType(ctx, value, "any defined dtype");
+  Tensor y = Tensor::empty(value.dtype(), *shape);
+  char *o = static_cast<char *>(y.raw());
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(o + i * es, value.raw(), es);
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Split, Trilu
+//===----------------------------------------------------------------------===//
+
+} // namespace
+
+llvm::Error splitSizes(const KernelContext &ctx, int64_t &axisOut, std::vector<int64_t> &sizes) {
+  if (auto e = checkArity(ctx, 1, 2))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  size_t es = dtypeSize(x.dtype());
+  if (!isSupported(x.dtype()) || es == 0)
+    return unsupportedDType(ctx, x, "any defined dtype");
+  if (x.rank() == 0)
+    return kernelError(ctx, "cannot split a 0-d tensor");
+  int64_t axis = attrInt(ctx.node, "axis", 0);
+  if (auto e = normalizeAxis(ctx, axis, x.rank()))
+    return e;
+  int64_t d = x.dim(axis);
+  int64_t outs = static_cast<int64_t>(ctx.outputs.size());
+  sizes.clear();
+  if (const Tensor *s = input(ctx, 1)) {
+    auto v = readInts(ctx, *s, "split input");
+    if (!v)
+      return v.takeError();
+    sizes = std::move(*v);
+  } else if (hasAttr(ctx.node, "split")) { // opset < 13
+    sizes = attrInts(ctx.node, "split");
+  } else if (hasAttr(ctx.node, "num_outputs")) { // opset 18
+    int64_t k = attrInt(ctx.node, "num_outputs", 0);
+    if (k < 1 || k != outs)
+      return kernelError(ctx, strCat("num_outputs ", k, " does not match the ", outs, " outputs"));
+    int64_t each = (d + k - 1) / k;
+    for (int64_t i = 0; i < k; ++i)
+      sizes.push_back(std::clamp<int64_t>(d - i * each, 0, each));
+  } else {
+    if (outs < 1 || d % outs != 0)
+      return kernelError(ctx, strCat("cannot split axis ", axis, " of ", x.describe(),
+                                     " into ", outs, " equal parts"));
+    sizes.assign(outs, d / outs);
+  }
+  if (static_cast<int64_t>(sizes.size()) != outs)
+    return kernelError(ctx, strCat("split ", shapeStr(sizes), " has ", sizes.size(),
+                                   " entries for ", outs, " outputs"));
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    if (s < 0)
+      return kernelError(ctx, "split " + shapeStr(sizes) + " has a negative size");
+    total += s;
+  }
+  if (total != d)
+    return kernelError(ctx, strCat("split ", shapeStr(sizes), " sums to ", total,
+                                   ", not the size ", d, " of axis ", axis, " of ",
+                                   x.describe()));
+  axisOut = axis;
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error splitKernel(KernelContext &ctx) {
+  int64_t axis;
+  std::vector<int64_t> sizes;
+  if (auto e = splitSizes(ctx, axis, sizes))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  size_t es = dtypeSize(x.dtype());
+  int64_t d = x.dim(axis);
+  int64_t outs = static_cast<int64_t>(ctx.outputs.size());
+  int64_t outer = 1, inner = 1;
+  for (int64_t k = 0; k < axis; ++k)
+    outer *= x.dim(k);
+  for (int64_t k = axis + 1; k < x.rank(); ++k)
+    inner *= x.dim(k);
+  const char *src = static_cast<const char *>(x.raw());
+  size_t rowBytes = static_cast<size_t>(d * inner) * es;
+  size_t off = 0;
+  for (int64_t i = 0; i < outs; ++i) {
+    std::vector<int64_t> shape = x.shape();
+    shape[axis] = sizes[i];
+    Tensor y = Tensor::empty(x.dtype(), shape);
+    size_t chunk = static_cast<size_t>(sizes[i] * inner) * es;
+    if (chunk)
+      for (int64_t o = 0; o < outer; ++o)
+        std::memcpy(static_cast<char *>(y.raw()) + o * chunk, src + o * rowBytes + off, chunk);
+    off += chunk;
+    ctx.outputs[i] = std::move(y);
+  }
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error triluParams(const KernelContext &ctx, int64_t &kOut, bool &upperOut) {
+  if (auto e = checkArity(ctx, 1, 2))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  size_t es = dtypeSize(x.dtype());
+  if (!isSupported(x.dtype()) || es == 0)
+    return unsupportedDType(ctx, x, "any defined dtype");
+  if (x.rank() < 2)
+    return kernelError(ctx, "input must have rank >= 2, got " + x.describe());
+  int64_t k = 0;
+  if (const Tensor *kt = input(ctx, 1)) {
+    auto v = readInts(ctx, *kt, "k input");
+    if (!v)
+      return v.takeError();
+    if (v->size() != 1)
+      return kernelError(ctx, "k must be a scalar, got " + kt->describe());
+    k = (*v)[0];
+  }
+  kOut = k;
+  upperOut = attrInt(ctx.node, "upper", 1) != 0;
+  return llvm::Error::success();
+}
+
+namespace {
+
+llvm::Error triluKernel(KernelContext &ctx) {
+  int64_t k;
+  bool upper;
+  if (auto e = triluParams(ctx, k, upper))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  size_t es = dtypeSize(x.dtype());
+  int64_t rows = x.dim(-2), cols = x.dim(-1);
+  int64_t mats = rows > 0 && cols > 0 ? x.numel() / (rows * cols) : 0;
+  Tensor y = Tensor::zeros(x.dtype(), x.shape());
+  const char *src = static_cast<const char *>(x.raw());
+  char *dst = static_cast<char *>(y.raw());
+  // Row i keeps columns j with j - i >= k (upper) or j - i <= k (lower).
+  k = std::clamp<int64_t>(k, -rows - 1, cols + 1);
+  for (int64_t m = 0; m < mats; ++m)
+    for (int64_t i = 0; i < rows; ++i) {
+      int64_t lo = upper ? std::clamp<int64_t>(i + k, 0, cols) : 0;
+      int64_t hi = upper ? cols : std::clamp<int64_t>(i + k + 1, 0, cols);
+      size_t base = static_cast<size_t>((m * rows + i) * cols);
+      if (hi > lo)
+        std::memcpy(dst + (base + lo) * es, src + (base + lo) * es,
+                    static_cast<size_t>(hi - lo) * es);
+    }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+} // namespace
+
 void registerShapeKernels(KernelRegistry &reg) {
   reg.add("", "Gather", gatherKernel);
   reg.add("", "Reshape", reshapeKernel);
@@ -559,6 +844,11 @@ void registerShapeKernels(KernelRegistry &reg) {
   reg.add("", "Slice", sliceKernel);
   reg.add("", "Shape", shapeKernel);
   reg.add("", "Constant", constantKernel);
+  reg.add("", "Expand", expandKernel);
+  reg.add("", "Range", rangeKernel);
+  reg.add("", "ConstantOfShape", constantOfShapeKernel);
+  reg.add("", "Split", splitKernel);
+  reg.add("", "Trilu", triluKernel);
 }
 
 } // namespace qn::rt::cpu

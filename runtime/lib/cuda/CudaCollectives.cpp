@@ -14,10 +14,10 @@
 #include <nccl.h>
 #include <thread>
 
+#include "../OpSemantics.h"
 #include "../StrCat.h"
 #include "../comm/LocalCommunicator.h"
 #include "../comm/Rendezvous.h"
-#include "../cpu/CpuCommon.h"
 #include "qn/runtime/Cuda.h"
 
 #include "llvm/ADT/StringExtras.h"

@@ -7,8 +7,8 @@
 #include <mutex>
 
 #include "../ArenaPlan.h"
+#include "../OpSemantics.h"
 #include "../StrCat.h"
-#include "../cpu/CpuCommon.h"
 #include "../CudaApi.h"
 #include "qn/runtime/Cuda.h"
 

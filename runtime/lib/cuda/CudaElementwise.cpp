@@ -5,9 +5,9 @@
 // Where Max Min.
 //
 // Each kernel runs the CPU kernel's checks in the same order with the same
-// messages (runtime/lib/cpu/CpuElementwise.cpp, CpuTransformer.cpp; the
+// messages (runtime/lib/cpu/CpuElementwise.cpp; the
 // binary ops, Max/Min, Where, Not and Cast through the planners they share,
-// declared in CpuCommon.h), then plans the broadcast once (output shape from
+// declared in OpSemantics.h), then plans the broadcast once (output shape from
 // those planners; per operand element strides, 0 on broadcast axes; size-1
 // dims dropped and neighbours merged where every operand allows) and launches
 // the one N-ary kernel of CudaElementwise.cu.
@@ -21,8 +21,8 @@
 #include "CudaDevice.h"
 #include "CudaElementwise.h"
 
+#include "../OpSemantics.h"
 #include "../StrCat.h"
-#include "../cpu/CpuCommon.h"
 
 #include <string>
 #include <vector>
@@ -193,7 +193,8 @@ llvm::Error binaryKernel(KernelContext &ctx, EwBinary kind, cpu::BinaryOp op) {
 }
 
 //===----------------------------------------------------------------------===//
-// Binary ops of CpuTransformer.cpp: And Or GreaterOrEqual LessOrEqual
+// Materialised binary ops of CpuElementwise.cpp: And Or GreaterOrEqual
+// LessOrEqual
 //===----------------------------------------------------------------------===//
 
 /// Launches `kind` over the broadcast of a and b (planned in p) into a new

@@ -14,8 +14,8 @@
 //
 // The functors are __device__ structs that see compute-type values: float for
 // float16 / bfloat16 (rounded back on store), the element type otherwise.
-// Their semantics follow the CPU kernels (runtime/lib/cpu/CpuElementwise.cpp,
-// CpuTransformer.cpp) line by line.
+// Their semantics follow the CPU kernels (runtime/lib/cpu/CpuElementwise.cpp)
+// line by line.
 //
 //===----------------------------------------------------------------------===//
 #include "CudaElementwise.h"

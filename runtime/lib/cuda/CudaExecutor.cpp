@@ -36,8 +36,8 @@
 
 #include "llvm/Support/raw_ostream.h"
 
+#include "../OpSemantics.h"
 #include "../StrCat.h"
-#include "../cpu/CpuCommon.h"
 #include "qn/runtime/Communicator.h"
 #include "qn/runtime/Cuda.h"
 

@@ -30,7 +30,7 @@
 #include "CudaDevice.h"
 #include "CudaMatMul.h"
 
-#include "../cpu/CpuCommon.h"
+#include "../OpSemantics.h"
 
 #include <climits>
 #include <cstdint>

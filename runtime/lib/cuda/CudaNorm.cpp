@@ -11,7 +11,7 @@
 //===----------------------------------------------------------------------===//
 #include "CudaNorm.h"
 
-#include "../cpu/CpuCommon.h"
+#include "../OpSemantics.h"
 #include "CudaDevice.h"
 
 #include <vector>

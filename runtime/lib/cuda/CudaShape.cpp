@@ -2,7 +2,7 @@
 //
 // Node checks and output shapes come from the CPU kernels' shared functions
 // (cpu::transposeView, sliceView, concatShape, splitSizes, expandShape,
-// gatherShape, triluParams in CpuCommon.h), so both devices accept, reject
+// gatherShape, triluParams in OpSemantics.h), so both devices accept, reject
 // and shape a node alike; the data moves in CudaShape.cu.
 //
 // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Shape and Constant run the
@@ -17,8 +17,8 @@
 //===----------------------------------------------------------------------===//
 #include "CudaShape.h"
 
+#include "../OpSemantics.h"
 #include "../StrCat.h"
-#include "../cpu/CpuCommon.h"
 #include "CudaDevice.h"
 
 #include "onnx/onnx_pb.h"
