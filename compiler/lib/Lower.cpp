@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 #include "qn/compiler/Partition.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSwitch.h"
 
@@ -197,12 +198,37 @@ struct Lowering {
     // Graph outputs that are not replicated are produced under a local name
     // and redistributed into their own name at the end.
     llvm::StringMap<std::string> localName;
-    auto keepSharded = [&](const Value *v) {
-      return opts.keepLogitsSharded && !v->constant && v->placement.isShard();
+    // The placement each graph output has in the rank plans: as required,
+    // else kept sharded (--keep-logits-sharded), else R.
+    auto target = [&](const Value *v) {
+      if (auto it = opts.outputPlacements.find(v->name); it != opts.outputPlacements.end())
+        return it->second;
+      if (opts.keepLogitsSharded && !v->constant && v->placement.isShard())
+        return v->placement;
+      return Placement::R();
     };
+    for (const auto &[name, want] : opts.outputPlacements) {
+      const Value *v = g.lookup(name);
+      if (!v || !llvm::is_contained(g.outputs, v))
+        return fail("a placement is required of '" + name + "', which is not a graph output");
+      if (v->constant && !want.isReplicated())
+        return fail("graph output '" + name + "' is a constant: it can only be R");
+      if (want.isPartial() || (want.isShard() && want.blocks != 1))
+        return fail("graph output '" + name + "': only R or S(d) can be required, not " +
+                    want.str());
+      if (want.isShard()) {
+        int64_t extent = v->hasShape && want.axis >= 0 && want.axis < v->rank()
+                             ? v->dimSize(want.axis)
+                             : -1;
+        if (extent <= 0 || extent % opts.tp)
+          return fail("graph output '" + name + "' cannot be " + want.str() + " over --tp " +
+                      llvm::Twine(opts.tp) + ": its axis " + llvm::Twine(want.axis) +
+                      (extent < 0 ? " has no static size" : " has size " + llvm::Twine(extent)));
+      }
+    }
     for (const Value *v : g.outputs) {
-      plan.outputPlacements[v->name] = keepSharded(v) ? v->placement : Placement::R();
-      if (!v->placement.isReplicated() && !v->constant && !keepSharded(v))
+      plan.outputPlacements[v->name] = target(v);
+      if (v->placement != target(v) && !v->constant)
         localName[v->name] = fresh(v->name + "__qn_local");
     }
     auto nameOf = [&](const Value *v) {
@@ -261,9 +287,9 @@ struct Lowering {
         constantName(v, Placement::R());
         continue;
       }
-      if (v->placement.isReplicated() || keepSharded(v))
+      if (v->placement == target(v))
         continue;
-      auto name = redistribute(v, nameOf(v), Placement::R(), v->name, nullptr);
+      auto name = redistribute(v, nameOf(v), target(v), v->name, nullptr);
       if (!name)
         return name.takeError();
     }

@@ -1,6 +1,7 @@
 //===- Registry.cpp - The sharding-rule registry --------------------------===//
 #include "Rules.h"
 
+#include <algorithm>
 #include <cassert>
 
 namespace qn::rules {

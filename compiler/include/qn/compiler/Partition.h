@@ -37,6 +37,11 @@ struct PartitionOptions {
   /// Graph outputs produced sharded (the logits of a vocab-parallel LM head)
   /// stay sharded instead of being gathered, for a vocab-parallel consumer.
   bool keepLogitsSharded = false;
+  /// Placements that named graph outputs must have in the rank plans
+  /// (otherwise R, or as produced with keepLogitsSharded): R or S(d), e.g. a
+  /// weight gradient that stays sharded like its weight. An output left
+  /// sharded is written by qn-run as one NAME.rankK.npy per rank.
+  std::map<std::string, Placement> outputPlacements;
 };
 
 enum class LinearStrategy { Replicate, Column, Row };
