@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "Activations.h"
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/Tensor.h"
 #include "llvm/ADT/ArrayRef.h"
@@ -200,5 +201,28 @@ struct GatherShape {
 llvm::Error gatherShape(const KernelContext &ctx, GatherShape &g);
 /// Trilu: the diagonal offset k (as given, not yet clamped) and `upper`.
 llvm::Error triluParams(const KernelContext &ctx, int64_t &k, bool &upper);
+
+//===- Parametric unary ops, IsNaN, Clip, Dropout (CpuElementwise.cpp) ---===//
+
+/// The op's row of kActs, or null.
+const ActInfo *findAct(llvm::StringRef opType);
+/// Checks an Activations.h op (one input of a dtype it takes) and reads its
+/// attributes.
+llvm::Error planAct(const KernelContext &ctx, const ActInfo &info, ActParams &p);
+/// IsNaN: one float-type input.
+llvm::Error checkIsNaN(const KernelContext &ctx);
+/// Clip: x of a float type or int32/int64/int8; the bounds from the
+/// optional inputs 1 and 2 (one-element tensors of x's dtype, read on the
+/// host) or, before opset 11, the min/max attributes. Absent bounds are
+/// +-infinity (the dtype's limits for integers).
+struct ClipPlan {
+  bool hasLo = false, hasHi = false;
+  double lo = 0, hi = 0;
+};
+llvm::Error planClip(const KernelContext &ctx, ClipPlan &p);
+/// Dropout in inference: the output is the input, the optional mask all
+/// true. A constant training_mode of true with a ratio above 0 is refused
+/// (plans are for inference).
+llvm::Error planDropout(const KernelContext &ctx, bool &wantMask);
 
 } // namespace qn::rt::cpu

@@ -313,6 +313,26 @@ def unary_chain(m):
     m.output(row(m, m.op("Erf", m.op("Identity", b)), bias=True))
 
 
+@case("BH", "BTH")
+def activations(m):
+    """The ops of runtime/lib/Activations.h, IsNaN, Clip and Dropout between a
+    column and a row Linear (sharded like any unary op)."""
+    h = column(m, m.activations(), bias=True)
+    a = m.op("Add", m.op("Softplus", h), m.op("HardSwish", h))
+    a = m.op("Add", a, m.op("LeakyRelu", h, alpha=0.1))
+    a = m.op("Add", a, m.op("Elu", h, alpha=0.7))
+    a = m.op("Add", a, m.op("Selu", h))
+    a = m.op("Add", a, m.op("HardSigmoid", h, alpha=0.3, beta=0.4))
+    r = m.op("Add", m.op("Floor", h), m.op("Ceil", h))
+    r = m.op("Add", r, m.op("Round", m.op("Mul", h, m.const(np.float32(2)))))
+    r = m.op("Add", r, m.op("Sign", h))
+    a = m.op("Add", a, m.op("Mul", r, m.const(np.float32(0.01))))
+    c = m.op("Clip", a, m.const(np.float32(-1.5)), m.const(np.float32(3.0)))
+    d = m.op("Dropout", c)
+    d = m.op("Where", m.op("IsNaN", d), m.const(np.float32(0)), d)
+    m.output(row(m, d, bias=True))
+
+
 @case("BH")
 def cast_float64(m):
     h = m.op("Cast", column(m, m.activations()), to=TensorProto.DOUBLE)

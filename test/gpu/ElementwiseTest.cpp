@@ -15,6 +15,10 @@
 //
 //===----------------------------------------------------------------------===//
 #include "GpuTestUtil.h"
+#include "../../runtime/lib/Activations.h"
+#include "qn/ops/OpTable.h"
+
+#include <algorithm>
 
 #include <cstdint>
 #include <limits>
@@ -512,6 +516,68 @@ TEST(CudaElementwise, MaxMinErrors) {
   bothFail(Node("Max"), {F({2}, {1, 2}), F({3}, {1, 2, 3})}, "do not broadcast");
   bothFail(Node("Min"), {}, "at least one input");
   bothFail(Node("Max"), {F({2}, {1, 2}), Tensor()}, "");
+}
+
+} // namespace
+} // namespace qn::rt::testing
+
+//===----------------------------------------------------------------------===//
+// Activations.h ops, IsNaN, Clip, Dropout; the registry against the op table
+//===----------------------------------------------------------------------===//
+
+namespace qn::rt::testing {
+namespace {
+
+TEST(CudaElementwise, Activations) {
+  for (const ActInfo &a : kActs)
+    for (DType dt : kFloatTypes)
+      for (Shape s : {Shape{}, Shape{0}, Shape{3, 5}, Shape{1031}}) {
+        Tensor x = randomTensor(dt, s, 37, -8, 8);
+        bool exact = a.act == Act::Floor || a.act == Act::Ceil || a.act == Act::Round ||
+                     a.act == Act::Sign || a.act == Act::LeakyRelu;
+        match(Node(a.name), {x}, exact ? exactTol() : mathTol(dt),
+              std::string(a.name) + " " + dtypeName(dt) + " " + str(s));
+      }
+  Node leaky("LeakyRelu"), hs("HardSigmoid");
+  leaky.f("alpha", 0.25f);
+  hs.f("alpha", 0.5f).f("beta", 0.125f);
+  Tensor x = randomTensor(DType::Float, {257}, 5, -4, 4);
+  match(leaky, {x}, exactTol(), "alpha");
+  match(hs, {x}, mathTol(DType::Float), "alpha, beta");
+  match(Node("Sign"), {randomTensor(DType::Int32, {1031}, 43, -1000, 1000)}, exactTol(), "int32");
+  match(Node("Sign"), {I64({3}, {-7, 0, 9})}, exactTol(), "int64");
+  bothFail(Node("Softplus"), {I32({2}, {1, 2})}, "int32");
+}
+
+TEST(CudaElementwise, IsNaNClipDropout) {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+  for (DType dt : kFloatTypes) {
+    Tensor x = fromFloats(dt, {7}, {inf, -inf, nan, 0.0, -2.5, 1.5, 20});
+    match(Node("IsNaN"), {x}, exactTol(), dtypeName(dt));
+    Tensor lo = fromFloats(dt, {}, {-1.0}), hi = fromFloats(dt, {}, {2.0});
+    match(Node("Clip"), {x, lo, hi}, exactTol(), dtypeName(dt));
+    match(Node("Clip"), {x, Tensor(), hi}, exactTol(), dtypeName(dt));
+    match(Node("Clip"), {x}, exactTol(), dtypeName(dt));
+  }
+  match(Node("Clip"), {I64({4}, {-9, 0, 3, 9}), I64({}, {-2}), I64({}, {4})}, exactTol(), "int64");
+  match(Node("Clip"), {I32({4}, {-9, 0, 3, 9}), Tensor(), I32({}, {4})}, exactTol(), "int32");
+  bothFail(Node("Clip"), {F({2}, {1, 2}), I64({}, {0})}, "min must be");
+  match(Node("Dropout"), {randomTensor(DType::Float, {3, 5}, 9)}, exactTol(), "inference");
+}
+
+TEST(CudaRegistry, OpSetIsTheOpTables) {
+  // The CUDA registry holds exactly the ops the op table marks OV_Cuda.
+  KernelRegistry reg;
+  registerCudaKernels(reg);
+  std::vector<std::string> want;
+  for (const qn::ops::OpInfo &op : qn::ops::kOps)
+    if (op.runsOn(qn::ops::OV_Cuda))
+      want.push_back(op.domain == qn::ops::OD_Onnx ? std::string(op.name)
+                                                  : std::string("ai.quintnet::") + op.name);
+  std::sort(want.begin(), want.end());
+  std::vector<std::string> have = reg.names();
+  std::sort(have.begin(), have.end());
+  EXPECT_EQ(have, want);
 }
 
 } // namespace

@@ -1246,6 +1246,138 @@ template <bool IsMax> llvm::Error minMaxKernel(KernelContext &ctx) {
 
 } // namespace
 
+//===----------------------------------------------------------------------===//
+// Parametric unary ops (Activations.h), IsNaN, Clip, Dropout
+//===----------------------------------------------------------------------===//
+
+template <Act A, class T> void runAct(const T *x, T *y, int64_t n, ActParams p) {
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = applyAct<A>(x[i], p);
+}
+
+template <Act A> llvm::Error actKernel(KernelContext &ctx, const ActInfo &info) {
+  ActParams p;
+  if (auto e = planAct(ctx, info, p))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DType dt = x.dtype();
+  int64_t n = x.numel();
+  Tensor y = Tensor::empty(isHalfLike(dt) ? DType::Float : dt, x.shape());
+  switch (dt) {
+  case DType::Float:
+    runAct<A>(x.data<float>(), y.data<float>(), n, p);
+    break;
+  case DType::Double:
+    runAct<A>(x.data<double>(), y.data<double>(), n, p);
+    break;
+  case DType::Float16:
+  case DType::BFloat16: {
+    Tensor xf = toFloat32(x);
+    runAct<A>(xf.data<float>(), y.data<float>(), n, p);
+    y = fromFloat32(y, dt);
+    break;
+  }
+  default:
+    if constexpr (A == Act::Sign) {
+      if (dt == DType::Int32)
+        runAct<A>(x.data<int32_t>(), y.data<int32_t>(), n, p);
+      else if (dt == DType::Int64)
+        runAct<A>(x.data<int64_t>(), y.data<int64_t>(), n, p);
+      else
+        runAct<A>(x.data<int8_t>(), y.data<int8_t>(), n, p);
+    }
+    break;
+  }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+llvm::Error isNaNKernel(KernelContext &ctx) {
+  if (auto e = checkIsNaN(ctx))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  Tensor xf = isHalfLike(x.dtype()) ? toFloat32(x) : x;
+  Tensor y = Tensor::empty(DType::Bool, x.shape());
+  uint8_t *out = y.data<uint8_t>();
+  int64_t n = x.numel();
+  if (x.dtype() == DType::Double)
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = std::isnan(xf.data<double>()[i]);
+  else
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = std::isnan(xf.data<float>()[i]);
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+template <class T, class C> void runClip(const T *x, T *y, int64_t n, C lo, C hi) {
+  // min(max(x, lo), hi) as ONNX Runtime: NaN stays NaN.
+  for (int64_t i = 0; i < n; ++i) {
+    C v = static_cast<C>(x[i]);
+    v = v < lo ? lo : v;
+    y[i] = static_cast<T>(v > hi ? hi : v);
+  }
+}
+
+template <class T> void clipInt(const Tensor &x, Tensor &y, const ClipPlan &p) {
+  T lo = p.hasLo ? static_cast<T>(p.lo) : std::numeric_limits<T>::lowest();
+  T hi = p.hasHi ? static_cast<T>(p.hi) : std::numeric_limits<T>::max();
+  runClip<T, T>(x.data<T>(), y.data<T>(), x.numel(), lo, hi);
+}
+
+llvm::Error clipKernel(KernelContext &ctx) {
+  ClipPlan p;
+  if (auto e = planClip(ctx, p))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DType dt = x.dtype();
+  int64_t n = x.numel();
+  const double inf = std::numeric_limits<double>::infinity();
+  double lo = p.hasLo ? p.lo : -inf, hi = p.hasHi ? p.hi : inf;
+  Tensor y = Tensor::empty(isHalfLike(dt) ? DType::Float : dt, x.shape());
+  switch (dt) {
+  case DType::Float:
+    runClip<float, float>(x.data<float>(), y.data<float>(), n, float(lo), float(hi));
+    break;
+  case DType::Double:
+    runClip<double, double>(x.data<double>(), y.data<double>(), n, lo, hi);
+    break;
+  case DType::Float16:
+  case DType::BFloat16: {
+    Tensor xf = toFloat32(x);
+    runClip<float, float>(xf.data<float>(), y.data<float>(), n, float(lo), float(hi));
+    y = fromFloat32(y, dt);
+    break;
+  }
+  case DType::Int32:
+    clipInt<int32_t>(x, y, p);
+    break;
+  case DType::Int64:
+    clipInt<int64_t>(x, y, p);
+    break;
+  default:
+    clipInt<int8_t>(x, y, p);
+    break;
+  }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+llvm::Error dropoutKernel(KernelContext &ctx) {
+  bool wantMask = false;
+  if (auto e = planDropout(ctx, wantMask))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  ctx.outputs[0] = x; // inference: the identity
+  if (wantMask) {
+    Tensor mask = Tensor::empty(DType::Bool, x.shape());
+    if (x.numel())
+      std::memset(mask.raw(), 1, static_cast<size_t>(x.numel()));
+    ctx.outputs[1] = std::move(mask);
+  }
+  return llvm::Error::success();
+}
+
 void registerElementwiseKernels(KernelRegistry &reg) {
   static_assert(sizeof(Half) == 2 && sizeof(BF16) == 2 && sizeof(Bool8) == 1, "layout");
   reg.add("", "Add", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Add); });
@@ -1257,6 +1389,13 @@ void registerElementwiseKernels(KernelRegistry &reg) {
   reg.add("", "Less", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Less); });
   reg.add("", "Greater", [](KernelContext &c) { return binaryKernel(c, BinaryOp::Greater); });
 
+  for (const ActInfo &a : kActs)
+    visitAct(a.act, [&](auto tag) {
+      reg.add("", a.name, [&a](KernelContext &c) { return actKernel<decltype(tag)::value>(c, a); });
+    });
+  reg.add("", "IsNaN", isNaNKernel);
+  reg.add("", "Clip", clipKernel);
+  reg.add("", "Dropout", dropoutKernel);
   reg.add("", "Relu", [](KernelContext &c) { return unaryKernel<ReluOp>(c, true); });
   reg.add("", "Neg", [](KernelContext &c) { return unaryKernel<NegOp>(c, true); });
   reg.add("", "Abs", [](KernelContext &c) { return unaryKernel<AbsOp>(c, true); });

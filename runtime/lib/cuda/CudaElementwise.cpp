@@ -327,6 +327,75 @@ llvm::Error notKernel(KernelContext &ctx) {
   return checkLaunch(ctx);
 }
 
+llvm::Error actKernel(KernelContext &ctx, const ActInfo &info) {
+  ActParams p;
+  if (auto e = cpu::planAct(ctx, info, p))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DeviceContext &dev = cudaDev(ctx);
+  Tensor y = dev.alloc(x.dtype(), x.shape());
+  if (int64_t n = x.numel()) {
+    if (cudaError_t e = launchEwAct(info.act, p, dt(x.dtype()), x.raw(), y.raw(), n, dev.stream);
+        e != cudaSuccess)
+      return launchFailed(ctx, e);
+  }
+  ctx.outputs[0] = std::move(y);
+  return checkLaunch(ctx);
+}
+
+llvm::Error isNaNKernel(KernelContext &ctx) {
+  if (auto e = cpu::checkIsNaN(ctx))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DeviceContext &dev = cudaDev(ctx);
+  Tensor y = dev.alloc(DType::Bool, x.shape());
+  if (int64_t n = x.numel()) {
+    if (cudaError_t e = launchEwIsNaN(dt(x.dtype()), x.raw(), y.raw(), n, dev.stream);
+        e != cudaSuccess)
+      return launchFailed(ctx, e);
+  }
+  ctx.outputs[0] = std::move(y);
+  return checkLaunch(ctx);
+}
+
+/// Clip's bounds (inputs 1 and 2) are read on the host (hostInputs).
+llvm::Error clipKernel(KernelContext &ctx) {
+  cpu::ClipPlan p;
+  if (auto e = cpu::planClip(ctx, p))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  DeviceContext &dev = cudaDev(ctx);
+  Tensor y = dev.alloc(x.dtype(), x.shape());
+  if (int64_t n = x.numel()) {
+    if (cudaError_t e = launchEwClip(dt(x.dtype()), p.hasLo, p.lo, p.hasHi, p.hi, x.raw(),
+                                     y.raw(), n, dev.stream);
+        e != cudaSuccess)
+      return launchFailed(ctx, e);
+  }
+  ctx.outputs[0] = std::move(y);
+  return checkLaunch(ctx);
+}
+
+/// Dropout in inference: the output is the input; the mask, if asked for,
+/// all true (ratio and training_mode are read on the host).
+llvm::Error dropoutKernel(KernelContext &ctx) {
+  bool wantMask = false;
+  if (auto e = cpu::planDropout(ctx, wantMask))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  ctx.outputs[0] = x;
+  if (wantMask) {
+    DeviceContext &dev = cudaDev(ctx);
+    Tensor mask = dev.alloc(DType::Bool, x.shape());
+    if (int64_t n = x.numel())
+      if (cudaError_t e = cudaMemsetAsync(mask.raw(), 1, static_cast<size_t>(n), dev.stream);
+          e != cudaSuccess)
+        return launchFailed(ctx, e);
+    ctx.outputs[1] = std::move(mask);
+  }
+  return checkLaunch(ctx);
+}
+
 llvm::Error geluKernel(KernelContext &ctx) {
   std::string approx = attrString(ctx.node, "approximate", "none");
   if (approx == "none")
@@ -401,6 +470,11 @@ void registerCudaElementwiseKernels(KernelRegistry &reg) {
   un("Cos", EwUnary::Cos, false);
   reg.add("", "Gelu", geluKernel);
   reg.add("", "Cast", castKernel);
+  for (const ActInfo &a : kActs)
+    reg.add("", a.name, [&a](KernelContext &c) { return actKernel(c, a); });
+  reg.add("", "IsNaN", isNaNKernel);
+  reg.add("", "Clip", clipKernel, (1u << 1) | (1u << 2));
+  reg.add("", "Dropout", dropoutKernel, (1u << 1) | (1u << 2));
 }
 
 } // namespace qn::rt::cuda

@@ -24,6 +24,7 @@
 #include "../FastMath.h"
 
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 namespace qn::rt::cuda {
@@ -484,6 +485,28 @@ cudaError_t launchContig(F f, const void *const *ptrs, void *out, int64_t n,
   return cudaGetLastError();
 }
 
+/// An Activations.h op (the shared definition of its math).
+template <Act A> struct ActF {
+  ActParams p;
+  template <class T> __device__ T operator()(T x) const { return applyAct<A>(x, p); }
+};
+template <class C> struct ClipF {
+  C lo, hi;
+  __device__ C operator()(C x) const {
+    C v = x < lo ? lo : x;
+    return v > hi ? hi : v;
+  }
+};
+/// IsNaN: storage T in, bool (uint8) out.
+template <class T> struct IsNaNOp {
+  using Out = uint8_t;
+  static constexpr int kN = 1;
+  __device__ __forceinline__ Out operator()(const Ins<1> &in, const int64_t *off) const {
+    auto v = up(ld<T>(in.p[0], off[0]));
+    return v != v;
+  }
+};
+
 //===----------------------------------------------------------------------===//
 // Dtype dispatch
 //===----------------------------------------------------------------------===//
@@ -572,6 +595,49 @@ struct BoolDispatch {
 };
 
 } // namespace
+
+cudaError_t launchEwAct(Act op, ActParams p, int32_t dtype, const void *x, void *y, int64_t n,
+                        cudaStream_t s) {
+  cudaError_t e = cudaErrorInvalidValue;
+  const void *ptrs[1] = {x};
+  visitAct(op, [&](auto tag) {
+    constexpr Act A = decltype(tag)::value;
+    auto run = [&](auto t) {
+      using T = decltype(t);
+      e = launchContig(Unary<ActF<A>, T>{ActF<A>{p}}, ptrs, y, n, s);
+    };
+    if constexpr (A == Act::Sign)
+      dispatchSigned(dtype, run);
+    else
+      dispatchFloat(dtype, run);
+  });
+  return e;
+}
+
+cudaError_t launchEwIsNaN(int32_t dtype, const void *x, void *y, int64_t n, cudaStream_t s) {
+  cudaError_t e = cudaErrorInvalidValue;
+  const void *ptrs[1] = {x};
+  dispatchFloat(dtype, [&](auto t) {
+    using T = decltype(t);
+    e = launchContig(IsNaNOp<T>{}, ptrs, y, n, s);
+  });
+  return e;
+}
+
+cudaError_t launchEwClip(int32_t dtype, bool hasLo, double lo, bool hasHi, double hi,
+                         const void *x, void *y, int64_t n, cudaStream_t s) {
+  cudaError_t e = cudaErrorInvalidValue;
+  const void *ptrs[1] = {x};
+  dispatchSigned(dtype, [&](auto t) {
+    using T = decltype(t);
+    using C = Comp<T>;
+    using L = std::numeric_limits<C>;
+    C l = hasLo ? static_cast<C>(lo) : L::has_infinity ? -L::infinity() : L::lowest();
+    C h = hasHi ? static_cast<C>(hi) : L::has_infinity ? L::infinity() : L::max();
+    e = launchContig(Unary<ClipF<C>, T>{ClipF<C>{l, h}}, ptrs, y, n, s);
+  });
+  return e;
+}
 
 cudaError_t launchEwUnary(EwUnary op, int32_t dtype, const void *x, void *y, int64_t n,
                           cudaStream_t s) {

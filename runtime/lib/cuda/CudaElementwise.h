@@ -16,6 +16,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../Activations.h"
 #include "CudaFault.h"
 
 namespace qn::rt::cuda {
@@ -60,6 +61,16 @@ cudaError_t launchEwUnary(EwUnary op, int32_t dtype, const void *x, void *y, int
 cudaError_t launchEwBinary(EwBinary op, int32_t dtype, const EwLayout &layout, const void *a,
                            const void *b, void *y, int64_t n, cudaStream_t stream,
                            FaultSite fault = {});
+/// An Activations.h op, y[i] = applyAct(x[i]), same dtype in and out (float
+/// types; Sign also int32, int64, int8).
+cudaError_t launchEwAct(Act op, ActParams p, int32_t dtype, const void *x, void *y, int64_t n,
+                        cudaStream_t stream);
+/// IsNaN: x of a float type, y bool.
+cudaError_t launchEwIsNaN(int32_t dtype, const void *x, void *y, int64_t n, cudaStream_t stream);
+/// Clip: y = min(max(x, lo), hi) (NaN stays NaN); an absent bound is
+/// -inf/+inf (the integer type's limits). Float types, int32, int64, int8.
+cudaError_t launchEwClip(int32_t dtype, bool hasLo, double lo, bool hasHi, double hi,
+                         const void *x, void *y, int64_t n, cudaStream_t stream);
 /// Where: y = c ? a : b over a broadcast layout of 3 operands (c bool; a, b
 /// and y of `elemSize` bytes: 1, 2, 4 or 8).
 cudaError_t launchEwWhere(size_t elemSize, const EwLayout &layout, const void *c, const void *a,

@@ -57,12 +57,16 @@ TEST(OpTable, NamesAreUniquePerDomain) {
 // The compiler shards only ops that the op table knows and that every
 // device can run (a sharded op runs on the activations, on the CPU or the
 // GPU). The runtime tests check each device's registry against the table.
-TEST(RuleRegistry, ShardsOnlyTableOps) {
+TEST(RuleRegistry, ShardsOnlyOpsEveryDeviceRuns) {
   std::vector<std::string> ruled = rules::shardingRules().ops();
   EXPECT_GT(ruled.size(), 40u);
   for (const std::string &op : ruled) {
     const ops::OpInfo *info = ops::findOp("", op);
     ASSERT_NE(info, nullptr) << "a sharding rule for '" << op << "', which the op table lacks";
+    EXPECT_TRUE(info->runsOn(ops::OV_Cpu))
+        << "the compiler shards '" << op << "' but the CPU device has no kernel for it";
+    EXPECT_TRUE(info->runsOn(ops::OV_Cuda))
+        << "the compiler shards '" << op << "' but the CUDA device has no kernel for it";
   }
   // Families come from the table's kinds: every unary op has the unary rule.
   for (const ops::OpInfo &op : ops::kOps)
@@ -83,7 +87,9 @@ TEST(GradRuleRegistry, KnowsOnlyTableOps) {
 TEST(OutputPlacements, RequiredShardKeepsColumnOutputSharded) {
   auto g = parse(kLone);
   ASSERT_TRUE(g);
-  PartitionOptions o{2, 0};
+  PartitionOptions o;
+  o.tp = 2;
+  o.replicateBelowBytes = 0;
   auto gathered = partition(*g, o);
   ASSERT_TRUE(bool(gathered)) << llvm::toString(gathered.takeError());
   EXPECT_EQ(gathered->collectiveCounts["AllGather"], 2);
@@ -101,7 +107,9 @@ TEST(OutputPlacements, RequiredShardKeepsColumnOutputSharded) {
 TEST(OutputPlacements, ReplicatedValueRequiredShardedIsSlicedLocally) {
   auto g = parse(kLone);
   ASSERT_TRUE(g);
-  PartitionOptions o{2, 0};
+  PartitionOptions o;
+  o.tp = 2;
+  o.replicateBelowBytes = 0;
   o.outputPlacements["z"] = Placement::S(1);
   auto plan = partition(*g, o);
   ASSERT_TRUE(bool(plan)) << llvm::toString(plan.takeError());
@@ -124,7 +132,9 @@ TEST(OutputPlacements, BadRequestsAreErrors) {
   for (const Case &c : cases) {
     auto g = parse(kLone);
     ASSERT_TRUE(g);
-    PartitionOptions o{4, 0};
+    PartitionOptions o;
+    o.tp = 4;
+    o.replicateBelowBytes = 0;
     o.outputPlacements[c.output] = c.want;
     auto plan = partition(*g, o);
     ASSERT_FALSE(bool(plan)) << c.output;

@@ -41,7 +41,7 @@ struct PartitionOptions {
   /// (otherwise R, or as produced with keepLogitsSharded): R or S(d), e.g. a
   /// weight gradient that stays sharded like its weight. An output left
   /// sharded is written by qn-run as one NAME.rankK.npy per rank.
-  std::map<std::string, Placement> outputPlacements;
+  std::map<std::string, Placement> outputPlacements = {};
 };
 
 enum class LinearStrategy { Replicate, Column, Row };
@@ -123,7 +123,7 @@ struct Plan {
   std::map<std::string, int> collectiveCounts; // by op type
   std::map<std::string, CollectiveStats> collectiveStats;
   /// Placement of each graph output in the rank plans (R unless kept sharded).
-  std::map<std::string, Placement> outputPlacements;
+  std::map<std::string, Placement> outputPlacements = {};
 };
 
 /// Recognises the Linear layers of `g` (in topological order).
