@@ -2,7 +2,8 @@
 //
 // A chain of elementwise ONNX nodes (bias add, GELU as exporters write it,
 // residual adds, scaling) evaluated per element in registers: one pass over
-// memory instead of one per node. Plain C++ shared by the host (planning,
+// memory instead of one per node. Which ops may join comes from the op table
+// (OF_Fusable). Plain C++ shared by the host (planning,
 // tests) and nvcc (runtime/lib/cuda/CudaFused.cu): no LLVM, no ONNX here.
 //
 //===----------------------------------------------------------------------===//
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "Activations.h"
 #include "FastMath.h" // fastErf, QN_HD
 
 namespace qn::rt {
@@ -17,38 +19,33 @@ namespace qn::rt {
 constexpr int kFuseMaxInputs = 8;
 constexpr int kFuseMaxInstrs = 32;
 
+/// Opcodes: loads and constants, the two Gelu forms, the Activations.h ops
+/// (FO_Act, the op in FuseInstr::act) and one FO_<Name> per op of the op
+/// table (qn/ops/Ops.def), of which evalFused runs those marked OF_Fusable.
 enum FuseOp : uint8_t {
   FO_Load,  // r = input[a]
   FO_Const, // r = c
-  FO_Add,
-  FO_Sub,
-  FO_Mul,
-  FO_Div,
-  FO_Pow,
-  FO_Max,
-  FO_Min,
-  FO_Relu,
-  FO_Neg,
-  FO_Abs,
-  FO_Tanh,
-  FO_Sigmoid,
-  FO_Erf,
-  FO_Exp,
-  FO_Log,
-  FO_Sqrt,
-  FO_Reciprocal,
-  FO_Sin,
-  FO_Cos,
   FO_GeluErf,
   FO_GeluTanh,
+  FO_Act, // r = applyAct(act, a, {c, d})
+  FO_FirstTableOp,
+#define QN_OP(Name, ...) FO_##Name,
+#include "qn/ops/Ops.def"
 };
+
+/// The opcode of op table entry `index` (qn::ops::kOps[index]).
+constexpr FuseOp fuseOpOfTableIndex(int index) {
+  return static_cast<FuseOp>(FO_FirstTableOp + 1 + index);
+}
 
 /// Instruction i writes register i; a and b name earlier registers (or, for
 /// FO_Load, the input slot).
 struct FuseInstr {
   uint8_t op = FO_Const;
   uint8_t a = 0, b = 0;
-  float c = 0;
+  uint8_t act = 0; // FO_Act: the Act
+  float c = 0;     // FO_Const: the value; FO_Act: the first attribute
+  float d = 0;     // FO_Act: the second attribute
 };
 
 struct FuseProgram {
@@ -94,6 +91,7 @@ QN_HD inline float evalFused(const FuseProgram &p, const float *in) {
     case FO_Sin: v = sinf(x); break;
     case FO_Cos: v = cosf(x); break;
     case FO_GeluErf: v = 0.5f * x * (1.f + fastErf(x * 0.70710678118654752f)); break;
+    case FO_Act: v = applyActDyn(static_cast<Act>(k.act), x, ActParams{k.c, k.d}); break;
     case FO_GeluTanh:
       v = 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
       break;

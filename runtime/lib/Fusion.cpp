@@ -6,43 +6,46 @@
 #include <set>
 
 #include "onnx/onnx_pb.h"
+#include "OpSemantics.h"
+#include "qn/ops/OpTable.h"
 #include "qn/runtime/Kernel.h"
 
 namespace qn::rt {
 namespace {
 
-/// The opcode and arity of a fusable node, or false.
-bool fusableOp(const onnx::NodeProto &n, FuseOp &op, int &arity) {
-  if (!n.domain().empty() && n.domain() != "ai.onnx")
-    return false;
-  static const std::map<std::string, std::pair<FuseOp, int>> table = {
-      {"Add", {FO_Add, 2}},         {"Sub", {FO_Sub, 2}},     {"Mul", {FO_Mul, 2}},
-      {"Div", {FO_Div, 2}},         {"Pow", {FO_Pow, 2}},     {"Max", {FO_Max, 2}},
-      {"Min", {FO_Min, 2}},         {"Relu", {FO_Relu, 1}},   {"Neg", {FO_Neg, 1}},
-      {"Abs", {FO_Abs, 1}},         {"Tanh", {FO_Tanh, 1}},   {"Sigmoid", {FO_Sigmoid, 1}},
-      {"Erf", {FO_Erf, 1}},         {"Exp", {FO_Exp, 1}},     {"Log", {FO_Log, 1}},
-      {"Sqrt", {FO_Sqrt, 1}},       {"Reciprocal", {FO_Reciprocal, 1}},
-      {"Sin", {FO_Sin, 1}},         {"Cos", {FO_Cos, 1}},
-  };
-  if (n.op_type() == "Gelu") {
-    std::string a = attrString(n, "approximate", "none");
-    if (a != "none" && a != "tanh")
-      return false;
-    op = a == "none" ? FO_GeluErf : FO_GeluTanh;
-    arity = 1;
-    return n.input_size() == 1 && n.output_size() == 1;
-  }
-  auto it = table.find(n.op_type());
-  if (it == table.end())
-    return false;
-  op = it->second.first;
-  arity = it->second.second;
-  if (n.input_size() != arity || n.output_size() != 1)
+/// The instruction (opcode, Activations.h op and attributes) and arity of a
+/// fusable node, or false. Fusable: an op the op table marks OF_Fusable, of
+/// one output, with its inputs all given (Max/Min: two).
+bool fusableOp(const onnx::NodeProto &n, FuseInstr &instr, int &arity) {
+  const ops::OpInfo *info = ops::findOp(n.domain(), n.op_type());
+  if (!info || info->domain != ops::OD_Onnx || n.output_size() != 1 || n.output(0).empty())
     return false;
   for (const std::string &in : n.input())
     if (in.empty())
       return false;
-  return !n.output(0).empty();
+  instr = FuseInstr{};
+  if (n.op_type() == "Gelu") {
+    std::string a = attrString(n, "approximate", "none");
+    if (a != "none" && a != "tanh")
+      return false;
+    instr.op = a == "none" ? FO_GeluErf : FO_GeluTanh;
+    arity = 1;
+    return n.input_size() == 1;
+  }
+  if (!info->has(ops::OF_Fusable))
+    return false;
+  arity = info->kind == ops::OK_Unary ? 1 : 2;
+  if (n.input_size() != arity)
+    return false;
+  if (const ActInfo *act = cpu::findAct(n.op_type())) {
+    instr.op = FO_Act;
+    instr.act = static_cast<uint8_t>(act->act);
+    instr.c = act->attrA ? attrFloat(n, act->attrA, act->defaultA) : 0.f;
+    instr.d = act->attrB ? attrFloat(n, act->attrB, act->defaultB) : 0.f;
+    return true;
+  }
+  instr.op = fuseOpOfTableIndex(static_cast<int>(info - ops::kOps));
+  return true;
 }
 
 struct Builder {
@@ -127,12 +130,11 @@ struct Builder {
     return true;
   }
 
-  void add(size_t si, const Schedule::Step &s, FuseOp op,
+  void add(size_t si, const Schedule::Step &s, const FuseInstr &op,
            const std::function<bool(int, float &)> &scalarConstant) {
     int a = regOf(s.inputs[0], scalarConstant);
     int b = s.inputs.size() > 1 ? regOf(s.inputs[1], scalarConstant) : a;
-    FuseInstr in;
-    in.op = op;
+    FuseInstr in = op;
     in.a = static_cast<uint8_t>(a);
     in.b = static_cast<uint8_t>(b);
     int r = g.program.numInstrs++;
@@ -156,10 +158,11 @@ struct Analysis {
   std::vector<bool> isOutput;
   std::vector<int> producer;  // step producing each value, -1 for none
   std::vector<int> opOf;      // FuseOp of each fusable step, -1 otherwise
+  std::vector<FuseInstr> instrOf; // its instruction (operands unset)
 
   Analysis(const Schedule &s, const std::function<bool(int, float &)> &sc)
       : sched(s), scalarConstant(sc), readers(s.numValues), isOutput(s.numValues, false),
-        producer(s.numValues, -1), opOf(s.steps.size(), -1) {
+        producer(s.numValues, -1), opOf(s.steps.size(), -1), instrOf(s.steps.size()) {
     for (size_t i = 0; i < s.steps.size(); ++i) {
       for (int v : s.steps[i].inputs)
         if (v >= 0)
@@ -167,10 +170,12 @@ struct Analysis {
       for (int v : s.steps[i].outputs)
         if (v >= 0)
           producer[v] = static_cast<int>(i);
-      FuseOp op;
+      FuseInstr op;
       int arity;
-      if (fusableOp(*s.steps[i].node, op, arity) && s.steps[i].outputs[0] >= 0)
-        opOf[i] = op;
+      if (fusableOp(*s.steps[i].node, op, arity) && s.steps[i].outputs[0] >= 0) {
+        opOf[i] = op.op;
+        instrOf[i] = op;
+      }
     }
     for (int v : s.outputIds)
       isOutput[v] = true;
@@ -223,7 +228,7 @@ struct Analysis {
         join = open.size();
         open.emplace_back();
       }
-      open[join].add(si, s, static_cast<FuseOp>(opOf[si]), scalarConstant);
+      open[join].add(si, s, instrOf[si], scalarConstant);
       openByOutput[open[join].g.output] = join;
     }
     for (Builder &b : open)
@@ -282,7 +287,7 @@ findFusionGroups(const Schedule &sched, const std::function<bool(int, float &)> 
         ok = false;
         break;
       }
-      b.add(si, sched.steps[si], static_cast<FuseOp>(an.opOf[si]), scalarConstant);
+      b.add(si, sched.steps[si], an.instrOf[si], scalarConstant);
     }
     if (ok)
       an.finish(b, groups);

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "../../../runtime/lib/Fusion.h"
+#include "qn/ops/OpTable.h"
 #include "qn/runtime/Executor.h"
 #include "qn/runtime/Kernel.h"
 #include "qn/runtime/TensorProto.h"
@@ -224,6 +225,34 @@ chain (float[4,5] x, float[5] z) => (float[4,5] y) {
     in[k] = g.inputs[k] == f.sched.inputIds[0].second ? random({4, 5}, 3)
                                                       : random({5}, 4, 0.5f, 3.f); // z > 0
   expectNear(evalFusionGroupOnHost(g, in), runMembers(f, g, in), 2e-5f);
+}
+
+TEST(Fusion, EveryOpTheTableMarksFusableFusesAndAgreesWithItsKernel) {
+  // For each OF_Fusable op of the op table: Op then Add (a unary op) or Op
+  // then Neg (a binary one) is one group, whose program matches the CPU
+  // kernels node by node. Operands in (0.5, 3): every op is defined there.
+  int checked = 0;
+  for (const qn::ops::OpInfo &op : qn::ops::kOps) {
+    if (!op.has(qn::ops::OF_Fusable))
+      continue;
+    SCOPED_TRACE(op.name);
+    bool unary = op.kind == qn::ops::OK_Unary;
+    std::string text = std::string(R"(<ir_version: 8, opset_import: ["" : 20]>
+g (float[4,5] x, float[5] z) => (float[4,5] y) {
+)") + (unary ? std::string("  a = ") + op.name + "(x)\n  y = Add(a, z)\n"
+             : std::string("  a = ") + op.name + "(x, z)\n  y = Neg(a)\n") + "}\n";
+    Fixture f = analyse(text.c_str());
+    ASSERT_EQ(f.groups.size(), 1u);
+    const FusionGroup &g = f.groups[0];
+    ASSERT_EQ(opsOf(f, g), (std::vector<std::string>{op.name, unary ? "Add" : "Neg"}));
+    std::vector<Tensor> in(g.inputs.size());
+    for (size_t k = 0; k < in.size(); ++k)
+      in[k] = g.inputs[k] == f.sched.inputIds[0].second ? random({4, 5}, 7, 0.5f, 3.f)
+                                                        : random({5}, 8, 0.5f, 3.f);
+    expectNear(evalFusionGroupOnHost(g, in), runMembers(f, g, in), 2e-6f);
+    ++checked;
+  }
+  EXPECT_GE(checked, 29);
 }
 
 TEST(Fusion, ValuesWithOtherReadersAreNotSwallowed) {
