@@ -109,6 +109,14 @@ Executor::create(RankProgram program, const KernelRegistry &kernels, Communicato
   return ex;
 }
 
+llvm::Expected<Tensor> Executor::state(llvm::StringRef name) {
+  if (!program_.state.contains(name))
+    return fail("'" + name + "' is not mutable state of this rank program" +
+                (program_.constants.count(name) ? " (a mapped, read-only weight)" : ""));
+  // constants_ shares the buffer: writes through it reach the next run.
+  return program_.constants[name];
+}
+
 llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> &inputs,
                                                   RunStats *stats) {
   auto start = Clock::now();

@@ -157,6 +157,17 @@ llvm::Expected<RankProgram> loadRank(const PlanManifest &plan, int rank) {
                              std::shared_ptr<llvm::MemoryBuffer>(std::move(*bin)));
 }
 
+llvm::Error RankProgram::makeState(llvm::StringRef name) {
+  auto it = constants.find(name);
+  if (it == constants.end())
+    return fail("cannot make '" + name + "' mutable state: the rank program has no initializer " +
+                "of that name");
+  if (!state.insert(name).second)
+    return llvm::Error::success();
+  it->second = it->second.clone();
+  return llvm::Error::success();
+}
+
 llvm::Expected<RankProgram> loadRankFromBuffers(const PlanManifest &plan, int rank,
                                                 llvm::StringRef modelBytes,
                                                 std::shared_ptr<llvm::MemoryBuffer> bin) {

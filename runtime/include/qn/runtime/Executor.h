@@ -74,6 +74,11 @@ public:
                                           RunStats *stats = nullptr) override;
   const std::vector<std::string> &outputNames() const override { return outputNames_; }
 
+  /// The buffer of mutable state `name` (RankProgram::makeState): what is
+  /// written into it is what the next run reads. An error for a name that is
+  /// not mutable state (a mapped weight cannot be written).
+  llvm::Expected<Tensor> state(llvm::StringRef name);
+
 private:
   RankProgram program_;
   Communicator *comm_ = nullptr;

@@ -6,6 +6,7 @@
 
 #include "qn/runtime/Tensor.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include <onnx/onnx_pb.h>
@@ -45,7 +46,18 @@ llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef
 /// One rank's program: its ONNX graph and its weights, mapped from rankK.bin.
 struct RankProgram {
   onnx::ModelProto model;
+  /// Initializers: views of the read-only mapping of rankK.bin, except the
+  /// mutable state (below), which owns a writable copy.
   llvm::StringMap<Tensor> constants;
+  /// Parameters that are mutable state (training: the weights the optimizer
+  /// updates and its moments), by name: each owns its buffer, and an
+  /// executor built from the program sees what is written into it between
+  /// runs (Executor::state).
+  llvm::StringSet<> state;
+
+  /// Makes initializer `name` mutable state: copies it out of the mapping
+  /// into a buffer of its own. An error names an unknown initializer.
+  llvm::Error makeState(llvm::StringRef name);
 };
 
 /// Loads rank `rank` of the plan: parses rankK.onnx, maps rankK.bin and
