@@ -20,6 +20,16 @@ const std::vector<std::string> &collectiveTypes() {
   return types;
 }
 
+/// AllGather moves bytes: masks and ids (bool, int8, uint8) too.
+const std::vector<std::string> &gatherTypes() {
+  static const std::vector<std::string> types = [] {
+    std::vector<std::string> t = collectiveTypes();
+    t.insert(t.end(), {"tensor(bool)", "tensor(int8)", "tensor(uint8)"});
+    return t;
+  }();
+  return types;
+}
+
 /// Output shape: the input's, with `axis` left unknown when `unknownAxis`
 /// (AllGather and ReduceScatter change it by the world size, which the graph
 /// does not carry).
@@ -51,7 +61,9 @@ onnx::OpSchema makeSchema(const char *name, const char *doc, bool hasAxis) {
       .SetDoc(doc)
       .Input(0, "X", "this rank's tensor", "T")
       .Output(0, "Y", "result", "T")
-      .TypeConstraint("T", collectiveTypes(), "numeric tensors");
+      .TypeConstraint("T", hasAxis && std::string(name) == "AllGather" ? gatherTypes()
+                                                                       : collectiveTypes(),
+                      "numeric tensors (AllGather: bool and 8-bit too)");
   if (hasAxis)
     s.Attr("axis", "the axis gathered or scattered", onnx::AttributeProto::INT, true);
   s.TypeAndShapeInferenceFunction(

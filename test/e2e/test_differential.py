@@ -333,6 +333,18 @@ def activations(m):
     m.output(row(m, d, bias=True))
 
 
+@case("BH", "BTH")
+def compare_logic(m):
+    """Comparison and logic ops on a column Linear's output stay sharded: a
+    mask feeding Where keeps the Megatron pair, and a bool graph output is
+    gathered."""
+    h = column(m, m.activations(), bias=True)
+    g = m.op("Greater", h, m.const(np.float32(0.1)))
+    band = m.op("And", g, m.op("Less", h, m.vector(F)))
+    m.output(row(m, m.op("Where", m.op("Not", band), h, m.const(np.float32(0))), bias=True))
+    m.output(m.op("Or", m.op("Equal", g, band), m.op("LessOrEqual", h, m.vector(F))))
+
+
 @case("BH")
 def cast_float64(m):
     h = m.op("Cast", column(m, m.activations()), to=TensorProto.DOUBLE)

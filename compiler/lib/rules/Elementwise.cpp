@@ -3,7 +3,8 @@
 // Unary ops (every OK_Unary op of the table) pass R and S(d) through; a
 // partial sum passes only ops linear in their input (OF_PassesPartial:
 // Identity, Neg), others see it reduced first.
-// Broadcasting ops (OK_Binary, OK_Variadic, OK_Select) keep S(d) when the
+// Broadcasting ops (OK_Binary, OK_Variadic, OK_Select, OK_Compare,
+// OK_Logic) keep S(d) when the
 // sharded inputs agree on the axis (and on the blocked layout): constant
 // inputs spanning it are sliced, inputs broadcast along it (size 1, or
 // missing the axis) are needed whole. Add/Sub of partial sums stay partial.
@@ -83,6 +84,8 @@ void registerElementwiseRules(RuleRegistry &r) {
   r.addKind(ops::OK_Binary, broadcasting, "elementwise");
   r.addKind(ops::OK_Variadic, broadcasting, "elementwise");
   r.addKind(ops::OK_Select, broadcasting, "elementwise");
+  r.addKind(ops::OK_Compare, broadcasting, "elementwise");
+  r.addKind(ops::OK_Logic, broadcasting, "elementwise");
 }
 
 } // namespace qn::rules
