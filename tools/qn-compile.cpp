@@ -40,6 +40,12 @@ cl::opt<bool> keepLogitsSharded(
              "head) split across the ranks instead of gathering them; qn-run then writes one "
              "NAME.rankK.npy per rank"),
     cl::cat(category));
+cl::list<std::string> outputPlacements(
+    "output-placement",
+    cl::desc("Require graph output NAME to have PLACEMENT in the rank plans: R (the default) or "
+             "S(d), its axis d split across the ranks (qn-run then writes one NAME.rankK.npy per "
+             "rank). Repeatable"),
+    cl::value_desc("NAME=PLACEMENT"), cl::cat(category));
 cl::opt<bool> report("report",
                      cl::desc("Print, per rank, the parameter bytes and their share of the "
                               "model, and the collectives by kind with the bytes each rank "
@@ -69,6 +75,13 @@ int main(int argc, char **argv) {
   opts.partition.tp = tp;
   opts.partition.replicateBelowBytes = replicateBelow;
   opts.partition.keepLogitsSharded = keepLogitsSharded;
+  for (const std::string &spec : outputPlacements) {
+    size_t eq = spec.rfind('=');
+    qn::Placement p;
+    if (eq == std::string::npos || eq == 0 || !qn::Placement::parse(spec.substr(eq + 1), p))
+      return error("--output-placement '" + spec + "': expected NAME=R or NAME=S(d)");
+    opts.partition.outputPlacements[spec.substr(0, eq)] = p;
+  }
   opts.emit = emit;
   opts.outDir = outDir;
   opts.report = report;

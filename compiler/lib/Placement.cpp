@@ -1,7 +1,28 @@
 //===- Placement.cpp ------------------------------------------------------===//
 #include "qn/compiler/Placement.h"
 
+#include <cstdio>
+
 namespace qn {
+
+bool Placement::parse(const std::string &text, Placement &out) {
+  if (text == "R" || text == "P") {
+    out = text == "R" ? R() : P();
+    return true;
+  }
+  int axis = -1, blocks = 1;
+  char tail = 0;
+  int n = 0;
+  if (std::sscanf(text.c_str(), "S(%d)%n", &axis, &n) != 1 || axis < 0 || n <= 0)
+    return false;
+  std::string rest = text.substr(static_cast<size_t>(n));
+  if (!rest.empty() &&
+      (std::sscanf(rest.c_str(), "x%d%c", &blocks, &tail) != 1 || blocks < 1 ||
+       rest != "x" + std::to_string(blocks)))
+    return false;
+  out = S(axis, blocks);
+  return true;
+}
 
 std::string Placement::str() const {
   switch (kind) {

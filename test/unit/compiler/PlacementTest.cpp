@@ -131,3 +131,16 @@ TEST(Placement, BlockedShardPrintsAndCompares) {
   EXPECT_NE(Placement::S(2, 3), Placement::S(2));
   EXPECT_EQ(Placement::S(2, 1), Placement::S(2));
 }
+
+TEST(Placement, ParseIsTheInverseOfStr) {
+  for (Placement p : {Placement::R(), Placement::P(), Placement::S(0), Placement::S(3),
+                      Placement::S(2, 3)}) {
+    Placement q;
+    ASSERT_TRUE(Placement::parse(p.str(), q)) << p.str();
+    EXPECT_EQ(q, p) << p.str();
+  }
+  Placement q;
+  for (const char *bad : {"", "S", "S()", "S(-1)", "S(1", "S(1)x", "S(1)x0", "S(1)y", "r",
+                          "S(1)x2z", " R", "S(a)"})
+    EXPECT_FALSE(Placement::parse(bad, q)) << bad;
+}

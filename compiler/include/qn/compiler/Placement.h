@@ -31,6 +31,9 @@ struct Placement {
   bool operator!=(const Placement &o) const { return !(*this == o); }
   /// "R", "S(1)", "S(2)x3" (blocked), "P".
   std::string str() const;
+  /// The inverse of str(): "R", "P", "S(d)" or "S(d)xk" with d >= 0 and
+  /// k >= 1; false for anything else.
+  static bool parse(const std::string &text, Placement &out);
 };
 
 /// How to move a value from one placement to another (DESIGN.md's
