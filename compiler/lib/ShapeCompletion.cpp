@@ -148,29 +148,23 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
 }
 
 void sameShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(ins[0]->hasShape))
+  if (!ins[0]->hasShape)
     return;
   refine(y, ins[0]->shape);
 }
 
 void broadcasting(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(allShaped))
+  if (!allShaped)
     return;
   llvm::SmallVector<const Value *, 4> data(ins.begin(), ins.end());
   refine(y, broadcast(data));
 }
 
 void transposeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(ins[0]->hasShape))
+  if (!ins[0]->hasShape)
     return;
   std::vector<int64_t> perm;
   for (const auto &a : n.proto.attribute())
@@ -189,9 +183,7 @@ void transposeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) 
 }
 
 void matmulShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
   if (!(allShaped && ins.size() == 2 && ins[0]->rank() >= 2 && ins[1]->rank() >= 2))
     return;
   const Value *a = ins[0], *b = ins[1];
@@ -205,9 +197,7 @@ void matmulShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 }
 
 void gemmShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
   if (!(ins.size() >= 2 && ins[0]->rank() == 2 && ins[1]->rank() == 2))
     return;
   bool ta = attrInt(n.proto, "transA", 0), tb = attrInt(n.proto, "transB", 0);
@@ -215,9 +205,7 @@ void gemmShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 }
 
 void reshapeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
   if (!(ins.size() == 2))
     return;
   llvm::SmallVector<Dim, 4> target;
@@ -226,10 +214,8 @@ void reshapeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 }
 
 void reduceShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(ins[0]->hasShape))
+  if (!ins[0]->hasShape)
     return;
   std::vector<int64_t> axes;
   if (!nodeAxes(n, 1, axes) || axes.empty())
@@ -250,9 +236,7 @@ void reduceShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 }
 
 void expandShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
   if (!(ins[0]->hasShape && ins.size() == 2))
     return;
   llvm::SmallVector<Dim, 4> target;
@@ -267,8 +251,7 @@ void expandShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 void unsqueezeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
   llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(ins[0]->hasShape))
+  if (!ins[0]->hasShape)
     return;
   std::vector<int64_t> axes;
   if (!nodeAxes(n, 1, axes) || axes.empty())
@@ -297,9 +280,7 @@ void unsqueezeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) 
 }
 
 void gatherShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
   if (!(allShaped && ins.size() == 2))
     return;
   int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
@@ -314,19 +295,15 @@ void gatherShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 }
 
 void shapeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
   if (!(ins[0]->hasShape && n.proto.attribute().empty()))
     return;
   refine(y, {Dim{ins[0]->rank(), {}}});
 }
 
 void concatShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(allShaped))
+  if (!allShaped)
     return;
   int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
   if (axis < 0)
@@ -352,10 +329,7 @@ void concatShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 }
 
 void splitShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
-  Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(ins[0]->hasShape))
+  if (!ins[0]->hasShape)
     return;
   int64_t r = ins[0]->rank(), axis = attrInt(n.proto, "axis", 0);
   if (axis < 0)
@@ -377,10 +351,8 @@ void splitShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
 }
 
 void sliceShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
-  llvm::StringRef op = n.opType();
   Value *y = n.outputs[0];
-  (void)op, (void)y, (void)allShaped;
-  if (!(ins[0]->hasShape))
+  if (!ins[0]->hasShape)
     return;
   // Same rank; axes not sliced keep their dims; constant bounds on a
   // known dim give the size.

@@ -5,24 +5,15 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "CompilerTestUtil.h"
+
 #include <gtest/gtest.h>
 
 using namespace qn;
+using namespace qn::testing;
 
 namespace {
 
-const char *kPair = R"(<ir_version: 8, opset_import: ["" : 17]>
-pair (float[B,2] x) => (float[B,2] y)
-<float[2,4] W1 = {0, 1, 2, 3, 4, 5, 6, 7}, float[4] b1 = {10, 11, 12, 13},
- float[4,2] W2 = {20, 21, 22, 23, 24, 25, 26, 27}, float[2] b2 = {30, 31}>
-{
-  h = MatMul (x, W1)
-  hb = Add (h, b1)
-  a = Relu (hb)
-  o = MatMul (a, W2)
-  y = Add (o, b2)
-}
-)";
 
 class TempDir {
 public:

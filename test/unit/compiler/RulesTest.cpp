@@ -5,20 +5,15 @@
 #include "qn/compiler/Partition.h"
 #include "qn/ops/OpTable.h"
 
+#include "CompilerTestUtil.h"
+
 #include <gtest/gtest.h>
 
 using namespace qn;
+using namespace qn::testing;
 
 namespace {
 
-std::unique_ptr<Graph> parse(const std::string &text) {
-  auto g = importModelFromBuffer(text, "test.onnxtext");
-  if (!g) {
-    ADD_FAILURE() << llvm::toString(g.takeError());
-    return nullptr;
-  }
-  return std::move(*g);
-}
 
 int countOps(const Plan &plan, llvm::StringRef op) {
   int n = 0;
