@@ -28,6 +28,13 @@ cl::opt<qn::CompileEmit> emit(
                           "print the partitioned graph with every value's "
                           "placement and the inserted collectives")),
     cl::cat(category));
+cl::opt<qn::CompileDevice> device(
+    "device", cl::desc("The device the plan will run on: every op of the model must have a kernel "
+                       "there"),
+    cl::init(qn::CompileDevice::Cpu),
+    cl::values(clEnumValN(qn::CompileDevice::Cpu, "cpu", "the CPU device (default)"),
+               clEnumValN(qn::CompileDevice::Cuda, "cuda", "the CUDA device")),
+    cl::cat(category));
 cl::opt<int64_t> replicateBelow(
     "replicate-below",
     cl::desc("A Linear outside a column/row pair is sharded only if its weight has at least "
@@ -47,9 +54,9 @@ cl::list<std::string> outputPlacements(
              "rank). Repeatable"),
     cl::value_desc("NAME=PLACEMENT"), cl::cat(category));
 cl::opt<bool> report("report",
-                     cl::desc("Print, per rank, the parameter bytes and their share of the "
-                              "model, and the collectives by kind with the bytes each rank "
-                              "sends per token (also in plan.json)"),
+                     cl::desc("Print each Linear's and embedding's strategy, per rank the parameter bytes "
+                              "and their share of the model, and the collectives by kind with "
+                              "the bytes each rank sends per token (also in plan.json)"),
                      cl::cat(category));
 
 int error(const llvm::Twine &msg) {
@@ -83,6 +90,7 @@ int main(int argc, char **argv) {
     opts.partition.outputPlacements[spec.substr(0, eq)] = p;
   }
   opts.emit = emit;
+  opts.device = device;
   opts.outDir = outDir;
   opts.report = report;
   if (!quiet)

@@ -10,11 +10,37 @@
 #include "qn/compiler/Import.h"
 #include "qn/compiler/Partition.h"
 
+#include "qn/ops/OpTable.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <chrono>
 
 namespace qn {
+
+/// Every node's op must have a kernel on the chosen device (the op table).
+/// The CUDA executor runs CPU-only ops that make values from shapes
+/// (OK_Source: Range, ConstantOfShape) on the host.
+static llvm::Error checkDevice(const Graph &g, CompileDevice device, llvm::StringRef path) {
+  const char *name = device == CompileDevice::Cpu ? "cpu" : "cuda";
+  for (const auto &n : g.nodes) {
+    const ops::OpInfo *op = ops::findOp(n->domain(), n->opType());
+    bool runs = op && (device == CompileDevice::Cpu
+                           ? op->runsOn(ops::OV_Cpu)
+                           : op->runsOn(ops::OV_Cuda) ||
+                                 (op->kind == ops::OK_Source && op->runsOn(ops::OV_Cpu)));
+    if (runs)
+      continue;
+    std::string opName = (n->domain().empty() ? "" : n->domain() + ".") + n->opType();
+    std::string other;
+    if (op && device == CompileDevice::Cpu && op->runsOn(ops::OV_Cuda))
+      other = " (the cuda device has one: --device cuda)";
+    else if (op && device == CompileDevice::Cuda && op->runsOn(ops::OV_Cpu))
+      other = " (the cpu device has one: --device cpu)";
+    return fail(path + ": node '" + n->label() + "': the " + name + " device has no kernel for " +
+                opName + other + (op ? "" : "; QuintNet does not know this op yet"));
+  }
+  return llvm::Error::success();
+}
 
 llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
   const int tp = opts.partition.tp;
@@ -29,6 +55,8 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
   Graph &g = **graph;
   progress(llvm::formatv("read {0}: {1} nodes, {2} initializers", opts.modelPath, g.nodes.size(),
                          g.model.graph().initializer_size()));
+  if (auto err = checkDevice(g, opts.device, opts.modelPath))
+    return err;
   auto plan = partition(g, opts.partition);
   if (!plan)
     return fail(opts.modelPath + ": " + llvm::toString(plan.takeError()));
@@ -68,6 +96,16 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
     out << llvm::formatv("report: tp {0}, model parameters {1} bytes, replicated on every rank "
                          "{2} bytes\n",
                          tp, summary->modelParamBytes, summary->replicatedParamBytes);
+    for (const LinearInfo &li : plan->linears)
+      out << llvm::formatv("  linear '{0}' ({1}, K {2}, N {3}): {4}{5}{6}\n", li.node->label(),
+                           li.node->opType(), li.K, li.N, strategyName(li.strategy),
+                           li.fusedParts > 1 ? llvm::formatv(", {0} fused parts", li.fusedParts).str()
+                                             : std::string(),
+                           li.pairedWith.empty() ? std::string()
+                                                 : ", paired with '" + li.pairedWith + "'");
+    for (const EmbeddingInfo &e : plan->embeddings)
+      out << llvm::formatv("  embedding '{0}' (V {1}, H {2}): {3}\n", e.node->label(), e.V, e.H,
+                           e.vocabParallel ? "vocab-parallel" : "replicated");
     for (int k = 0; k < tp; ++k) {
       double share = summary->modelParamBytes
                          ? double(summary->rankParamBytes[k]) / summary->modelParamBytes

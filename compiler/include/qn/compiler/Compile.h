@@ -18,6 +18,10 @@
 
 namespace qn {
 
+/// The device the plan is for: every op of the model must have a kernel
+/// there (the op table, qn/ops/Ops.def).
+enum class CompileDevice { Cpu, Cuda };
+
 enum class CompileEmit {
   Plan,      ///< the plan folder (needs outDir)
   Annotated, ///< the partitioned graph, printed
@@ -29,10 +33,11 @@ struct CompileOptions {
   /// tp, replicate-below, keep-logits-sharded.
   PartitionOptions partition;
   CompileEmit emit = CompileEmit::Plan;
+  CompileDevice device = CompileDevice::Cpu;
   /// The plan folder (written atomically); used with CompileEmit::Plan.
   std::string outDir;
-  /// After writing the plan, print per rank the parameter bytes and the
-  /// collectives by kind to `out`.
+  /// After writing the plan, print each Linear's and embedding's strategy,
+  /// per rank the parameter bytes, and the collectives by kind to `out`.
   bool report = false;
   /// Receives the progress lines while writing a plan ("read ...",
   /// "wrote ..."); none when empty.
