@@ -2,8 +2,9 @@
 //
 // Node checks and output shapes come from the CPU kernels' shared functions
 // (cpu::transposeView, sliceView, concatShape, splitSizes, expandShape,
-// gatherShape, planGatherND, planScatterND, triluParams in OpSemantics.h), so both devices accept, reject
-// and shape a node alike; the data moves in CudaShape.cu.
+// gatherShape, planGatherND, planScatterND, triluParams in OpSemantics.h), so
+// both devices accept, reject and shape a node alike; the data moves in
+// CudaShape.cu.
 //
 // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Shape and Constant run the
 // CPU kernels unchanged: they read only shapes, attributes and host-read

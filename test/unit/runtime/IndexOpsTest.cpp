@@ -307,7 +307,8 @@ TEST(CpuGatherND, SpecExamples) {
 
 TEST(CpuGatherND, Errors) {
   Tensor data = F({2, 3}, {0, 1, 2, 3, 4, 5});
-  mustFail(gatherND(0), {data, I64({1, 2}, {1, 3})}, "index 3 is out of range for axis 1 of size 3");
+  mustFail(gatherND(0), {data, I64({1, 2}, {1, 3})},
+           "index 3 is out of range for axis 1 of size 3");
   mustFail(gatherND(0), {data, I64({1, 2}, {-3, 0})}, "index -3 is out of range for axis 0");
   mustFail(gatherND(1), {data, I64({2, 1}, {0, 7})}, "index 7 is out of range for axis 1");
   mustFail(gatherND(0), {data, I32({1, 2}, {0, 0})}, "int64 indices");
