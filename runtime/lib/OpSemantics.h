@@ -113,6 +113,16 @@ struct SoftmaxPlan {
 };
 llvm::Error planSoftmax(const KernelContext &ctx, SoftmaxPlan &p);
 
+/// CumSum (CpuNorm.cpp): x (float32/64, float16, bfloat16, int32, int64) viewed as
+/// [outer, n, inner] and summed along n; the axis input (input 1: a 0-d or one-element
+/// int32/int64 tensor, read on the host), `exclusive` and `reverse`.
+struct CumSumPlan {
+  int64_t axis = 0;
+  int64_t outer = 1, n = 1, inner = 1;
+  bool exclusive = false, reverse = false;
+};
+llvm::Error planCumSum(const KernelContext &ctx, CumSumPlan &p);
+
 /// MatMul (CpuMatMul.cpp): arity, dtypes (A's and B's the same: float32/64, float16,
 /// bfloat16), ranks, K, the broadcast batch, the output's size and the BLAS
 /// int range. A rank-1 A or B is a row / column (M or N is 1, left out of
@@ -199,6 +209,30 @@ struct GatherShape {
   std::vector<int64_t> outShape;
 };
 llvm::Error gatherShape(const KernelContext &ctx, GatherShape &g);
+/// GatherND and ScatterND (CpuShape.cpp): `data` viewed as [batch, ...], the last axis
+/// of `indices` (int64) holding k-tuples that index data axes [b, b + k) (b =
+/// batch_dims; ScatterND has none); each tuple selects a slice of the trailing
+/// axes. Tuple t of batch i reads / writes the slice at element offset
+///   i * dataBatch + sum_m idx_m * strides[m]   (idx_m + dims[m] when negative)
+/// Index values are checked by the kernels (an error on the CPU, the fault word
+/// on CUDA).
+struct IndexNDPlan {
+  int64_t batch = 1;     // prod(data.shape[:b])
+  int64_t tuples = 0;    // tuples per batch: prod(indices.shape[b:-1])
+  int64_t slice = 1;     // elements per slice: prod(data.shape[b + k:])
+  int64_t dataBatch = 0; // elements of data per batch: prod(data.shape[b:])
+  int64_t firstAxis = 0; // b: the data axis of idx_0 (for messages)
+  std::vector<int64_t> dims, strides; // per tuple component: size and element stride
+  std::vector<int64_t> outShape;      // GatherND: indices.shape[:-1] + data.shape[b + k:]
+};
+llvm::Error planGatherND(const KernelContext &ctx, IndexNDPlan &p);
+/// ScatterND's `reduction` (opset 16: none/add/mul; 18: max/min too).
+enum class ScatterReduction { None, Add, Mul, Max, Min };
+/// ScatterND: data (any dtype; a reduction needs float32/64, float16, bfloat16, int32 or
+/// int64), indices, and updates of data's dtype and shape indices.shape[:-1] +
+/// data.shape[k:]. The output has data's shape.
+llvm::Error planScatterND(const KernelContext &ctx, IndexNDPlan &p, ScatterReduction &red);
+
 /// Trilu: the diagonal offset k (as given, not yet clamped) and `upper`.
 llvm::Error triluParams(const KernelContext &ctx, int64_t &k, bool &upper);
 

@@ -14,8 +14,9 @@ beta and every bias shape), elementwise ops with constants after a column
 MatMul, reshapes (0/-1, head splits), transposes, Concat/Split/Slice on the
 sharded axis, reductions over it and not, Softmax/LogSoftmax/LayerNormalization,
 activation x activation MatMuls (attention), residual branches, shared weights
-and embeddings (int64 and int32 ids, negative ids, tied LM heads), on (B,H) and
-(B,T,H) activations. And three regressions that differential testing found:
+and embeddings (int64 and int32 ids, negative ids, tied LM heads), CumSum position
+ids, GatherND rotary lookups and ScatterND mask updates, on (B,H) and (B,T,H)
+activations. And three regressions that differential testing found:
 - shape_*: Shape of a sharded value reported the local dims (a wrong graph
   output; Expand or Reshape to the local size failing at run time);
 - gather_race_*: back-to-back AllGathers of one size corrupted each other
@@ -737,6 +738,53 @@ def embed_plus_positions(m):
     e = m.op("Add", m.op("Gather", table, ids, axis=0),
              m.op("Gather", pos, m.const(ints(0, 1, 2)), axis=0))
     m.output(row(m, m.op("Relu", column(m, e))), e)
+
+
+# --- CumSum, GatherND, ScatterND (the exporters' position ids, rotary lookups, masks) ------
+
+@case("BTH")
+def cumsum_position_ids(m):
+    """OPT's position ids: cumsum(mask, 1) * mask - 1 (+ 2), a Gather of a position table;
+    and CumSums of a column Linear's output (exclusive, reverse) along the sharded axis and
+    along T."""
+    x = m.activations()
+    mask = m.input("mask", ["B", "T"], np.array([[1, 1, 1], [0, 1, 1]], np.int64))
+    c = m.op("CumSum", mask, m.const(np.int64(1)))
+    pos = m.op("Add", m.op("Sub", m.op("Mul", c, mask), m.const(ints(1))), m.const(ints(2)))
+    e = m.op("Gather", m.const(m.randn(T + 2, H), "pos"), pos, axis=0)
+    h = m.op("Add", x, e)
+    m.output(row(m, m.op("Relu", column(m, h))))
+    f = m.op("CumSum", column(m, x), m.const(np.int32(-1)), exclusive=1, reverse=1)
+    m.output(row(m, m.op("CumSum", f, m.const(ints(1)))))
+
+
+@case("BTH")
+def gathernd_rotary(m):
+    """The dynamo exporter's rotary lookup: GatherND(table, position_ids[..., None]) times a
+    column Linear's output; and GatherND with batch_dims=1 picking tokens of each sequence."""
+    x = m.activations()
+    pos = m.input("pos", ["B", "T"], np.array([[0, 1, 2], [5, -1, 0]], np.int64))
+    cos = m.op("GatherND", m.const(m.randn(6, F), "cos"), m.op("Unsqueeze", pos, m.const(ints(-1))))
+    m.output(row(m, m.op("Mul", column(m, x), cos)))
+    pick = m.input("pick", ["B", 2, 1], np.array([[[2], [0]], [[-1], [1]]], np.int64))
+    m.output(row(m, m.op("GatherND", column(m, x), pick, batch_dims=1)))
+
+
+@case("BTH")
+def scatternd_mask(m):
+    """ScatterND updates of a mask (Llama with an attention_mask) scaling a column Linear's
+    output; and reduction add (duplicate indices) and mul on the sharded activation."""
+    x = m.activations()
+    mask = m.input("mask", ["B", "T"], np.ones((B, T), np.float32))
+    mk = m.op("ScatterND", mask, m.const(np.array([[0, 2], [1, -3]], np.int64)),
+              m.const(np.array([0, 0.5], np.float32)))
+    m.output(row(m, m.op("Mul", column(m, x), m.op("Unsqueeze", mk, m.const(ints(-1))))))
+    h = column(m, x)
+    h = m.op("ScatterND", h, m.const(np.array([[0, 1], [1, 2], [0, 1]], np.int64)),
+             m.const(m.randn(3, F)), reduction="add")
+    h = m.op("ScatterND", h, m.const(np.array([[1], [0]], np.int64)),
+             m.const(m.randn(2, T, F)), reduction="mul")
+    m.output(row(m, h))
 
 
 # --- Regression, bug 1: Shape of a sharded value -------------------------------------

@@ -1,7 +1,7 @@
 //===- CpuNorm.cpp - Normalisation and reduction CPU kernels --------------===//
 //
-// LayerNormalization, Softmax/LogSoftmax, ReduceMean/ReduceSum/ReduceMax (the
-// ops of cuda/CudaNorm.cpp). float16/bfloat16 are computed in float32 and
+// LayerNormalization, Softmax/LogSoftmax, ReduceMean/ReduceSum/ReduceMax, CumSum
+// (the ops of cuda/CudaNorm.cpp). float16/bfloat16 are computed in float32 and
 // rounded back.
 //
 //===----------------------------------------------------------------------===//
@@ -415,6 +415,70 @@ template <bool Log> llvm::Error softmaxKernel(KernelContext &ctx) {
 
 } // namespace
 
+llvm::Error planCumSum(const KernelContext &ctx, CumSumPlan &p) {
+  if (auto e = checkArity(ctx, 2, 2))
+    return e;
+  const Tensor &x = *input(ctx, 0), &a = *input(ctx, 1);
+  DType dt = x.dtype();
+  if (dt != DType::Float && dt != DType::Double && dt != DType::Int32 && dt != DType::Int64 &&
+      !isHalfLike(dt))
+    return unsupportedDType(ctx, x, "float32, float64, float16, bfloat16, int32, int64");
+  if (a.numel() != 1 || a.rank() > 1 || (a.dtype() != DType::Int32 && a.dtype() != DType::Int64))
+    return kernelError(ctx, "axis must be a 0-d or one-element int32/int64 tensor, got " +
+                                a.describe());
+  if (a.location() != Location::Host)
+    return kernelError(ctx, "axis must be readable on the host");
+  int64_t axis = a.dtype() == DType::Int64 ? a.data<int64_t>()[0] : a.data<int32_t>()[0];
+  if (auto e = normalizeAxis(ctx, axis, x.rank()))
+    return e;
+  p = CumSumPlan();
+  p.axis = axis;
+  for (int64_t k = 0; k < x.rank(); ++k)
+    (k < axis ? p.outer : k == axis ? p.n : p.inner) *= x.dim(k);
+  p.exclusive = attrInt(ctx.node, "exclusive", 0) != 0;
+  p.reverse = attrInt(ctx.node, "reverse", 0) != 0;
+  return llvm::Error::success();
+}
+
+namespace {
+
+/// Sums of x viewed as [outer, n, inner] along n, in the order of the axis
+/// (from its end when reversed), rounded to T at each output. Integers wrap.
+template <class T> void cumSumRows(const T *x, T *y, const CumSumPlan &p) {
+  using Acc = std::conditional_t<std::is_integral_v<T>, uint64_t, T>;
+  for (int64_t o = 0; o < p.outer; ++o)
+    for (int64_t c = 0; c < p.inner; ++c) {
+      Acc s = 0;
+      for (int64_t j = 0; j < p.n; ++j) {
+        int64_t i = (o * p.n + (p.reverse ? p.n - 1 - j : j)) * p.inner + c;
+        Acc v = static_cast<Acc>(x[i]);
+        if (!p.exclusive)
+          s += v;
+        y[i] = static_cast<T>(s);
+        if (p.exclusive)
+          s += v;
+      }
+    }
+}
+
+llvm::Error cumSumKernel(KernelContext &ctx) {
+  CumSumPlan p;
+  if (auto e = planCumSum(ctx, p))
+    return e;
+  const Tensor &x = *input(ctx, 0);
+  Tensor xw = widen(x); // half types sum in float32, as the CUDA kernel
+  Tensor y = Tensor::empty(xw.dtype(), x.shape());
+  if (x.numel() > 0)
+    visitNumeric(xw.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cumSumRows<T>(xw.data<T>(), y.data<T>(), p);
+    });
+  ctx.outputs[0] = narrow(y, x.dtype());
+  return llvm::Error::success();
+}
+
+} // namespace
+
 void registerNormKernels(KernelRegistry &reg) {
   reg.add("", "LayerNormalization", layerNormKernel);
   reg.add("", "ReduceMean", [](KernelContext &c) { return reduceKernel(c, RedKind::Mean); });
@@ -422,6 +486,7 @@ void registerNormKernels(KernelRegistry &reg) {
   reg.add("", "ReduceMax", [](KernelContext &c) { return reduceKernel(c, RedKind::Max); });
   reg.add("", "Softmax", softmaxKernel<false>);
   reg.add("", "LogSoftmax", softmaxKernel<true>);
+  reg.add("", "CumSum", cumSumKernel);
 }
 
 } // namespace qn::rt::cpu

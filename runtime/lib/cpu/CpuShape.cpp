@@ -1,8 +1,8 @@
 //===- CpuShape.cpp - Shape and data-movement CPU kernels ------------------===//
 //
 // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose, Slice, Concat,
-// Gather, Shape, Constant, Expand, Range, ConstantOfShape, Split, Trilu (the
-// ops of cuda/CudaShape.cpp, and Range and ConstantOfShape).
+// Gather, GatherND, ScatterND, Shape, Constant, Expand, Range, ConstantOfShape,
+// Split, Trilu (the ops of cuda/CudaShape.cpp, and Range and ConstantOfShape).
 //
 // Reshape, Flatten, Squeeze, Unsqueeze and Identity return views that share
 // the input's buffer (no copy); kernels never write into their inputs.
@@ -554,6 +554,259 @@ llvm::Error gatherKernel(KernelContext &ctx) {
 } // namespace
 
 //===----------------------------------------------------------------------===//
+// GatherND, ScatterND
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// The checks GatherND and ScatterND share: data of rank >= 1 (any dtype),
+/// int64 indices of rank >= 1 whose last dim k is in [1, rank(data) - b], and
+/// the tuple layout (IndexNDPlan).
+llvm::Error planIndexND(const KernelContext &ctx, int64_t b, IndexNDPlan &p) {
+  const Tensor &data = *input(ctx, 0), &idx = *input(ctx, 1);
+  if (dtypeSize(data.dtype()) == 0)
+    return unsupportedDType(ctx, data, "any known dtype");
+  if (idx.dtype() != DType::Int64)
+    return unsupportedDType(ctx, idx, "int64 indices");
+  int64_t r = data.rank(), q = idx.rank();
+  if (r < 1 || q < 1)
+    return kernelError(ctx, "data and indices must have rank >= 1, got " + data.describe() +
+                                " and " + idx.describe());
+  if (b < 0 || b >= std::min(r, q))
+    return kernelError(ctx, strCat("batch_dims ", b, " must be in [0, ", std::min(r, q),
+                                   ") for data ", data.describe(), " and indices ",
+                                   idx.describe()));
+  for (int64_t k = 0; k < b; ++k)
+    if (data.dim(k) != idx.dim(k))
+      return kernelError(ctx, strCat("the first ", b, " (batch) dims of data ", data.describe(),
+                                     " and indices ", idx.describe(), " differ"));
+  int64_t k = idx.dim(-1);
+  if (k < 1 || k > r - b)
+    return kernelError(ctx, strCat("the last dim of indices ", idx.describe(), " must be in [1, ",
+                                   r - b, "] for data ", data.describe(),
+                                   b ? strCat(" and batch_dims ", b) : std::string()));
+  p = IndexNDPlan();
+  p.firstAxis = b;
+  for (int64_t a = 0; a < b; ++a)
+    p.batch *= data.dim(a);
+  p.tuples = 1;
+  for (int64_t a = b; a < q - 1; ++a)
+    p.tuples *= idx.dim(a);
+  for (int64_t a = b + k; a < r; ++a)
+    p.slice *= data.dim(a);
+  auto cs = contiguousStrides(data.shape());
+  p.dataBatch = 1;
+  for (int64_t a = b; a < r; ++a)
+    p.dataBatch *= data.dim(a);
+  for (int64_t m = 0; m < k; ++m) {
+    p.dims.push_back(data.dim(b + m));
+    p.strides.push_back(cs[b + m]);
+  }
+  return llvm::Error::success();
+}
+
+/// The element offset (within its batch) of the slice that tuple `ix` selects;
+/// an error naming the node and the axis when a component is out of range.
+llvm::Error sliceOffset(const KernelContext &ctx, const IndexNDPlan &p, const int64_t *ix,
+                        int64_t &off) {
+  off = 0;
+  for (size_t m = 0; m < p.dims.size(); ++m) {
+    int64_t v = ix[m], d = p.dims[m];
+    if (v < -d || v >= d)
+      return kernelError(ctx, strCat("index ", v, " is out of range for axis ",
+                                     p.firstAxis + static_cast<int64_t>(m), " of size ", d));
+    off += (v < 0 ? v + d : v) * p.strides[m];
+  }
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error planGatherND(const KernelContext &ctx, IndexNDPlan &p) {
+  if (auto e = checkArity(ctx, 2, 2))
+    return e;
+  if (auto e = planIndexND(ctx, attrInt(ctx.node, "batch_dims", 0), p))
+    return e;
+  const Tensor &data = *input(ctx, 0), &idx = *input(ctx, 1);
+  p.outShape.assign(idx.shape().begin(), idx.shape().end() - 1);
+  p.outShape.insert(p.outShape.end(), data.shape().begin() + p.firstAxis + idx.dim(-1),
+                    data.shape().end());
+  return llvm::Error::success();
+}
+
+llvm::Error planScatterND(const KernelContext &ctx, IndexNDPlan &p, ScatterReduction &red) {
+  if (auto e = checkArity(ctx, 3, 3))
+    return e;
+  std::string r = attrString(ctx.node, "reduction", "none");
+  bool minMax = ctx.opsetVersion >= 18;
+  if (r == "none")
+    red = ScatterReduction::None;
+  else if (r == "add")
+    red = ScatterReduction::Add;
+  else if (r == "mul")
+    red = ScatterReduction::Mul;
+  else if (r == "max" && minMax)
+    red = ScatterReduction::Max;
+  else if (r == "min" && minMax)
+    red = ScatterReduction::Min;
+  else
+    return kernelError(ctx, strCat("unsupported reduction '", r, "' (opset ", ctx.opsetVersion,
+                                   ": none, add, mul", minMax ? ", max, min)" : ")"));
+  if (auto e = planIndexND(ctx, 0, p))
+    return e;
+  const Tensor &data = *input(ctx, 0), &idx = *input(ctx, 1), &upd = *input(ctx, 2);
+  std::vector<int64_t> want(idx.shape().begin(), idx.shape().end() - 1);
+  want.insert(want.end(), data.shape().begin() + idx.dim(-1), data.shape().end());
+  if (upd.dtype() != data.dtype() || upd.shape() != want)
+    return kernelError(ctx, "updates " + upd.describe() + " must be " +
+                                std::string(dtypeName(data.dtype())) + shapeStr(want) +
+                                " for data " + data.describe() + " and indices " +
+                                idx.describe());
+  DType dt = data.dtype();
+  if (red != ScatterReduction::None && dt != DType::Float && dt != DType::Double &&
+      dt != DType::Int32 && dt != DType::Int64 && !isHalfLike(dt))
+    return unsupportedDType(ctx, data, strCat("float32, float64, float16, bfloat16, int32, int64 "
+                                              "(reduction '", r, "')"));
+  p.outShape = data.shape();
+  return llvm::Error::success();
+}
+
+namespace {
+
+/// GatherND(data, indices; batch_dims): out[i, t, :] = the slice of data's
+/// batch i at indices[i, t, :] (ONNX's definition, batches and tuples
+/// flattened). Negative components count from the end.
+llvm::Error gatherNDKernel(KernelContext &ctx) {
+  IndexNDPlan p;
+  if (auto e = planGatherND(ctx, p))
+    return e;
+  const Tensor &data = *input(ctx, 0), &idx = *input(ctx, 1);
+  size_t es = dtypeSize(data.dtype());
+  int64_t k = static_cast<int64_t>(p.dims.size());
+  Tensor y = Tensor::empty(data.dtype(), p.outShape);
+  const char *src = static_cast<const char *>(data.raw());
+  char *dst = static_cast<char *>(y.raw());
+  const int64_t *ix = idx.data<int64_t>();
+  size_t row = static_cast<size_t>(p.slice) * es;
+  for (int64_t i = 0; i < p.batch; ++i)
+    for (int64_t t = 0; t < p.tuples; ++t) {
+      int64_t off, j = i * p.tuples + t;
+      if (auto e = sliceOffset(ctx, p, ix + j * k, off))
+        return e;
+      if (row)
+        std::memcpy(dst + j * row, src + (i * p.dataBatch + off) * static_cast<int64_t>(es), row);
+    }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+/// dst = reduce(dst, u), in T's arithmetic (half types: in float32, rounded
+/// each time, as the CUDA kernel); integers wrap. Max/Min keep a NaN of either.
+template <class T> T scatterApply(ScatterReduction red, T dst, T u) {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    switch (red) {
+    case ScatterReduction::Add: return static_cast<T>(static_cast<U>(dst) + static_cast<U>(u));
+    case ScatterReduction::Mul: return static_cast<T>(static_cast<U>(dst) * static_cast<U>(u));
+    case ScatterReduction::Max: return u > dst ? u : dst;
+    case ScatterReduction::Min: return u < dst ? u : dst;
+    default: return u;
+    }
+  } else {
+    switch (red) {
+    case ScatterReduction::Add: return dst + u;
+    case ScatterReduction::Mul: return dst * u;
+    case ScatterReduction::Max: return u != u || u > dst ? u : dst;
+    case ScatterReduction::Min: return u != u || u < dst ? u : dst;
+    default: return u;
+    }
+  }
+}
+
+template <class T, class Conv>
+void scatterReduce(ScatterReduction red, T *y, const T *u, int64_t n, Conv conv) {
+  for (int64_t c = 0; c < n; ++c)
+    y[c] = conv.to(scatterApply(red, conv.from(y[c]), conv.from(u[c])));
+}
+
+struct SameConv {
+  template <class T> static T from(T v) { return v; }
+  template <class T> static T to(T v) { return v; }
+};
+struct HalfConv {
+  static float from(uint16_t v) { return halfToFloat(v); }
+  static uint16_t to(float v) { return floatToHalf(v); }
+};
+struct Bf16Conv {
+  static float from(uint16_t v) { return bf16ToFloat(v); }
+  static uint16_t to(float v) { return floatToBf16(v); }
+};
+
+/// ScatterND(data, indices, updates; reduction): a copy of data with the
+/// slice at each tuple replaced by (or reduced with) its update, tuples in
+/// order (the last of duplicate tuples wins without a reduction).
+llvm::Error scatterNDKernel(KernelContext &ctx) {
+  IndexNDPlan p;
+  ScatterReduction red;
+  if (auto e = planScatterND(ctx, p, red))
+    return e;
+  const Tensor &data = *input(ctx, 0), &idx = *input(ctx, 1), &upd = *input(ctx, 2);
+  size_t es = dtypeSize(data.dtype());
+  int64_t k = static_cast<int64_t>(p.dims.size());
+  // Every index first: an error leaves no partial work behind.
+  std::vector<int64_t> offs(static_cast<size_t>(p.tuples));
+  for (int64_t t = 0; t < p.tuples; ++t)
+    if (auto e = sliceOffset(ctx, p, idx.data<int64_t>() + t * k, offs[t]))
+      return e;
+  Tensor y = Tensor::empty(data.dtype(), data.shape());
+  if (data.nbytes())
+    std::memcpy(y.raw(), data.raw(), data.nbytes());
+  char *dst = static_cast<char *>(y.raw());
+  const char *src = static_cast<const char *>(upd.raw());
+  size_t row = static_cast<size_t>(p.slice) * es;
+  for (int64_t t = 0; t < p.tuples && row; ++t) {
+    char *d = dst + offs[t] * static_cast<int64_t>(es);
+    const char *u = src + t * static_cast<int64_t>(row);
+    if (red == ScatterReduction::None) {
+      std::memcpy(d, u, row);
+      continue;
+    }
+    switch (data.dtype()) {
+    case DType::Float:
+      scatterReduce(red, reinterpret_cast<float *>(d), reinterpret_cast<const float *>(u),
+                    p.slice, SameConv{});
+      break;
+    case DType::Double:
+      scatterReduce(red, reinterpret_cast<double *>(d), reinterpret_cast<const double *>(u),
+                    p.slice, SameConv{});
+      break;
+    case DType::Int32:
+      scatterReduce(red, reinterpret_cast<int32_t *>(d), reinterpret_cast<const int32_t *>(u),
+                    p.slice, SameConv{});
+      break;
+    case DType::Int64:
+      scatterReduce(red, reinterpret_cast<int64_t *>(d), reinterpret_cast<const int64_t *>(u),
+                    p.slice, SameConv{});
+      break;
+    case DType::Float16:
+      scatterReduce(red, reinterpret_cast<uint16_t *>(d), reinterpret_cast<const uint16_t *>(u),
+                    p.slice, HalfConv{});
+      break;
+    case DType::BFloat16:
+      scatterReduce(red, reinterpret_cast<uint16_t *>(d), reinterpret_cast<const uint16_t *>(u),
+                    p.slice, Bf16Conv{});
+      break;
+    default: // planScatterND admits no other dtype with a reduction
+      break;
+    }
+  }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
 // Expand
 //===----------------------------------------------------------------------===//
 
@@ -834,6 +1087,8 @@ llvm::Error triluKernel(KernelContext &ctx) {
 
 void registerShapeKernels(KernelRegistry &reg) {
   reg.add("", "Gather", gatherKernel);
+  reg.add("", "GatherND", gatherNDKernel);
+  reg.add("", "ScatterND", scatterNDKernel);
   reg.add("", "Reshape", reshapeKernel);
   reg.add("", "Flatten", flattenKernel);
   reg.add("", "Identity", identityKernel);

@@ -25,7 +25,7 @@ namespace qn::rt::cuda {
 
 enum FaultKind : int32_t {
   kFaultNone = 0,
-  kFaultGatherIndex = 1, // a Gather index outside [-axisLen, axisLen)
+  kFaultGatherIndex = 1, // a Gather/GatherND/ScatterND index outside [-axisLen, axisLen)
   kFaultDivByZero = 2,   // an integer Div by zero
   kFaultKinds = 4,
 };

@@ -1,8 +1,9 @@
 //===- CudaNorm.cpp - LayerNormalization, reductions, Softmax on CUDA -----===//
 //
 // Host side of CudaNorm.cu: validation and shapes come from the CPU kernels'
-// planners (cpu::planLayerNorm, cpu::planReduce, cpu::planSoftmax), so both
-// devices accept and reject the same nodes with the same messages.
+// planners (cpu::planLayerNorm, cpu::planReduce, cpu::planSoftmax,
+// cpu::planCumSum), so both devices accept and reject the same nodes with the
+// same messages.
 //
 // Reduce: after dropping size-1 axes, reduced axes that form one run are
 // reduced in place as [outer, len, inner]; other axis sets are first copied
@@ -274,6 +275,27 @@ template <bool Log> llvm::Error softmaxCuda(KernelContext &ctx) {
   return llvm::Error::success();
 }
 
+//===----------------------------------------------------------------------===//
+// CumSum
+//===----------------------------------------------------------------------===//
+
+llvm::Error cumSumCuda(KernelContext &ctx) {
+  cpu::CumSumPlan p;
+  if (auto e = cpu::planCumSum(ctx, p))
+    return e;
+  const Tensor &x = *cpu::input(ctx, 0);
+  DeviceContext &dev = cudaDev(ctx);
+  Tensor y = dev.alloc(x.dtype(), x.shape());
+  if (x.numel() > 0) {
+    cudaError_t e = launchCumSum(dtNum(x.dtype()), x.raw(), y.raw(), p.outer, p.n, p.inner,
+                                 p.exclusive, p.reverse, dev.stream);
+    if (auto err = afterLaunch(ctx, e, "CumSum kernel"))
+      return err;
+  }
+  ctx.outputs[0] = std::move(y);
+  return llvm::Error::success();
+}
+
 } // namespace
 
 void registerCudaNormKernels(KernelRegistry &reg) {
@@ -290,6 +312,7 @@ void registerCudaNormKernels(KernelRegistry &reg) {
       kAxesOnHost);
   reg.add("", "Softmax", softmaxCuda<false>);
   reg.add("", "LogSoftmax", softmaxCuda<true>);
+  reg.add("", "CumSum", cumSumCuda, kAxesOnHost); // its axis input
 }
 
 } // namespace qn::rt::cuda

@@ -6,7 +6,9 @@
 // and the pointers are aligned), so that the two-pass statistics read global
 // memory once. Rows too long for registers loop over global memory (L2). The
 // reductions combine warp shuffles and, across the warps of a block, shared
-// memory.
+// memory. CumSum scans each line along its axis in one thread (the lines,
+// [outer, inner], across threads: neighbouring threads read neighbouring
+// elements when inner > 1).
 //
 // Accumulation: float for float32/float16/bfloat16, double for float64 (row
 // kernels); the Reduce ops sum floating types in double and integers in
@@ -817,6 +819,41 @@ template <class F> bool dispatchKind(int kind, F &&f) {
   }
 }
 
+//===----------------------------------------------------------------------===//
+// CumSum
+//===----------------------------------------------------------------------===//
+
+/// The running sum's type: float for the half types, wrapping 64-bit for integers.
+template <class T> struct CumAcc { using type = typename Acc<T>::type; };
+template <> struct CumAcc<int32_t> { using type = uint64_t; };
+template <> struct CumAcc<int64_t> { using type = uint64_t; };
+
+/// One thread per line (o, c) of x viewed as [outer, n, inner].
+template <class T>
+__global__ void cumSumKernel(const T *__restrict__ x, T *__restrict__ y, int64_t lines,
+                             int64_t n, int64_t inner, bool exclusive, bool reverse) {
+  using A = typename CumAcc<T>::type;
+  for (int64_t line = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; line < lines;
+       line += (int64_t)gridDim.x * blockDim.x) {
+    int64_t o = line / inner, c = line - o * inner;
+    const int64_t base = o * n * inner + c;
+    A s = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t i = base + (reverse ? n - 1 - j : j) * inner;
+      A v;
+      if constexpr (std::is_integral_v<T>)
+        v = static_cast<A>(static_cast<int64_t>(x[i]));
+      else
+        v = toAcc<A>(x[i]);
+      if (!exclusive)
+        s += v;
+      y[i] = fromAcc<T>(s);
+      if (exclusive)
+        s += v;
+    }
+  }
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -967,6 +1004,21 @@ cudaError_t launchReduce(int32_t dtype, int kind, const void *x, void *y, void *
     });
   });
   if (!ok || !kindOk)
+    return cudaErrorInvalidValue;
+  return cudaGetLastError();
+}
+
+cudaError_t launchCumSum(int32_t dtype, const void *x, void *y, int64_t outer, int64_t n,
+                         int64_t inner, bool exclusive, bool reverse, cudaStream_t stream) {
+  if (outer <= 0 || n <= 0 || inner <= 0)
+    return cudaErrorInvalidValue;
+  int64_t lines = outer * inner;
+  bool ok = dispatchReduce(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    cumSumKernel<T><<<blocksFor(lines), 256, 0, stream>>>(
+        static_cast<const T *>(x), static_cast<T *>(y), lines, n, inner, exclusive, reverse);
+  });
+  if (!ok)
     return cudaErrorInvalidValue;
   return cudaGetLastError();
 }

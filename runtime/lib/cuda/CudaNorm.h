@@ -58,4 +58,12 @@ cudaError_t launchReduce(int32_t dtype, int kind, const void *x, void *y, void *
                          int64_t outer, int64_t len, int64_t inner, const NormReduceSplit &split,
                          cudaStream_t stream);
 
+/// CumSum of x viewed as [outer, n, inner] along n (outer * n * inner > 0); exclusive:
+/// each output leaves out its own element; reverse: from the end of the axis.
+/// float32/float16/bfloat16 sum in float (the half types rounded at each output),
+/// float64 in double, int32/int64 in wrapping 64-bit, in the order of the axis
+/// (as the CPU kernel: the results agree bit for bit).
+cudaError_t launchCumSum(int32_t dtype, const void *x, void *y, int64_t outer, int64_t n,
+                         int64_t inner, bool exclusive, bool reverse, cudaStream_t stream);
+
 } // namespace qn::rt::cuda

@@ -2,8 +2,9 @@
 //
 // Node checks and output shapes come from the CPU kernels' shared functions
 // (cpu::transposeView, sliceView, concatShape, splitSizes, expandShape,
-// gatherShape, triluParams in OpSemantics.h), so both devices accept, reject
-// and shape a node alike; the data moves in CudaShape.cu.
+// gatherShape, planGatherND, planScatterND, triluParams in OpSemantics.h), so
+// both devices accept, reject and shape a node alike; the data moves in
+// CudaShape.cu.
 //
 // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Shape and Constant run the
 // CPU kernels unchanged: they read only shapes, attributes and host-read
@@ -190,6 +191,63 @@ llvm::Error gatherKernel(KernelContext &ctx) {
   return checkLaunch(ctx);
 }
 
+/// The tuple layout of a GatherND / ScatterND plan for the launchers; an
+/// error for more components than a launch takes.
+llvm::Error indexND(const KernelContext &ctx, const cpu::IndexNDPlan &p, IndexND &ix) {
+  if (p.dims.size() > static_cast<size_t>(kMaxIndexND))
+    return kernelError(ctx, strCat("index tuples of ", p.dims.size(),
+                                   " components are not supported on CUDA (at most ",
+                                   kMaxIndexND, ")"));
+  ix.k = static_cast<int>(p.dims.size());
+  for (int m = 0; m < ix.k; ++m) {
+    ix.dims[m] = p.dims[m];
+    ix.strides[m] = p.strides[m];
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error gatherNDKernel(KernelContext &ctx) {
+  cpu::IndexNDPlan p;
+  if (auto e = cpu::planGatherND(ctx, p))
+    return e;
+  IndexND ix;
+  if (auto e = indexND(ctx, p, ix))
+    return e;
+  const Tensor &data = *input(ctx, 0), &idx = *input(ctx, 1);
+  Tensor y = cudaDev(ctx).alloc(data.dtype(), p.outShape);
+  if (y.numel() > 0) {
+    cudaError_t e = launchGatherND(data.raw(), idx.data<int64_t>(), p.batch, p.tuples,
+                                   p.dataBatch, ix, p.slice, y.raw(), dtypeSize(data.dtype()),
+                                   cudaDev(ctx).fault(), cudaDev(ctx).stream);
+    if (e != cudaSuccess)
+      return cudaError(ctx, e, "GatherND");
+  }
+  ctx.outputs[0] = std::move(y);
+  return checkLaunch(ctx);
+}
+
+llvm::Error scatterNDKernel(KernelContext &ctx) {
+  cpu::IndexNDPlan p;
+  cpu::ScatterReduction red;
+  if (auto e = cpu::planScatterND(ctx, p, red))
+    return e;
+  IndexND ix;
+  if (auto e = indexND(ctx, p, ix))
+    return e;
+  const Tensor &data = *input(ctx, 0), &idx = *input(ctx, 1), &upd = *input(ctx, 2);
+  Tensor y = cudaDev(ctx).alloc(data.dtype(), data.shape());
+  if (y.numel() > 0) {
+    cudaError_t e = launchScatterND(static_cast<int32_t>(data.dtype()), static_cast<int>(red),
+                                    data.raw(), data.numel(), idx.data<int64_t>(), upd.raw(),
+                                    p.tuples, ix, p.slice, y.raw(), dtypeSize(data.dtype()),
+                                    cudaDev(ctx).fault(), cudaDev(ctx).stream);
+    if (e != cudaSuccess)
+      return cudaError(ctx, e, "ScatterND");
+  }
+  ctx.outputs[0] = std::move(y);
+  return checkLaunch(ctx);
+}
+
 llvm::Error triluKernel(KernelContext &ctx) {
   int64_t k;
   bool upper;
@@ -264,6 +322,8 @@ void registerCudaShapeKernels(KernelRegistry &reg) {
   addData(reg, cpuReg, "Split", splitKernel, kInput1);
   addData(reg, cpuReg, "Expand", expandKernel, kInput1);
   addData(reg, cpuReg, "Gather", gatherKernel, 0);
+  addData(reg, cpuReg, "GatherND", gatherNDKernel, 0);
+  addData(reg, cpuReg, "ScatterND", scatterNDKernel, 0);
   addData(reg, cpuReg, "Trilu", triluKernel, kInput1);
 }
 

@@ -1,6 +1,7 @@
 //===- CudaShape.cu - Data-movement kernels of the CUDA device ------------===//
 //
-// Strided copy (Transpose, Slice, Expand, Split), Concat, Gather, Trilu.
+// Strided copy (Transpose, Slice, Expand, Split), Concat, Gather, GatherND,
+// ScatterND, Trilu.
 // Kernels move elements by size only (1, 2, 4, 8 or 16-byte words) and use
 // 32-bit index arithmetic whenever every index and offset fits (64-bit
 // division is several times slower on the GPU).
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <type_traits>
 #include <cmath>
 #include <vector>
 
@@ -354,6 +356,116 @@ __global__ void gatherKernel(const T *__restrict__ data, const Idx *__restrict__
   }
 }
 
+/// The element offset of the slice tuple `t` selects (within its batch), or
+/// -1 when a component is out of range.
+__device__ __forceinline__ int64_t tupleOffset(const int64_t *__restrict__ idx, int64_t t,
+                                               const IndexND &ix) {
+  int64_t off = 0;
+  const int64_t *p = idx + t * ix.k;
+  for (int m = 0; m < kMaxIndexND; ++m) { // to a constant bound: ix stays in parameters
+    if (m >= ix.k)
+      break;
+    int64_t v = p[m], d = ix.dims[m];
+    if (v < 0)
+      v += d;
+    if (v < 0 || v >= d)
+      return -1;
+    off += v * ix.strides[m];
+  }
+  return off;
+}
+
+template <class T>
+__global__ void gatherNDKernel(const T *__restrict__ data, const int64_t *__restrict__ idx,
+                               T *__restrict__ out, int64_t total, int64_t tuples,
+                               int64_t dataBatch, int64_t slice, IndexND ix, FaultSite fault) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t j = i / slice, c = i - j * slice;
+    int64_t off = tupleOffset(idx, j, ix);
+    T val{};
+    if (off >= 0)
+      val = data[(j / tuples) * dataBatch + off + c];
+    else
+      reportFault(fault, kFaultGatherIndex);
+    out[i] = val;
+  }
+}
+
+/// ScatterND without a reduction: one thread per element of the updates.
+template <class T>
+__global__ void scatterNDKernel(const int64_t *__restrict__ idx, const T *__restrict__ upd,
+                                T *__restrict__ out, int64_t total, int64_t slice, IndexND ix,
+                                FaultSite fault) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t t = i / slice, c = i - t * slice;
+    int64_t off = tupleOffset(idx, t, ix);
+    if (off >= 0)
+      out[off + c] = upd[i];
+    else
+      reportFault(fault, kFaultGatherIndex);
+  }
+}
+
+/// dst reduced with u (reduction 1 add, 2 mul, 3 max, 4 min) in the CPU
+/// kernel's arithmetic: half types in float, rounded each time; integers wrap;
+/// max/min keep a NaN of either operand.
+template <class T> __device__ __forceinline__ T scatterApply(int red, T dst, T u) {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    switch (red) {
+    case 1: return static_cast<T>(static_cast<U>(dst) + static_cast<U>(u));
+    case 2: return static_cast<T>(static_cast<U>(dst) * static_cast<U>(u));
+    case 3: return u > dst ? u : dst;
+    case 4: return u < dst ? u : dst;
+    default: return u;
+    }
+  } else {
+    using A = typename Acc<T>::type; // float for the half types
+    constexpr bool half = !std::is_same_v<A, T>;
+    A a, b;
+    if constexpr (half) {
+      a = toF(dst);
+      b = toF(u);
+    } else {
+      a = dst;
+      b = u;
+    }
+    A r = b;
+    switch (red) {
+    case 1: r = a + b; break;
+    case 2: r = a * b; break;
+    case 3: r = b != b || b > a ? b : a; break;
+    case 4: r = b != b || b < a ? b : a; break;
+    default: break;
+    }
+    if constexpr (half)
+      return fromF<T>(r);
+    else
+      return r;
+  }
+}
+
+/// ScatterND with a reduction: one thread per element of a slice, over the
+/// tuples in order (so duplicates reduce in the CPU kernel's order).
+template <class T>
+__global__ void scatterNDReduceKernel(const int64_t *__restrict__ idx, const T *__restrict__ upd,
+                                      T *__restrict__ out, int64_t tuples, int64_t slice,
+                                      IndexND ix, int red, FaultSite fault) {
+  for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < slice;
+       c += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t t = 0; t < tuples; ++t) {
+      int64_t off = tupleOffset(idx, t, ix);
+      if (off < 0) {
+        reportFault(fault, kFaultGatherIndex);
+        continue;
+      }
+      out[off + c] = scatterApply<T>(red, out[off + c], upd[t * slice + c]);
+    }
+  }
+}
+
 template <class T, class I>
 __global__ void triluKernel(const T *__restrict__ in, T *__restrict__ out, int64_t total, I rows,
                             I cols, I k, bool upper) {
@@ -490,6 +602,55 @@ cudaError_t launchGather(const void *data, const void *indices, bool indices64, 
     }
   });
   return cudaGetLastError();
+}
+
+cudaError_t launchGatherND(const void *data, const int64_t *indices, int64_t batch,
+                           int64_t tuples, int64_t dataBatch, const IndexND &ix, int64_t slice,
+                           void *out, size_t elemSize, FaultSite fault, cudaStream_t stream) {
+  if (ix.k < 1 || ix.k > kMaxIndexND)
+    return cudaErrorInvalidValue;
+  int64_t total = batch * tuples * slice;
+  if (total == 0)
+    return cudaSuccess;
+  bool ok = dispatchBySize(elemSize, [&](auto tag) {
+    using T = decltype(tag);
+    gatherNDKernel<T><<<blocksFor(total, kThreads), kThreads, 0, stream>>>(
+        static_cast<const T *>(data), indices, static_cast<T *>(out), total, tuples, dataBatch,
+        slice, ix, fault);
+  });
+  return ok ? cudaGetLastError() : cudaErrorInvalidValue;
+}
+
+cudaError_t launchScatterND(int32_t dtype, int reduction, const void *data, int64_t dataNumel,
+                            const int64_t *indices, const void *updates, int64_t tuples,
+                            const IndexND &ix, int64_t slice, void *out, size_t elemSize,
+                            FaultSite fault, cudaStream_t stream) {
+  if (ix.k < 1 || ix.k > kMaxIndexND || reduction < 0 || reduction > 4)
+    return cudaErrorInvalidValue;
+  if (cudaError_t e = copyBytes(out, data, static_cast<size_t>(dataNumel) * elemSize, stream);
+      e != cudaSuccess)
+    return e;
+  int64_t total = tuples * slice;
+  if (total == 0)
+    return cudaSuccess;
+  bool ok;
+  if (reduction == 0) {
+    ok = dispatchBySize(elemSize, [&](auto tag) {
+      using T = decltype(tag);
+      scatterNDKernel<T><<<blocksFor(total, kThreads), kThreads, 0, stream>>>(
+          indices, static_cast<const T *>(updates), static_cast<T *>(out), total, slice, ix,
+          fault);
+    });
+  } else {
+    ok = dtype != DT_I8 && dtype != DT_U8 && dtype != DT_BOOL &&
+         dispatchAll(dtype, [&](auto tag) {
+           using T = decltype(tag);
+           scatterNDReduceKernel<T><<<blocksFor(slice, kThreads), kThreads, 0, stream>>>(
+               indices, static_cast<const T *>(updates), static_cast<T *>(out), tuples, slice,
+               ix, reduction, fault);
+         });
+  }
+  return ok ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 cudaError_t launchTrilu(const void *in, void *out, int64_t mats, int64_t rows, int64_t cols,

@@ -53,6 +53,41 @@ cudaError_t launchGather(const void *data, const void *indices, bool indices64, 
                          int64_t axisLen, int64_t inner, int64_t count, void *out,
                          size_t elemSize, FaultSite fault, cudaStream_t stream);
 
+/// Most components of a GatherND / ScatterND index tuple on CUDA.
+constexpr int kMaxIndexND = 8;
+/// The data axes a tuple indexes: component m selects along an axis of size
+/// dims[m] whose elements are strides[m] apart (cpu::IndexNDPlan).
+struct IndexND {
+  int k = 0;
+  int64_t dims[kMaxIndexND] = {};
+  int64_t strides[kMaxIndexND] = {};
+};
+
+/// GatherND: `indices` (int64, read on the device) holds batch * tuples
+/// tuples of ix.k components; out (batch * tuples slices of `slice`
+/// elements) = for tuple t of batch i, the slice of data at
+/// i * dataBatch + sum_m idx_m * strides[m] (negative components count from
+/// the end). A component out of range yields a zero slice and reports
+/// kFaultGatherIndex to `fault`.
+cudaError_t launchGatherND(const void *data, const int64_t *indices, int64_t batch,
+                           int64_t tuples, int64_t dataBatch, const IndexND &ix, int64_t slice,
+                           void *out, size_t elemSize, FaultSite fault, cudaStream_t stream);
+
+/// ScatterND: out (dataNumel elements, not overlapping data) = data, then the
+/// slice at each of the `tuples` tuples of `indices` replaced by (reduction 0)
+/// or reduced with (1 add, 2 mul, 3 max, 4 min: cpu::ScatterReduction) the
+/// tuple's slice of `updates`. Without a reduction the tuples are written in
+/// parallel (which of duplicate tuples wins is unspecified, as in ONNX); with
+/// one, each element of a slice is reduced by one thread over the tuples in
+/// order, in the CPU kernel's arithmetic (the results agree bit for bit).
+/// `dtype` (a qn::rt::DType number) matters only with a reduction (float32/64,
+/// float16, bfloat16, int32, int64). A tuple with a component out of range is
+/// skipped and reports kFaultGatherIndex.
+cudaError_t launchScatterND(int32_t dtype, int reduction, const void *data, int64_t dataNumel,
+                            const int64_t *indices, const void *updates, int64_t tuples,
+                            const IndexND &ix, int64_t slice, void *out, size_t elemSize,
+                            FaultSite fault, cudaStream_t stream);
+
 /// Trilu over `mats` row-major [rows, cols] matrices: out = in where
 /// col - row >= k (upper) or col - row <= k (lower), 0 elsewhere (every
 /// element of out is written).
