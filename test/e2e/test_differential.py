@@ -15,7 +15,8 @@ MatMul, reshapes (0/-1, head splits), transposes, Concat/Split/Slice on the
 sharded axis, reductions over it and not, Softmax/LogSoftmax/LayerNormalization,
 activation x activation MatMuls (attention), residual branches, shared weights
 and embeddings (int64 and int32 ids, negative ids, tied LM heads), on (B,H) and
-(B,T,H) activations. And three regressions that differential testing found:
+(B,T,H) activations, convolutions (a ViT patch embedding, Conv1d) before a
+Linear pair. And three regressions that differential testing found:
 - shape_*: Shape of a sharded value reported the local dims (a wrong graph
   output; Expand or Reshape to the local size failing at run time);
 - gather_race_*: back-to-back AllGathers of one size corrupted each other
@@ -737,6 +738,31 @@ def embed_plus_positions(m):
     e = m.op("Add", m.op("Gather", table, ids, axis=0),
              m.op("Gather", pos, m.const(ints(0, 1, 2)), axis=0))
     m.output(row(m, m.op("Relu", column(m, e))), e)
+
+
+# --- Convolutions (Conv needs R; the Linears after it shard) ----------------------------
+
+@case("BTH")
+def conv_patch_embedding(m):
+    """ViT: Conv with kernel = stride = patch size -> [B,H,patches] -> [B,patches,H] -> MLP pair."""
+    x = m.input("img", ["B", 3, 8, 8], m.randn(B, 3, 8, 8))
+    w = m.const(m.randn(H, 3, 4, 4, scale=0.25), "W")
+    p = m.op("Conv", x, w, m.vector(H), kernel_shape=[4, 4], strides=[4, 4])
+    t = m.op("Transpose", m.op("Reshape", p, m.const(ints(0, H, -1))), perm=[0, 2, 1])
+    h = m.op("Relu", column(m, t, bias=True))
+    m.output(row(m, h, bias=True))
+
+
+@case("BTH")
+def conv1d(m):
+    """Conv1d with pads and a bias, then a grouped dilated SAME_UPPER one -> [B,T,H] -> MLP pair."""
+    x = m.input("seq", ["B", 4, 10], m.randn(B, 4, 10))
+    c = m.op("Conv", x, m.const(m.randn(H, 4, 3, scale=0.5), "W"), m.vector(H), pads=[1, 1])
+    c = m.op("Conv", c, m.const(m.randn(H, 2, 3, scale=0.5), "W"), group=8, dilations=[2],
+             auto_pad="SAME_UPPER")
+    t = m.op("Transpose", c, perm=[0, 2, 1])
+    h = m.op("Relu", column(m, t))
+    m.output(row(m, h))
 
 
 # --- Regression, bug 1: Shape of a sharded value -------------------------------------
