@@ -755,11 +755,14 @@ def conv_patch_embedding(m):
 
 @case("BTH")
 def conv1d(m):
-    """Conv1d with pads and a bias, then a grouped dilated SAME_UPPER one -> [B,T,H] -> MLP pair."""
+    """Conv1d with pads and a bias, a grouped dilated one, a depthwise strided SAME_LOWER
+    one (ONNX Runtime has no dilation with SAME_*) -> [B,T,H] -> MLP pair."""
     x = m.input("seq", ["B", 4, 10], m.randn(B, 4, 10))
     c = m.op("Conv", x, m.const(m.randn(H, 4, 3, scale=0.5), "W"), m.vector(H), pads=[1, 1])
     c = m.op("Conv", c, m.const(m.randn(H, 2, 3, scale=0.5), "W"), group=8, dilations=[2],
-             auto_pad="SAME_UPPER")
+             pads=[2, 2])
+    c = m.op("Conv", c, m.const(m.randn(H, 1, 4, scale=0.5), "W"), group=H, strides=[2],
+             auto_pad="SAME_LOWER")
     t = m.op("Transpose", c, perm=[0, 2, 1])
     h = m.op("Relu", column(m, t))
     m.output(row(m, h))
