@@ -151,6 +151,30 @@ struct GemmPlan {
 };
 llvm::Error planGemm(const KernelContext &ctx, GemmPlan &p);
 
+/// Conv (CpuConv.cpp): arity (X, W, optional B), dtypes (X, W and B the same:
+/// float32/64, float16, bfloat16), X [N, C, D1..Dn] with n = 1..3, W [M,
+/// C/group, k1..kn], B [M]; kernel_shape (when given, W's), strides,
+/// dilations, pads, auto_pad (NOTSET, VALID, SAME_UPPER, SAME_LOWER), group.
+/// The spatial dims are kept as 3 (leading ones of size 1 for 1-D and 2-D:
+/// in 1, k 1, out 1, stride 1, dilation 1, no pads) so that both devices run
+/// one im2col: column matrix [N, C * prod(k), prod(out)] (per group g rows
+/// [g*K, (g+1)*K)), then per image and group Y[Mg, P] = W_g[Mg, K] col_g[K, P].
+struct ConvPlan {
+  int nd = 0;                           // spatial dims of the node (1..3)
+  int64_t N = 0, C = 0, M = 0, G = 1;   // batch, in/out channels, groups
+  int64_t Cg = 0, Mg = 0;               // channels per group
+  int64_t in[3] = {1, 1, 1}, k[3] = {1, 1, 1}, out[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1}, dil[3] = {1, 1, 1}, padBegin[3] = {0, 0, 0};
+  int64_t K = 0;         // Cg * prod(k): rows of one group's column matrix
+  int64_t P = 0;         // prod(out): its columns
+  int64_t inSpatial = 0; // prod(in)
+  bool hasBias = false;
+  /// Kernel 1, stride 1, no pads: the column matrix is X itself.
+  bool pointwise = false;
+  std::vector<int64_t> outShape;
+};
+llvm::Error planConv(const KernelContext &ctx, ConvPlan &p);
+
 /// Add Sub Mul Div Pow Equal Less Greater (CpuElementwise.cpp): arity, dtypes
 /// (Pow's exponent may have another numeric type, computed in `expType`:
 /// float64 for a float64 base, else float32; Undefined for the other ops),

@@ -16,7 +16,8 @@ sharded axis, reductions over it and not, Softmax/LogSoftmax/LayerNormalization,
 activation x activation MatMuls (attention), residual branches, shared weights
 and embeddings (int64 and int32 ids, negative ids, tied LM heads), CumSum position
 ids, GatherND rotary lookups and ScatterND mask updates, on (B,H) and (B,T,H)
-activations. And three regressions that differential testing found:
+activations, convolutions (a ViT patch embedding, Conv1d) before a Linear pair.
+And three regressions that differential testing found:
 - shape_*: Shape of a sharded value reported the local dims (a wrong graph
   output; Expand or Reshape to the local size failing at run time);
 - gather_race_*: back-to-back AllGathers of one size corrupted each other
@@ -784,6 +785,31 @@ def scatternd_mask(m):
              m.const(m.randn(3, F)), reduction="add")
     h = m.op("ScatterND", h, m.const(np.array([[1], [0]], np.int64)),
              m.const(m.randn(2, T, F)), reduction="mul")
+# --- Convolutions (Conv needs R; the Linears after it shard) ----------------------------
+
+@case("BTH")
+def conv_patch_embedding(m):
+    """ViT: Conv with kernel = stride = patch size -> [B,H,patches] -> [B,patches,H] -> MLP pair."""
+    x = m.input("img", ["B", 3, 8, 8], m.randn(B, 3, 8, 8))
+    w = m.const(m.randn(H, 3, 4, 4, scale=0.25), "W")
+    p = m.op("Conv", x, w, m.vector(H), kernel_shape=[4, 4], strides=[4, 4])
+    t = m.op("Transpose", m.op("Reshape", p, m.const(ints(0, H, -1))), perm=[0, 2, 1])
+    h = m.op("Relu", column(m, t, bias=True))
+    m.output(row(m, h, bias=True))
+
+
+@case("BTH")
+def conv1d(m):
+    """Conv1d with pads and a bias, a grouped dilated one, a depthwise strided SAME_LOWER
+    one (ONNX Runtime has no dilation with SAME_*) -> [B,T,H] -> MLP pair."""
+    x = m.input("seq", ["B", 4, 10], m.randn(B, 4, 10))
+    c = m.op("Conv", x, m.const(m.randn(H, 4, 3, scale=0.5), "W"), m.vector(H), pads=[1, 1])
+    c = m.op("Conv", c, m.const(m.randn(H, 2, 3, scale=0.5), "W"), group=8, dilations=[2],
+             pads=[2, 2])
+    c = m.op("Conv", c, m.const(m.randn(H, 1, 4, scale=0.5), "W"), group=H, strides=[2],
+             auto_pad="SAME_LOWER")
+    t = m.op("Transpose", c, perm=[0, 2, 1])
+    h = m.op("Relu", column(m, t))
     m.output(row(m, h))
 
 

@@ -60,7 +60,16 @@ void stridedCopy(const void *in, int64_t base, llvm::ArrayRef<int64_t> outShape,
 /// when the shapes already agree.
 Tensor broadcastTo(const Tensor &x, llvm::ArrayRef<int64_t> outShape);
 
+/// Row-major C[M,N] = alpha * op(A) op(B) + beta * C (CpuMatMul.cpp): float32
+/// through oneDNN's sgemm (OpenBLAS when the build has no oneDNN), float64
+/// through OpenBLAS. Dimensions must fit the BLAS int (the planners check).
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+          int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
+
 void registerMatMulKernels(KernelRegistry &reg);
+void registerConvKernels(KernelRegistry &reg);
 void registerElementwiseKernels(KernelRegistry &reg);
 void registerNormKernels(KernelRegistry &reg);
 void registerShapeKernels(KernelRegistry &reg);

@@ -11,6 +11,7 @@
 //                       Transpose, Slice, Concat, Split, Expand, Gather, Trilu,
 //                       Shape, Constant, Range, ConstantOfShape
 //   CpuCollectives.cpp  ai.quintnet AllReduce, AllGather, ReduceScatter
+//   CpuConv.cpp         Conv (im2col + the GEMM of CpuMatMul.cpp)
 // The checks, shapes and messages they share with the CUDA kernels are
 // declared in ../OpSemantics.h.
 //
@@ -29,6 +30,7 @@ void registerCpuKernels(KernelRegistry &reg) {
   cpu::registerShapeKernels(reg);
   cpu::registerCollectiveKernels(reg);
   cpu::registerNormKernels(reg);
+  cpu::registerConvKernels(reg);
 }
 
 namespace cpu {

@@ -13,14 +13,13 @@
 #include "onnx/onnx_pb.h"
 
 namespace qn::rt::cpu {
-namespace {
 
 /// Row-major C[M,N] = alpha * op(A) op(B) + beta * C. float32 GEMMs go
 /// through oneDNN's sgemm when the build found it (its JIT kernels use
 /// AVX-512 where the CPU has it, independently of OpenBLAS's core detection),
 /// else through OpenBLAS.
-inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #ifdef QN_HAVE_ONEDNN
   if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) ==
       dnnl_success)
@@ -31,13 +30,15 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
               static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
               static_cast<blasint>(ldc));
 }
-inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
-                 int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+          int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
               static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
               static_cast<blasint>(ldc));
 }
+
+namespace {
 
 bool fitsBlas(int64_t v) { return v <= static_cast<int64_t>(INT_MAX); }
 

@@ -412,6 +412,7 @@ void registerKernels(KernelRegistry &reg) {
   registerCudaShapeKernels(reg);
   registerCudaNormKernels(reg);
   registerCudaMatMulKernels(reg);
+  registerCudaConvKernels(reg);
   registerCudaCollectiveKernels(reg);
 }
 

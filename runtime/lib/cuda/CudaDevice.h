@@ -101,11 +101,30 @@ llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
                                             const std::vector<Tensor> &inputs, size_t numOutputs,
                                             int opset, const CudaOptions &opts);
 
+/// One (strided-batched) row-major GEMM: Y[b] = alpha op(A[b]) op(B[b]) +
+/// beta Y[b] for b < batch, A[b] at A + b*strideA elements (likewise B, Y).
+/// All of M, N, K >= 1 and fit an int (checked by the callers). CudaMatMul.cpp.
+struct RowGemm {
+  bool ta = false, tb = false;
+  int64_t M = 0, N = 0, K = 0;
+  int64_t lda = 0, ldb = 0, ldy = 0;
+  int64_t strideA = 0, strideB = 0, strideY = 0;
+  int64_t batch = 1;
+};
+/// Points the shared cuBLAS handle at this rank's stream and workspace, host
+/// scalars and full-precision reductions; call before rowMajorGemm.
+llvm::Error prepareCublas(const KernelContext &ctx);
+/// The GEMM on cuBLAS (cublasGemmEx / cublasGemmStridedBatchedEx) in `dt`'s
+/// precision (float16 / bfloat16 accumulate in float32, TF32 only when allowed).
+llvm::Error rowMajorGemm(const KernelContext &ctx, DType dt, const RowGemm &g, double alpha,
+                         double beta, const void *A, const void *B, void *Y);
+
 /// The kernel groups (each in its own CudaXxx.cpp).
 void registerCudaElementwiseKernels(KernelRegistry &reg);
 void registerCudaShapeKernels(KernelRegistry &reg);
 void registerCudaNormKernels(KernelRegistry &reg);
 void registerCudaMatMulKernels(KernelRegistry &reg);
+void registerCudaConvKernels(KernelRegistry &reg);
 void registerCudaCollectiveKernels(KernelRegistry &reg);
 
 } // namespace cuda

@@ -81,6 +81,8 @@ struct Scalars {
   const void *beta() const { return f64 ? static_cast<const void *>(&db) : &fb; }
 };
 
+} // namespace
+
 /// Points the shared cuBLAS handle at this rank's stream and workspace (each
 /// call: cublasSetStream resets the workspace to cuBLAS's own pool, which
 /// graph capture cannot allocate from), host scalars, and full-precision
@@ -100,17 +102,6 @@ llvm::Error prepareCublas(const KernelContext &ctx) {
     return cublasError(ctx, s, "cuBLAS handle setup");
   return llvm::Error::success();
 }
-
-/// One (strided-batched) row-major GEMM: Y[b] = alpha op(A[b]) op(B[b]) +
-/// beta Y[b] for b < batch, A[b] at A + b*strideA elements (likewise B, Y).
-/// All of M, N, K >= 1 and fit an int (checked by the callers).
-struct RowGemm {
-  bool ta = false, tb = false;
-  int64_t M = 0, N = 0, K = 0;
-  int64_t lda = 0, ldb = 0, ldy = 0;
-  int64_t strideA = 0, strideB = 0, strideY = 0;
-  int64_t batch = 1;
-};
 
 llvm::Error rowMajorGemm(const KernelContext &ctx, DType dt, const RowGemm &g, double alpha,
                          double beta, const void *A, const void *B, void *Y) {
@@ -139,6 +130,8 @@ llvm::Error rowMajorGemm(const KernelContext &ctx, DType dt, const RowGemm &g, d
   }
   return llvm::Error::success();
 }
+
+namespace {
 
 const char *elemPtr(const void *base, int64_t elems, size_t elemSize) {
   return static_cast<const char *>(base) + elems * static_cast<int64_t>(elemSize);

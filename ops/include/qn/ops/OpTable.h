@@ -27,6 +27,7 @@ enum OpKind : uint8_t {
   OK_Gather,
   OK_Source,
   OK_Collective,
+  OK_Conv,
 };
 
 enum OpFlag : uint32_t {
@@ -68,7 +69,7 @@ inline const char *domainName(OpDomain d) { return d == OD_Onnx ? "" : "ai.quint
 inline const char *kindName(OpKind k) {
   static const char *names[] = {"unary",    "binary",   "compare", "logic",  "variadic",
                                 "select",   "normalize", "reduce", "movement", "linear",
-                                "gather",   "source",   "collective"};
+                                "gather",   "source",   "collective", "conv"};
   return names[k];
 }
 
