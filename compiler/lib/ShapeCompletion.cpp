@@ -125,18 +125,32 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
         out.push_back(e.factor == 1 ? d : d.known() ? Dim{d.size * e.factor, {}} : Dim{});
         continue;
       }
-      if (piece->producer && piece->producer->opType() == "Unsqueeze")
-        return false;
     }
+    // Entries computed at run time from something else (the mask's key
+    // length, past + seq, is an Add): as many unknown dims as the piece
+    // has entries, when that count is known.
+    auto unknownEntries = [&] {
+      int64_t len = piece->hasShape && piece->rank() == 1 ? piece->dimSize(0) : -1;
+      if (len < 0)
+        return false;
+      out.append(static_cast<size_t>(len), Dim{});
+      return true;
+    };
     const Node *slice = piece->producer;
     std::vector<int64_t> starts, ends;
     if (!slice || slice->opType() != "Slice" || !constantInts(slice->input(1), starts) ||
         !constantInts(slice->input(2), ends) || starts.size() != 1 || ends.size() != 1 ||
-        (slice->inputs.size() > 4 && slice->inputs[4]))
-      return false;
+        (slice->inputs.size() > 4 && slice->inputs[4])) {
+      if (!unknownEntries())
+        return false;
+      continue;
+    }
     const Node *shape = slice->inputs[0] ? slice->inputs[0]->producer : nullptr;
-    if (!shape || shape->opType() != "Shape" || !shape->inputs[0] || !shape->inputs[0]->hasShape)
-      return false;
+    if (!shape || shape->opType() != "Shape" || !shape->inputs[0] || !shape->inputs[0]->hasShape) {
+      if (!unknownEntries())
+        return false;
+      continue;
+    }
     const auto &src = shape->inputs[0]->shape;
     int64_t r = static_cast<int64_t>(src.size());
     int64_t b = starts[0] < 0 ? starts[0] + r : std::min(starts[0], r);
@@ -246,6 +260,35 @@ void expandShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
   t.hasShape = true;
   t.shape = target;
   refine(y, broadcast({ins[0], &t}));
+}
+
+/// ConstantOfShape(Shape(x)) has x's shape; of a Concat-built shape, the
+/// entries that are known; of anything else with a known length, that rank.
+void constantOfShapeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
+  Value *y = n.outputs[0];
+  const Value *s = ins[0];
+  const Node *p = s->producer;
+  if (p && p->opType() == "Shape" && p->proto.attribute().empty() && p->inputs[0] &&
+      p->inputs[0]->hasShape) {
+    refine(y, p->inputs[0]->shape);
+    return;
+  }
+  std::vector<int64_t> sizes;
+  llvm::SmallVector<Dim, 4> target;
+  if (constantInts(s, sizes)) {
+    for (int64_t v : sizes)
+      target.push_back(v >= 0 ? Dim{v, {}} : Dim{});
+    refine(y, target);
+    return;
+  }
+  if (reshapeTarget(s, target)) {
+    // A constant 0 in a Concat is a size here, not "copy": reshapeTarget
+    // leaves it unknown, which claims nothing.
+    refine(y, target);
+    return;
+  }
+  if (s->hasShape && s->rank() == 1 && s->dimSize(0) >= 0)
+    refine(y, llvm::SmallVector<Dim, 4>(static_cast<size_t>(s->dimSize(0)), Dim{}));
 }
 
 void unsqueezeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
@@ -416,6 +459,8 @@ const llvm::StringMap<ShapeFn> &shapeFunctions() {
     m["Concat"] = concatShape;
     m["Split"] = splitShape;
     m["Slice"] = sliceShape;
+    m["Trilu"] = sameShape;
+    m["ConstantOfShape"] = constantOfShapeShape;
     return m;
   }();
   return fns;

@@ -16,7 +16,9 @@ sharded axis, reductions over it and not, Softmax/LogSoftmax/LayerNormalization,
 activation x activation MatMuls (attention), residual branches, shared weights
 and embeddings (int64 and int32 ids, negative ids, tied LM heads), CumSum position
 ids, GatherND rotary lookups and ScatterND mask updates, on (B,H) and (B,T,H)
-activations, convolutions (a ViT patch embedding, Conv1d) before a Linear pair.
+activations, convolutions (a ViT patch embedding, Conv1d) before a Linear pair,
+the exporter's additive attention masks broadcast along the heads (Mistral/Phi's
+and Qwen2's Expand chains, and one whose head entry is only known at run time).
 And three regressions that differential testing found:
 - shape_*: Shape of a sharded value reported the local dims (a wrong graph
   output; Expand or Reshape to the local size failing at run time);
@@ -587,6 +589,71 @@ def attention_4_heads(m):
     m.output(m.op("Add", x, y), p)
 
 
+def exported_mask(m, x, mask2d, head=None):
+    """The TorchScript exporter's additive attention mask (HF 4.41 Mistral,
+    Qwen2, Phi): mask2d [T,T] -> [1,1,T,T] expanded to the run-time target
+    Where(Equal(t, -1), 1, t), t = Reshape(Concat(batch, head, seq, past + seq),
+    [-1]); head is the constant 1 unless given (a run-time entry)."""
+    sx = m.op("Shape", x)
+    b = m.op("Gather", sx, m.const(np.int64(0)), axis=0)
+    t = m.op("Gather", sx, m.const(np.int64(1)), axis=0)
+    kv = m.op("Add", t, m.op("Sub", t, t))
+    ax0 = m.const(ints(0))
+    pieces = [m.op("Unsqueeze", b, ax0), head or m.const(ints(1)), m.op("Unsqueeze", t, ax0),
+              m.op("Unsqueeze", kv, ax0)]
+    target = m.op("Reshape", m.op("Concat", *pieces, axis=0), m.const(ints(-1)))
+    ones = m.op("ConstantOfShape", m.op("Shape", target), value=numpy_helper.from_array(ints(1)))
+    target = m.op("Where", m.op("Equal", target, m.op("Mul", ones, m.const(np.int64(-1)))),
+                  ones, target)
+    m4 = m.op("Unsqueeze", m.op("Unsqueeze", mask2d, ax0), m.const(ints(1)))
+    return m.op("Expand", m4, target)
+
+
+def masked_attention(m, mask_of):
+    """4-head attention whose scores get the additive mask mask_of(m, x)."""
+    x = m.activations()
+    q, k, v = (heads(m, column(m, x, n=H), 4, True) for _ in range(3))
+    s = m.op("Div", m.op("MatMul", q, m.op("Transpose", k, perm=[0, 1, 3, 2])),
+             m.const(np.float32(2.0)))
+    p = m.op("Softmax", m.op("Add", s, mask_of(m, x)), axis=-1)
+    o = m.op("Transpose", m.op("MatMul", p, v), perm=[0, 2, 1, 3])
+    m.output(m.op("Add", x, row(m, m.op("Reshape", o, m.const(ints(0, 0, H))), k=H, n=H)))
+
+
+@case("BTH")
+def attention_exported_mask(m):
+    """Mistral's and Phi's mask: a constant causal [T,T] (head axis 1)."""
+    causal = m.const(np.triu(np.full((T, T), -1e4, np.float32), 1))
+    masked_attention(m, lambda m, x: exported_mask(m, x, causal))
+
+
+@case("BTH")
+def attention_exported_trilu_mask(m):
+    """Qwen2's mask: built at run time by ConstantOfShape -> Trilu -> Where."""
+    def mask(m, x):
+        sx = m.op("Shape", x)
+        t1 = m.op("Slice", sx, m.const(ints(1)), m.const(ints(2)))
+        ones = m.op("ConstantOfShape", m.op("Concat", t1, t1, axis=0),
+                    value=numpy_helper.from_array(np.array([1.0], np.float32)))
+        keep = m.op("Cast", m.op("Trilu", ones, m.const(np.int64(0)), upper=0), to=TensorProto.BOOL)
+        causal = m.op("Where", keep, m.const(np.float32(0.0)), m.const(np.float32(-1e4)))
+        return exported_mask(m, x, causal)
+    masked_attention(m, mask)
+
+
+@case("BTH")
+def attention_exported_mask_runtime_head(m):
+    """The mask's head entry is computed at run time (t / t, 1 but not provably):
+    the scores are gathered, the mask neither left whole nor sliced."""
+    def mask(m, x):
+        sx = m.op("Shape", x)
+        t = m.op("Gather", sx, m.const(np.int64(1)), axis=0)
+        head = m.op("Unsqueeze", m.op("Div", t, t), m.const(ints(0)))
+        causal = m.const(np.triu(np.full((T, T), -1e4, np.float32), 1))
+        return exported_mask(m, x, causal, head=head)
+    masked_attention(m, mask)
+
+
 @case("BTH")
 def batched_matmul_columns(m):
     x = m.activations()
@@ -785,6 +852,9 @@ def scatternd_mask(m):
              m.const(m.randn(3, F)), reduction="add")
     h = m.op("ScatterND", h, m.const(np.array([[1], [0]], np.int64)),
              m.const(m.randn(2, T, F)), reduction="mul")
+    m.output(row(m, h))
+
+
 # --- Convolutions (Conv needs R; the Linears after it shard) ----------------------------
 
 @case("BTH")

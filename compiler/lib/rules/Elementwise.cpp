@@ -7,7 +7,9 @@
 // OK_Logic) keep S(d) when the
 // sharded inputs agree on the axis (and on the blocked layout): constant
 // inputs spanning it are sliced, inputs broadcast along it (size 1, or
-// missing the axis) are needed whole. Add/Sub of partial sums stay partial.
+// missing the axis) are needed whole; an input whose size there is unknown
+// (shape completion found no 1: it may be the full extent) makes the op run
+// replicated. Add/Sub of partial sums stay partial.
 //
 //===----------------------------------------------------------------------===//
 #include "Rules.h"
@@ -66,11 +68,21 @@ llvm::Error broadcasting(const RuleContext &ctx, const Node &n, RuleResult &r) {
     return llvm::Error::success();
   for (unsigned i = 0; i < n.inputs.size(); ++i) {
     const Value *v = n.inputs[i];
-    if (!v || !v->hasShape)
+    if (!v)
       continue;
+    if (!v->hasShape) {
+      allReplicated(n, r); // its extent along the axis could be anything
+      return llvm::Error::success();
+    }
     int64_t a = axis - (outRank - v->rank());
     if (a < 0 || v->dimSize(a) == 1)
       continue; // broadcast along the shard axis: the whole input is needed
+    if (v->dimSize(a) < 0 && ctx.of(v) != Placement::S(static_cast<int>(a), blocks)) {
+      // Not known to be 1 (whole) nor the extent (sliceable): it may be
+      // either at run time, so neither is safe. Everything whole.
+      allReplicated(n, r);
+      return llvm::Error::success();
+    }
     np.in[i] = Placement::S(static_cast<int>(a), blocks);
   }
   np.out[0] = Placement::S(axis, blocks);
