@@ -35,10 +35,7 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
     linearOf[li.node] = &li;
   // Placements of node outputs so far (graph inputs and constants are R).
   llvm::DenseMap<const Value *, Placement> placed;
-  auto of = [&](const Value *v) {
-    auto it = v && !v->constant ? placed.find(v) : placed.end();
-    return it == placed.end() ? Placement::R() : it->second;
-  };
+  auto of = [&](const Value *v) { return rules::placementIn(placed, v); };
   // In a dry run: the values derived from the group, up to its row partners.
   llvm::DenseSet<const Value *> tainted;
   for (auto &np : g.nodes) {

@@ -49,6 +49,16 @@ struct RuleResult {
   std::string localReadProblem;
 };
 
+/// The placement of v in `placements` (constants, omitted inputs and values
+/// not placed yet, such as graph inputs: R).
+inline Placement placementIn(const llvm::DenseMap<const Value *, Placement> &placements,
+                             const Value *v) {
+  if (!v || v->constant)
+    return Placement::R();
+  auto it = placements.find(v);
+  return it == placements.end() ? Placement::R() : it->second;
+}
+
 /// What a rule may read besides the node.
 struct RuleContext {
   const Graph &g;
@@ -63,12 +73,7 @@ struct RuleContext {
   const llvm::DenseMap<const Value *, Placement> &placements;
 
   /// The placement of v so far (constants and omitted inputs: R).
-  Placement of(const Value *v) const {
-    if (!v || v->constant)
-      return Placement::R();
-    auto it = placements.find(v);
-    return it == placements.end() ? Placement::R() : it->second;
-  }
+  Placement of(const Value *v) const { return placementIn(placements, v); }
 };
 
 using ShardingRule = llvm::Error (*)(const RuleContext &, const Node &, RuleResult &);

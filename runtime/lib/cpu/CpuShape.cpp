@@ -771,33 +771,19 @@ llvm::Error scatterNDKernel(KernelContext &ctx) {
       std::memcpy(d, u, row);
       continue;
     }
-    switch (data.dtype()) {
-    case DType::Float:
-      scatterReduce(red, reinterpret_cast<float *>(d), reinterpret_cast<const float *>(u),
-                    p.slice, SameConv{});
-      break;
-    case DType::Double:
-      scatterReduce(red, reinterpret_cast<double *>(d), reinterpret_cast<const double *>(u),
-                    p.slice, SameConv{});
-      break;
-    case DType::Int32:
-      scatterReduce(red, reinterpret_cast<int32_t *>(d), reinterpret_cast<const int32_t *>(u),
-                    p.slice, SameConv{});
-      break;
-    case DType::Int64:
-      scatterReduce(red, reinterpret_cast<int64_t *>(d), reinterpret_cast<const int64_t *>(u),
-                    p.slice, SameConv{});
-      break;
-    case DType::Float16:
+    // planScatterND admits the float types, int32 and int64 with a reduction.
+    if (data.dtype() == DType::Float16) {
       scatterReduce(red, reinterpret_cast<uint16_t *>(d), reinterpret_cast<const uint16_t *>(u),
                     p.slice, HalfConv{});
-      break;
-    case DType::BFloat16:
+    } else if (data.dtype() == DType::BFloat16) {
       scatterReduce(red, reinterpret_cast<uint16_t *>(d), reinterpret_cast<const uint16_t *>(u),
                     p.slice, Bf16Conv{});
-      break;
-    default: // planScatterND admits no other dtype with a reduction
-      break;
+    } else {
+      visitNumeric(data.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        scatterReduce(red, reinterpret_cast<T *>(d), reinterpret_cast<const T *>(u), p.slice,
+                      SameConv{});
+      });
     }
   }
   ctx.outputs[0] = std::move(y);
