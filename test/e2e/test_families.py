@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Model families end to end: the Hugging Face exports that
+models/export_families.py wrote as skeletons (models/families/h128/, bundled;
+h1024/ when exported), rehydrated with seeded weights, compiled at tp 1, 2 and
+4 (where the heads divide) and run by qn-run on CPU ranks against ONNX Runtime
+on the rehydrated model, at batch 3 and sequence 5 (the exports traced 2 x 8).
+
+Checked per family and tp:
+  - numbers: every output within 1e-5 of the largest reference value
+    (max |qn - ort| <= 1e-5 * max |ort|);
+  - the plan is Megatron's minimum: 2 AllReduce per layer, +1 where the word
+    embedding is vocab-parallel, 1 AllGather where the LM head is
+    column-parallel (the logits), nothing else (plan.json's counts);
+  - each rank's parameter bytes <= 1.02 x model/tp + what stays replicated by
+    design (norms, biases, position tables and the other weights the skeleton
+    keeps).
+
+Usage:
+  python3 test/e2e/test_families.py [--bin build/bin] [--models DIR]
+      [--family NAME ...] [--tp 1,2,4] [--no-run] [--jobs N] [--table]
+      [--run-flags "--device cuda"]
+--no-run compiles and checks the plans only (the hidden-1024 survey). Exit 0
+when every check passed, 1 otherwise; --table prints one line per family and tp.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "models", "families"))
+import rehydrate as rh  # noqa: E402
+
+REL_TOL = 1e-5
+BATCH, SEQ = 3, 5
+PARAM_SLACK = 1.02
+ABBR = {"AllReduce": "AR", "AllGather": "AG", "ReduceScatter": "RS"}
+
+
+def make_inputs(model, rng):
+    feeds = {}
+    for i in model.graph.input:
+        if i.name == "input_ids":
+            feeds[i.name] = rng.integers(0, 1024, (BATCH, SEQ)).astype(np.int64)
+        elif i.name == "attention_mask":
+            m = np.ones((BATCH, SEQ), np.int64)
+            m[1, :2] = 0  # a left-padded row
+            feeds[i.name] = m
+        elif i.name == "token_type_ids":
+            feeds[i.name] = (np.arange(SEQ)[None, :] >= 3).astype(np.int64).repeat(BATCH, 0)
+        elif i.name == "pixel_values":
+            feeds[i.name] = rng.standard_normal((BATCH, 3, 32, 32)).astype(np.float32)
+        else:
+            raise ValueError(f"no input generator for '{i.name}'")
+    return feeds
+
+
+def weight_tables(model, weights):
+    """Names of the taken weights read as a Gather's table."""
+    return {n.input[0] for n in model.graph.node if n.op_type == "Gather"
+            and n.input and n.input[0] in weights}
+
+
+def replicated_allowance(skeleton, meta):
+    """Bytes every rank may hold whole: the skeleton's own initializers and
+    Constant tensors (norms, biases, masks, rotary tables) and the taken Gather
+    tables other than the word embedding (position tables)."""
+    total = 0
+    for t in skeleton.graph.initializer:
+        total += int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    weights = meta["weights"]
+    for name in weight_tables(skeleton, weights):
+        dims = weights[name]["dims"]
+        if dims[0] != 1024:  # not the word embedding
+            total += int(np.prod(dims)) * 4
+    return total
+
+
+def expected_collectives(skeleton, meta, plan):
+    layers = meta["layers"]
+    ar = 2 * layers
+    vocab = [e for e in plan.get("embeddings", []) if e.get("V") == 1024]
+    if any(e["strategy"] == "vocab" for e in vocab):
+        ar += 1
+    lm_head = [l for l in plan.get("linears", []) if l.get("N") == 1024]
+    ag = 1 if any(l["strategy"] == "column" for l in lm_head) else 0
+    return {"AllReduce": ar, "AllGather": ag, "ReduceScatter": 0}
+
+
+def run(cmd, timeout=600):
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout)
+
+
+def tail(text, n=600):
+    text = (text or "").strip()
+    return text if len(text) <= n else "..." + text[-n:]
+
+
+def check_family(args, path, work):
+    """Returns (rows, problems): rows for the table, problems as strings."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    skeleton = onnx.load(path)
+    meta = rh.info(skeleton)
+    model, _ = rh.rehydrate(onnx.load(path))
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    model_path = os.path.join(d, "model.onnx")
+    onnx.save(model, model_path)
+    model_bytes = sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(
+        t.data_type).itemsize for t in model.graph.initializer)
+    allowance = replicated_allowance(skeleton, meta)
+    rows, problems = [], []
+    feeds, refs = None, None
+    if not args.no_run:
+        import onnxruntime as ort
+        feeds = make_inputs(model, np.random.default_rng(7))
+        sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        out_names = [o.name for o in model.graph.output]
+        refs = dict(zip(out_names, sess.run(out_names, feeds)))
+        for k, v in feeds.items():
+            np.save(os.path.join(d, k + ".npy"), v)
+    for tp in args.tp:
+        if meta["heads"] % tp:
+            continue
+        label = f"{name} tp{tp}"
+        plan_dir = os.path.join(d, f"plan{tp}")
+        proc = run([os.path.join(args.bin, "qn-compile"), model_path, "--tp", str(tp),
+                    "-o", plan_dir, "--quiet"])
+        if proc.returncode != 0:
+            problems.append(f"{label}: qn-compile failed: {tail(proc.stderr)}")
+            rows.append((label, "compile failed", "", ""))
+            continue
+        with open(os.path.join(plan_dir, "plan.json")) as f:
+            plan = json.load(f)
+        got = {k: plan["collectives"].get(k, 0) for k in ("AllReduce", "AllGather",
+                                                           "ReduceScatter")}
+        want = expected_collectives(skeleton, meta, plan) if tp > 1 else {
+            "AllReduce": 0, "AllGather": 0, "ReduceScatter": 0}
+        coll = " ".join(f"{ABBR[k]}={got[k]}" for k in got)
+        if got != want:
+            problems.append(f"{label}: collectives {got}, Megatron's minimum is {want}")
+            coll += " (want " + " ".join(str(want[k]) for k in want) + ")"
+        per_rank = max(r["param_bytes"] for r in plan["ranks"])
+        limit = PARAM_SLACK * model_bytes / tp + allowance
+        share = f"{per_rank / model_bytes:.3f}"
+        if per_rank > limit:
+            problems.append(f"{label}: a rank holds {per_rank} parameter bytes, over "
+                            f"{PARAM_SLACK} x {model_bytes}/{tp} + {allowance} replicated = "
+                            f"{int(limit)}")
+            share += " (over)"
+        err = ""
+        if not args.no_run:
+            out_dir = os.path.join(d, f"out{tp}")
+            inputs = sum((["--input", f"{k}={os.path.join(d, k + '.npy')}"] for k in feeds), [])
+            proc = run([os.path.join(args.bin, "qn-run"), plan_dir, "--nproc", str(tp),
+                        *inputs, "--output-dir", out_dir, *args.run_flags.split()])
+            if proc.returncode != 0:
+                problems.append(f"{label}: qn-run failed: {tail(proc.stderr)}")
+                err = "run failed"
+            else:
+                worst = 0.0
+                for oname, ref in refs.items():
+                    got_path = os.path.join(out_dir, oname + ".npy")
+                    if not os.path.exists(got_path):
+                        problems.append(f"{label}: output '{oname}' not written")
+                        continue
+                    out = np.load(got_path)
+                    if out.shape != ref.shape:
+                        problems.append(f"{label}: '{oname}' has shape {out.shape}, "
+                                        f"ONNX Runtime's {ref.shape}")
+                        continue
+                    scale = float(np.max(np.abs(ref))) or 1.0
+                    rel = float(np.max(np.abs(out.astype(np.float64) - ref))) / scale
+                    worst = max(worst, rel)
+                    if not rel <= REL_TOL:
+                        problems.append(f"{label}: '{oname}' differs from ONNX Runtime by "
+                                        f"{rel:.2e} of its largest value (tolerance {REL_TOL})")
+                err = f"{worst:.1e}"
+        rows.append((label, coll, share, err))
+    return rows, problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=os.environ.get("QN_BIN", os.path.join(REPO, "build", "bin")))
+    ap.add_argument("--models", default=os.path.join(REPO, "models", "families", "h128"))
+    ap.add_argument("--family", action="append", help="only these (repeatable)")
+    ap.add_argument("--tp", default="1,2,4")
+    ap.add_argument("--no-run", action="store_true", help="compile and check plans only")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--table", action="store_true", help="print a line per family and tp")
+    ap.add_argument("--run-flags", default="",
+                    help="extra qn-run flags, e.g. '--device cuda' (split on spaces)")
+    args = ap.parse_args()
+    args.tp = [int(t) for t in args.tp.split(",")]
+    for t in ("qn-compile", "qn-run"):
+        if not os.access(os.path.join(args.bin, t), os.X_OK):
+            print(f"test_families: {os.path.join(args.bin, t)} is not built", file=sys.stderr)
+            return 1
+    if not os.path.isdir(args.models):
+        print(f"test_families: no skeleton folder {args.models} "
+              f"(python3 models/export_families.py writes it)", file=sys.stderr)
+        return 1
+    paths = sorted(os.path.join(args.models, f) for f in os.listdir(args.models)
+                   if f.endswith(".onnx") and not f.endswith(".full.onnx"))
+    if args.family:
+        paths = [p for p in paths if os.path.splitext(os.path.basename(p))[0] in args.family]
+        if not paths:
+            print(f"test_families: none of {args.family} in {args.models}", file=sys.stderr)
+            return 1
+    all_rows, all_problems = [], []
+    with tempfile.TemporaryDirectory(prefix="qn-families-") as work:
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda p: check_family(args, p, work), paths))
+    for rows, problems in results:
+        all_rows += rows
+        all_problems += problems
+    if args.table or all_problems:
+        print(f"{'family':<18} {'collectives':<34} {'rank/model':<14} max rel err")
+        for r in all_rows:
+            print(f"{r[0]:<18} {r[1]:<34} {r[2]:<14} {r[3]}")
+    for p in all_problems:
+        print("FAIL " + p)
+    n = len(all_rows)
+    print(f"test_families: {n - len({p.split(':')[0] for p in all_problems})} of {n} "
+          f"family/tp configurations passed ({os.path.relpath(args.models, REPO)})")
+    return 1 if all_problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
