@@ -68,7 +68,8 @@ RTOL = 1e-2          # fp16 outputs, normwise
 TARGET_RATIO = 1.0   # qn / torch eager, at most
 SKIP = 77
 BENCH_RE = re.compile(r"^bench rank=(\d+) runs=(\d+) median_ms=([0-9.eE+-]+) "
-                      r"collective_ms=([0-9.eE+-]+)(?: collective_share=([0-9.eE+-]+)%)?\s*$")
+                      r"collective_ms=([0-9.eE+-]+)(?: collective_share=([0-9.eE+-]+)%)?"
+                      r"(?: device_ms=([0-9.eE+-]+))?\s*$")
 FULL = dict(layers=24, hidden=1024, heads=16, vocab=50257, ctx=1024, batch=8, seq=512, runs=20)
 SMOKE = dict(layers=2, hidden=64, heads=4, vocab=1031, ctx=64, batch=2, seq=16, runs=3)
 
@@ -190,7 +191,8 @@ def qn_bench(args, plan, inputs, out_dir, runs, device):
                 die(f"qn-run reported runs={m.group(2)}, asked for {runs}", 1)
             share = float(m.group(5)) if m.group(5) is not None else None
             return dict(median_ms=float(m.group(3)), collective_ms=float(m.group(4)),
-                        collective_share=share, wall_s=wall)
+                        collective_share=share, wall_s=wall,
+                        device_ms=float(m.group(6)) if m.group(6) is not None else None)
     die(f"no 'bench rank=0 ...' line in qn-run's output:\n{proc.stdout}\n{proc.stderr}", 1)
 
 

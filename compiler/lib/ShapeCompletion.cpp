@@ -26,6 +26,9 @@
 #include "qn/ops/OpTable.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <set>
+#include "llvm/ADT/ScopeExit.h"
+
 namespace qn {
 namespace {
 
@@ -94,11 +97,21 @@ bool refine(Value *v, const llvm::SmallVector<Dim, 4> &inferred) {
 }
 
 /// Reshape's target `Concat(Slice(Shape(x), 0, k), c1, c2, ...)`: the dims.
-bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
+/// `consts`, when given, gets each entry's constant value, or kRunTime for an
+/// entry known only at run time.
+constexpr int64_t kRunTime = INT64_MIN;
+bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out,
+                   std::vector<int64_t> *consts = nullptr) {
   std::vector<int64_t> values;
+  auto padRunTime = [&] { // the entries just added are known at run time only
+    if (consts)
+      consts->resize(out.size(), kRunTime);
+  };
   if (constantInts(target, values)) {
     for (int64_t v : values)
       out.push_back(v > 0 ? Dim{v, {}} : Dim{});
+    if (consts)
+      *consts = values;
     return true;
   }
   const Node *concat = idioms::targetConcat(target);
@@ -110,8 +123,11 @@ bool reshapeTarget(const Value *target, llvm::SmallVector<Dim, 4> &out) {
     if (constantInts(piece, values)) {
       for (int64_t v : values)
         out.push_back(v > 0 ? Dim{v, {}} : Dim{});
+      if (consts)
+        consts->insert(consts->end(), values.begin(), values.end());
       continue;
     }
+    auto padAtEnd = llvm::make_scope_exit(padRunTime);
     // One entry read at run time: Unsqueeze(Gather(Shape(v), i)),
     // Unsqueeze(Squeeze(Slice(Shape(v), i, i+1))), maybe times a constant.
     if ((piece->producer && piece->producer->opType() == "Unsqueeze") ||
@@ -223,8 +239,50 @@ void reshapeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
   if (!(ins.size() == 2))
     return;
   llvm::SmallVector<Dim, 4> target;
-  if (reshapeTarget(n.input(1), target))
-    refine(y, target);
+  std::vector<int64_t> consts;
+  if (!reshapeTarget(n.input(1), target, &consts))
+    return;
+  // ONNX's 0 (copy the input's dim; not with allowzero) and one -1 (the
+  // rest): resolved where the input's dims allow, symbolic dims cancelling
+  // one to one (view(bsz, q_len, -1) of [bsz, q_len, heads, head_dim]).
+  const Value *x = ins[0];
+  if (consts.size() == target.size() && x->hasShape) {
+    bool allowZero = attrInt(n.proto, "allowzero", 0) != 0;
+    int rest = -1;
+    for (size_t i = 0; i < consts.size(); ++i) {
+      if (consts[i] == 0 && !allowZero && i < x->shape.size())
+        target[i] = x->shape[i];
+      else if (consts[i] == -1)
+        rest = rest == -1 ? static_cast<int>(i) : -2;
+    }
+    if (rest >= 0) {
+      int64_t px = 1, pt = 1;
+      std::multiset<std::string> sx, st;
+      bool ok = true;
+      for (const Dim &d : x->shape) {
+        if (d.known())
+          px *= d.size;
+        else if (!d.symbol.empty())
+          sx.insert(d.symbol);
+        else
+          ok = false;
+      }
+      for (size_t i = 0; i < target.size() && ok; ++i) {
+        if (static_cast<int>(i) == rest)
+          continue;
+        const Dim &d = target[i];
+        if (d.known())
+          pt *= d.size;
+        else if (!d.symbol.empty())
+          st.insert(d.symbol);
+        else
+          ok = false;
+      }
+      if (ok && sx == st && pt > 0 && px % pt == 0)
+        target[rest] = Dim{px / pt, {}};
+    }
+  }
+  refine(y, target);
 }
 
 void reduceShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
@@ -253,8 +311,16 @@ void expandShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
   Value *y = n.outputs[0];
   if (!(ins[0]->hasShape && ins.size() == 2))
     return;
+  // Expand(x, Shape(t)): t's dims (expand_as).
+  const Value *s = n.input(1);
+  const Node *sp = s ? s->producer : nullptr;
+  if (sp && sp->opType() == "Shape" && sp->proto.attribute().empty() && sp->inputs[0] &&
+      sp->inputs[0]->hasShape) {
+    refine(y, broadcast({ins[0], sp->inputs[0]}));
+    return;
+  }
   llvm::SmallVector<Dim, 4> target;
-  if (!reshapeTarget(n.input(1), target))
+  if (!reshapeTarget(s, target))
     return;
   Value t;
   t.hasShape = true;
@@ -460,6 +526,8 @@ const llvm::StringMap<ShapeFn> &shapeFunctions() {
     m["Split"] = splitShape;
     m["Slice"] = sliceShape;
     m["Trilu"] = sameShape;
+    m["ScatterND"] = sameShape; // the data's shape (the exporter's masked_fill of a mask slice)
+    m["CumSum"] = sameShape;
     m["ConstantOfShape"] = constantOfShapeShape;
     return m;
   }();

@@ -609,15 +609,27 @@ def exported_mask(m, x, mask2d, head=None):
     return m.op("Expand", m4, target)
 
 
-def masked_attention(m, mask_of):
-    """4-head attention whose scores get the additive mask mask_of(m, x)."""
+def masked_attention(m, mask_of, scores_mask=False, merge_rest=False):
+    """4-head attention whose scores get the additive mask mask_of(m, x) (or
+    mask_of(m, x, scores) with scores_mask). merge_rest: the heads are merged
+    back as exporters write view(bsz, q_len, -1), a run-time target whose
+    last entry is -1."""
     x = m.activations()
     q, k, v = (heads(m, column(m, x, n=H), 4, True) for _ in range(3))
     s = m.op("Div", m.op("MatMul", q, m.op("Transpose", k, perm=[0, 1, 3, 2])),
              m.const(np.float32(2.0)))
-    p = m.op("Softmax", m.op("Add", s, mask_of(m, x)), axis=-1)
+    mask = mask_of(m, x, s) if scores_mask else mask_of(m, x)
+    p = m.op("Softmax", m.op("Add", s, mask), axis=-1)
     o = m.op("Transpose", m.op("MatMul", p, v), perm=[0, 2, 1, 3])
-    m.output(m.op("Add", x, row(m, m.op("Reshape", o, m.const(ints(0, 0, H))), k=H, n=H)))
+    if merge_rest:
+        so = m.op("Shape", o)
+        ax0 = m.const(ints(0))
+        entries = [m.op("Unsqueeze", m.op("Gather", so, m.const(np.int64(i)), axis=0), ax0)
+                   for i in (0, 1)]
+        target = m.op("Concat", *entries, m.const(ints(-1)), axis=0)
+    else:
+        target = m.const(ints(0, 0, H))
+    m.output(m.op("Add", x, row(m, m.op("Reshape", o, target), k=H, n=H)))
 
 
 @case("BTH")
@@ -652,6 +664,19 @@ def attention_exported_mask_runtime_head(m):
         causal = m.const(np.triu(np.full((T, T), -1e4, np.float32), 1))
         return exported_mask(m, x, causal, head=head)
     masked_attention(m, mask)
+
+
+@case("BTH")
+def attention_mask_expand_as(m):
+    """DistilBERT's mask: a [1,1,1,T] key mask expanded to Shape(scores)
+    (expand_as) on the head-sharded scores, then Where; heads merged back by
+    view(bsz, q_len, -1) (Gemma)."""
+    def mask(m, x, s):
+        keep = np.ones((1, 1, 1, T), np.bool_)
+        keep[..., 0] = False
+        e = m.op("Expand", m.const(keep), m.op("Shape", s))
+        return m.op("Where", e, m.const(np.float32(0.0)), m.const(np.float32(-1e4)))
+    masked_attention(m, mask, scores_mask=True, merge_rest=True)
 
 
 @case("BTH")

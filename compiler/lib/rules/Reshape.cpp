@@ -83,10 +83,10 @@ bool localizeShapeEntry(const RuleContext &ctx, const Node &n, const Value *shap
     return false; // e.g. fewer KV heads than ranks
   if (dims[offset] > 1)
     dims[offset] /= ctx.tp;
-  else if ((dims[offset] == 0 && zeroIsWrong) || (dims[offset] < 0 && concat))
+  else if (dims[offset] == 0 && zeroIsWrong)
     return false;
-  else if (dims[offset] == 1)
-    return true; // Expand: 1 keeps the input's (local) dim
+  else if (dims[offset] == 1 || dims[offset] == -1)
+    return true; // Expand: 1 keeps the input's (local) dim; Reshape: -1 is the local rest
   ConstantRewrite rw;
   rw.node = concat ? concat : &n;
   rw.input = concat ? concatInput : index;
@@ -94,6 +94,26 @@ bool localizeShapeEntry(const RuleContext &ctx, const Node &n, const Value *shap
   rw.source = holder->name;
   r.rewrites.push_back(std::move(rw));
   return true;
+}
+
+int expandOfShardedShape(const RuleContext &ctx, const Node &n) {
+  if (n.opType() != "Expand" || n.inputs.size() != 2 || !n.inputs[0] || !n.inputs[1] ||
+      !n.outputs[0] || !n.outputs[0]->hasShape)
+    return -1;
+  const Value *x = n.inputs[0], *s = n.inputs[1], *y = n.outputs[0];
+  const Node *shape = s->producer;
+  if (!shape || shape->opType() != "Shape" || !shape->proto.attribute().empty() ||
+      !shape->inputs[0] || !shape->inputs[0]->hasShape || !x->hasShape)
+    return -1;
+  const Value *t = shape->inputs[0];
+  Placement pt = ctx.of(t); // x itself is read replicated (gathered if need be)
+  if (!pt.isShard() || pt.blocks != 1 || y->rank() != t->rank() ||
+      x->rank() > y->rank())
+    return -1;
+  int64_t d = pt.axis, xd = d - (y->rank() - x->rank());
+  if (xd >= 0 && x->dimSize(xd) != 1)
+    return -1; // x's own extent there: the local target would not fit it
+  return static_cast<int>(d);
 }
 
 namespace {
@@ -204,6 +224,11 @@ void expandRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
   NodePlacements &np = r.placements;
   const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
   Placement p = ctx.of(x);
+  if (int d = expandOfShardedShape(ctx, n); d >= 0) {
+    np.out[0] = Placement::S(d);
+    return;
+  }
+
   if (!p.isShard() || p.blocks != 1 || !x->hasShape || !shape || !y || !y->hasShape)
     return;
   int64_t d = p.axis + (y->rank() - x->rank());

@@ -125,5 +125,11 @@ bool localizeShapeEntry(const RuleContext &ctx, const Node &n, const Value *shap
 /// Whether the entry `piece` of a target is a run-time read of a sharded
 /// axis (which then holds the local size).
 bool readsShardedAxis(const RuleContext &ctx, const Value *piece);
+/// Expand(x, Shape(t)) with t sharded on axis d and x (read replicated) of
+/// size 1 on the aligned axis (a mask broadcast over heads, DistilBERT's
+/// `mask.view(bs, 1, 1, k).expand_as(scores)`): every rank reads t's local
+/// shape at run time, so the output is t's local slice, sharded on the
+/// output's aligned axis. Returns that axis, or -1.
+int expandOfShardedShape(const RuleContext &ctx, const Node &expand);
 
 } // namespace qn::rules

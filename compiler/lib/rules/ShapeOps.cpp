@@ -160,6 +160,14 @@ llvm::Error shape(const RuleContext &ctx, const Node &n, RuleResult &r) {
     np.in[0] = p;
     return llvm::Error::success();
   }
+  // Read whole by Expands of replicated broadcast masks: each rank expands
+  // to its local shape (expandOfShardedShape).
+  if (!y->uses.empty() && llvm::all_of(y->uses, [&](const auto &use) {
+        return use.second == 1 && expandOfShardedShape(ctx, *use.first) >= 0;
+      })) {
+    np.in[0] = p;
+    return llvm::Error::success();
+  }
   int64_t rank = x->rank();
   for (const auto &[user, idx] : y->uses) {
     if (idx != 0)
