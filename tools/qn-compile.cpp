@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
   opts.report = report;
   if (!quiet)
     opts.progress = [](const llvm::Twine &msg) { llvm::errs() << "qn-compile: " << msg << "\n"; };
+  opts.warn = [](const std::string &msg) { llvm::errs() << "qn-compile: warning: " << msg << "\n"; };
   if (llvm::Error e = qn::compileModel(opts, llvm::outs()))
     return error(llvm::toString(std::move(e)));
   return 0;

@@ -60,6 +60,9 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
   auto plan = partition(g, opts.partition);
   if (!plan)
     return fail(opts.modelPath + ": " + llvm::toString(plan.takeError()));
+  if (opts.warn)
+    for (const std::string &w : planWarnings(*plan, opts.partition))
+      opts.warn(w);
   if (opts.emit == CompileEmit::Annotated) {
     printAnnotated(*plan, g, out);
     return llvm::Error::success();

@@ -184,8 +184,14 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
         llvm::errs() << "plan: group of '" << li.node->label() << "' (" << cand.size()
                      << "): " << (structural->violation.empty() ? "ok" : structural->violation)
                      << ", " << structural->rows.size() << " row partner(s)\n";
-      if (!structural->violation.empty() || structural->rows.empty())
+      if (!structural->violation.empty() || structural->rows.empty()) {
+        // The Linear's own attempt (the last candidate) names its own path;
+        // a plain graph output of a lone Linear is no lost shard.
+        const std::string &v = structural->violation;
+        if (!v.empty() && (li.whyNotPaired.empty() || cand.size() == 1))
+          li.whyNotPaired = llvm::StringRef(v).startswith("graph output") ? "" : v;
         continue;
+      }
       auto real = dryRun(g, linears, opts, tp, cand);
       if (!real)
         return real.takeError();
@@ -244,6 +250,41 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
     }
   }
   return llvm::Error::success();
+}
+
+std::vector<std::string> planWarnings(const Plan &plan, const PartitionOptions &opts) {
+  std::vector<std::string> out;
+  if (plan.tp == 1)
+    return out;
+  for (const LinearInfo &li : plan.linears)
+    if (li.strategy == LinearStrategy::Replicate &&
+        (!li.whyNotPaired.empty() || li.weightBytes >= opts.replicateBelowBytes))
+      out.push_back(llvm::formatv("Linear '{0}' ({1} weight bytes) stays replicated: {2}",
+                                  li.node->label(), li.weightBytes,
+                                  li.whyNotPaired.empty()
+                                      ? llvm::formatv("tp {0} does not divide its {1} output "
+                                                      "features",
+                                                      plan.tp, li.N)
+                                            .str()
+                                      : "its shard would be lost where " + li.whyNotPaired)
+                        .str());
+  // AllGathers whose result feeds a node of the graph (not only its outputs).
+  llvm::StringSet<> gathered;
+  for (const PlannedNode &n : plan.nodes)
+    if (n.role == "collective" && n.proto.op_type() == "AllGather")
+      gathered.insert(n.proto.output(0));
+  for (const PlannedNode &n : plan.nodes) {
+    if (n.role == "collective")
+      continue;
+    for (const std::string &in : n.proto.input())
+      if (gathered.count(in)) {
+        out.push_back(("AllGather of '" + in.substr(0, in.find("__qn_")) + "' inside the graph, "
+                       "for '" + n.proto.name() + "' (" + n.proto.op_type() +
+                       "): a shard lost before the end of a layer"));
+        gathered.erase(in); // once per value
+      }
+  }
+  return out;
 }
 
 llvm::Error splitRowGemmBias(Graph &g, std::vector<LinearInfo> &linears) {

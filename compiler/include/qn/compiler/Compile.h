@@ -42,6 +42,9 @@ struct CompileOptions {
   /// Receives the progress lines while writing a plan ("read ...",
   /// "wrote ..."); none when empty.
   std::function<void(const llvm::Twine &)> progress;
+  /// Receives the plan's warnings (planWarnings: Linears left replicated,
+  /// AllGathers inside the graph), also for --emit=annotated; none when empty.
+  std::function<void(const std::string &)> warn;
 };
 
 /// Imports `opts.modelPath`, partitions it for `opts.partition.tp` ranks,

@@ -61,6 +61,10 @@ struct LinearInfo {
   /// > 1 for a fused projection (Q|K|V) whose output is split into this many
   /// equal parts: column-parallel, it is sliced part by part (head-wise).
   int fusedParts = 1;
+  /// Why the planner could not pair it (the first violation a tentative
+  /// column-parallel run of its group met), for the warning on a replicated
+  /// Linear above --replicate-below.
+  std::string whyNotPaired;
 };
 
 /// Placements a node needs of its inputs and gives its outputs.
@@ -125,6 +129,12 @@ struct Plan {
   /// Placement of each graph output in the rank plans (R unless kept sharded).
   std::map<std::string, Placement> outputPlacements = {};
 };
+
+/// What a user expecting Megatron's plan should hear about `plan`: Linears
+/// above `replicateBelowBytes` left replicated (naming the node and value
+/// where propagation lost the shard) and AllGathers that land before the
+/// graph's outputs (naming the value gathered and its consumer).
+std::vector<std::string> planWarnings(const Plan &plan, const PartitionOptions &opts);
 
 /// Recognises the Linear layers of `g` (in topological order).
 std::vector<LinearInfo> findLinears(const Graph &g);
