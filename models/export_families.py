@@ -4,8 +4,8 @@ and Qwen2 with an attention_mask input) with PyTorch's TorchScript ONNX
 exporter (opset 17, dynamic batch and sequence axes; random weights from a
 fixed seed; built from configs, no network) at hidden 128 or 1024, and writes
 each as a *skeleton*: the ONNX graph with its Linear and embedding weights
-(float initializers read as a MatMul's or Gemm's B or a Gather's table, 1024
-elements or more) taken out, their names, shapes and standard deviations kept
+(float initializers read as a MatMul's or Gemm's B, a Gather's table or a
+Conv's kernel, 1024 elements or more) taken out, their names, shapes and standard deviations kept
 in the model's metadata (key "quintnet.rehydrate"). A skeleton is a few kB to
 a few hundred kB, so the test suite bundles them (models/families/) and needs
 no PyTorch; `rehydrate()` (models/families/rehydrate.py) puts seeded normal
@@ -123,6 +123,8 @@ def strip(model, min_elems=MIN_STRIP):
                 weight_uses.add(n.input[0])
         elif n.op_type == "Gather" and n.input:
             weight_uses.add(n.input[0])
+        elif n.op_type == "Conv" and len(n.input) > 1:
+            weight_uses.add(n.input[1])  # a patch embedding's kernel
     keep, taken, removed = [], {}, 0
     for t in model.graph.initializer:
         if (t.name in weight_uses and t.data_type == onnx.TensorProto.FLOAT

@@ -20,6 +20,8 @@
 //===----------------------------------------------------------------------===//
 #include "qn/compiler/Partition.h"
 
+#include <algorithm>
+
 namespace qn {
 namespace {
 
@@ -80,6 +82,17 @@ std::vector<EmbeddingInfo> findEmbeddings(const Graph &g, const PartitionOptions
                        table->elemType == onnx::TensorProto::DOUBLE);
     out.push_back(e);
   }
+  // Megatron shards the word embedding only: a far smaller table (positions,
+  // token types: GPT-2's 1024 positions against 50257 words, BERT's 512 and
+  // 2 against 30522) saves little memory and would cost an AllReduce per
+  // lookup. Tables with at least a quarter of the largest table's rows count
+  // as word embeddings.
+  int64_t words = 0;
+  for (const EmbeddingInfo &e : out)
+    words = std::max(words, e.V);
+  for (EmbeddingInfo &e : out)
+    if (4 * e.V < words)
+      e.vocabParallel = false;
   return out;
 }
 

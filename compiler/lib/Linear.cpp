@@ -245,6 +245,15 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
     // A lone Linear: column-parallel then gathered, or replicated when the
     // weight is too small for sharding to pay, or tp does not divide N.
     if (li.N % tp == 0 && li.weightBytes >= opts.replicateBelowBytes) {
+      // Unless a reader of its shard's shape would stay whole (a local size
+      // read at run time, which no gather fixes).
+      auto lone = dryRun(g, linears, opts, tp, {li.node});
+      if (!lone)
+        return lone.takeError();
+      if (!lone->localRead.empty()) {
+        li.whyNotPaired = lone->localRead;
+        continue;
+      }
       li.strategy = LinearStrategy::Column;
       li.fusedParts = 1; // gathered: an ordinary contiguous shard
     }

@@ -72,6 +72,8 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
         return fail("internal: " + result.localReadProblem);
       if (dry->violation.empty())
         dry->violation = result.localReadProblem;
+      if (dry->localRead.empty())
+        dry->localRead = result.localReadProblem;
     }
     if (dry && dry->violation.empty()) {
       bool isRow = result.tentativeRow;

@@ -26,6 +26,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,9 +39,17 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "models", "families"))
 import rehydrate as rh  # noqa: E402
 
+# Families whose plans are known to fall short of Megatron's minimum, with the
+# reason: their collective-count and parameter-byte shortfalls are reported as
+# XFAIL (numbers, compile and run failures still fail); a family listed here
+# that reaches the minimum fails the run, so that the list only shrinks.
+KNOWN_SHORT = {
+}
+
 REL_TOL = 1e-5
 BATCH, SEQ = 3, 5
 PARAM_SLACK = 1.02
+SHORTFALL = "[plan]"
 ABBR = {"AllReduce": "AR", "AllGather": "AG", "ReduceScatter": "RS"}
 
 
@@ -70,17 +79,23 @@ def weight_tables(model, weights):
 
 def replicated_allowance(skeleton, meta):
     """Bytes every rank may hold whole: the skeleton's own initializers and
-    Constant tensors (norms, biases, masks, rotary tables) and the taken Gather
-    tables other than the word embedding (position tables)."""
+    Constant tensors (norms, biases, masks, rotary tables), the taken Gather
+    tables other than the word embedding (position tables) and Conv kernels
+    (a vision patch embedding)."""
     def nbytes(t):
         return int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
     total = sum(nbytes(t) for t in skeleton.graph.initializer)
     total += sum(nbytes(a.t) for n in skeleton.graph.node if n.op_type == "Constant"
                  for a in n.attribute if a.name == "value")
     weights = meta["weights"]
-    for name in weight_tables(skeleton, weights):
+    for n in skeleton.graph.node:  # a patch embedding's kernel, replicated as in Megatron
+        if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in weights:
+            total += int(np.prod(weights[n.input[1]]["dims"])) * 4
+    tables = weight_tables(skeleton, weights)
+    words = max((weights[t]["dims"][0] for t in tables), default=0)
+    for name in tables:
         dims = weights[name]["dims"]
-        if dims[0] != 1024:  # not the word embedding
+        if dims[0] != words:  # not the word embedding
             total += int(np.prod(dims)) * 4
     return total
 
@@ -97,13 +112,19 @@ def kv_replication_allowance(meta, tp):
 
 
 def expected_collectives(skeleton, meta, plan):
-    layers = meta["layers"]
-    ar = 2 * layers
-    vocab = [e for e in plan.get("embeddings", []) if e.get("V") == 1024]
-    if any(e["strategy"] == "vocab" for e in vocab):
+    """2 AllReduce per layer, +1 where the word embedding (the table with the
+    most rows) is vocab-parallel, 1 AllGather where the LM head (the Linear
+    that writes a graph output) is column-parallel."""
+    ar = 2 * meta["layers"]
+    embeddings = plan.get("embeddings", [])
+    words = max((e["V"] for e in embeddings), default=0)
+    if any(e["V"] == words and e["strategy"] == "vocab" for e in embeddings):
         ar += 1
-    lm_head = [l for l in plan.get("linears", []) if l.get("N") == 1024]
-    ag = 1 if any(l["strategy"] == "column" for l in lm_head) else 0
+    outputs = {o.name for o in skeleton.graph.output}
+    heads = {n.name for n in skeleton.graph.node if n.op_type in ("MatMul", "Gemm")
+             and any(o in outputs for o in n.output)}
+    ag = 1 if any(l["node"] in heads and l["strategy"] == "column"
+                  for l in plan.get("linears", [])) else 0
     return {"AllReduce": ar, "AllGather": ag, "ReduceScatter": 0}
 
 
@@ -159,14 +180,15 @@ def check_family(args, path, work):
             "AllReduce": 0, "AllGather": 0, "ReduceScatter": 0}
         coll = " ".join(f"{ABBR[k]}={got[k]}" for k in got)
         if got != want:
-            problems.append(f"{label}: collectives {got}, Megatron's minimum is {want}")
+            problems.append(f"{label}: {SHORTFALL} collectives {got}, Megatron's minimum is "
+                            f"{want}")
             coll += " (want " + " ".join(str(want[k]) for k in want) + ")"
         per_rank = max(r["param_bytes"] for r in plan["ranks"])
         model_bytes = plan["model_param_bytes"]  # initializers and constants, as qn counts
         limit = PARAM_SLACK * model_bytes / tp + allowance + kv_replication_allowance(meta, tp)
         share = f"{per_rank / model_bytes:.3f}"
         if per_rank > limit:
-            problems.append(f"{label}: a rank holds {per_rank} parameter bytes, over "
+            problems.append(f"{label}: {SHORTFALL} a rank holds {per_rank} parameter bytes, over "
                             f"{PARAM_SLACK} x {model_bytes}/{tp} + {allowance} replicated = "
                             f"{int(limit)}")
             share += " (over)"
@@ -199,6 +221,7 @@ def check_family(args, path, work):
                                         f"{rel:.2e} of its largest value (tolerance {REL_TOL})")
                 err = f"{worst:.1e}"
         rows.append((label, coll, share, err))
+    shutil.rmtree(d, ignore_errors=True)  # hidden-1024 models are large
     return rows, problems
 
 
@@ -230,22 +253,35 @@ def main():
         if not paths:
             print(f"test_families: none of {args.family} in {args.models}", file=sys.stderr)
             return 1
-    all_rows, all_problems = [], []
+    all_rows, all_problems, xfails = [], [], []
     with tempfile.TemporaryDirectory(prefix="qn-families-") as work:
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             results = list(pool.map(lambda p: check_family(args, p, work), paths))
-    for rows, problems in results:
+    for path, (rows, problems) in zip(paths, results):
+        family = os.path.splitext(os.path.basename(path))[0]
         all_rows += rows
+        if family in KNOWN_SHORT:
+            plan_short = [p for p in problems if SHORTFALL in p]
+            problems = [p for p in problems if SHORTFALL not in p]
+            xfails += [f"{p} [known: {KNOWN_SHORT[family]}]" for p in plan_short]
+            if not plan_short and not problems:
+                problems.append(f"{family}: reaches Megatron's minimum now: take it out of "
+                                f"KNOWN_SHORT")
         all_problems += problems
     if args.table or all_problems:
         print(f"{'family':<18} {'collectives':<34} {'rank/model':<14} max rel err")
         for r in all_rows:
             print(f"{r[0]:<18} {r[1]:<34} {r[2]:<14} {r[3]}")
+    for p in xfails:
+        print("XFAIL " + p)
     for p in all_problems:
         print("FAIL " + p)
     n = len(all_rows)
-    print(f"test_families: {n - len({p.split(':')[0] for p in all_problems})} of {n} "
-          f"family/tp configurations passed ({os.path.relpath(args.models, REPO)})")
+    failed = {p.split(':')[0] for p in all_problems}
+    xfailed = {p.split(':')[0] for p in xfails} - failed
+    print(f"test_families: {n - len(failed) - len(xfailed)} of {n} family/tp configurations "
+          f"passed, {len(xfailed)} known short of Megatron's minimum (XFAIL), {len(failed)} "
+          f"failed ({os.path.relpath(args.models, REPO)})")
     return 1 if all_problems else 0
 
 

@@ -162,6 +162,9 @@ struct DryRun {
   llvm::SmallVector<const Node *, 4> group;
   llvm::SmallVector<const Node *, 4> rows;
   std::string violation; // empty: the group and its rows need no gather
+  /// The first run-time read of a local size where the reader stays whole:
+  /// unlike a needed gather, no redistribution fixes it.
+  std::string localRead;
 };
 
 /// Assigns a placement to every value and records what each node needs.
