@@ -715,6 +715,19 @@ EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKi
   for (auto *o : g_streams)
     if (!(o->flags & cudaStreamNonBlocking))
       flush(o);
+  bool pageableH2D = n && (k == cudaMemcpyHostToDevice ||
+                           (k == cudaMemcpyDefault && !isDev(src, 1) && isDev(dst, 1))) &&
+                     !isPinned(src, n);
+  if (pageableH2D) {
+    // CUDA: "the function will return once the pageable buffer has been
+    // copied to the staging memory for DMA transfer to device memory, but the
+    // DMA to final destination may not have completed": staged now, landed
+    // at the legacy stream's next synchronisation point. A kernel on a
+    // non-blocking stream that reads dst without waiting sees the 0xFF fill.
+    auto buf = std::make_shared<std::vector<char>>(static_cast<const char *>(src),
+                                                   static_cast<const char *>(src) + n);
+    return setErr(enqueue(nullptr, [=] { std::memcpy(dst, buf->data(), n); }, "cudaMemcpy"));
+  }
   if (n)
     std::memcpy(dst, src, n);
   return setErr(g_sticky);

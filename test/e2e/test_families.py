@@ -114,16 +114,14 @@ def kv_replication_allowance(meta, tp):
 def expected_collectives(skeleton, meta, plan):
     """2 AllReduce per layer, +1 where the word embedding (the table with the
     most rows) is vocab-parallel, 1 AllGather where the LM head (the Linear
-    that writes a graph output) is column-parallel."""
+    with as many output features as the word embedding has rows) is
+    column-parallel."""
     ar = 2 * meta["layers"]
     embeddings = plan.get("embeddings", [])
     words = max((e["V"] for e in embeddings), default=0)
     if any(e["V"] == words and e["strategy"] == "vocab" for e in embeddings):
         ar += 1
-    outputs = {o.name for o in skeleton.graph.output}
-    heads = {n.name for n in skeleton.graph.node if n.op_type in ("MatMul", "Gemm")
-             and any(o in outputs for o in n.output)}
-    ag = 1 if any(l["node"] in heads and l["strategy"] == "column"
+    ag = 1 if any(l["N"] == words and l["strategy"] == "column"  # the LM head: N = vocab
                   for l in plan.get("linears", [])) else 0
     return {"AllReduce": ar, "AllGather": ag, "ReduceScatter": 0}
 

@@ -220,7 +220,8 @@ llvm::Expected<std::unique_ptr<RankDevice>> RankDevice::create(int device, bool 
   if (auto e = check(cudaMalloc(reinterpret_cast<void **>(&c.faultWord), sizeof(int32_t)),
                      "cudaMalloc (fault word)"))
     return e;
-  if (auto e = check(cudaMemset(c.faultWord, 0, sizeof(int32_t)), "cudaMemset (fault word)"))
+  if (auto e = check(cudaMemsetAsync(c.faultWord, 0, sizeof(int32_t), c.stream),
+                     "cudaMemset (fault word)"))
     return e;
   if (auto e = check(cudaMallocHost(reinterpret_cast<void **>(&c.faultHost), sizeof(int32_t)),
                      "cudaMallocHost (fault word)"))
@@ -268,8 +269,12 @@ int32_t takeFault(DeviceContext &dc) {
 }
 
 void discardFault(DeviceContext &dc) {
-  if (dc.faultHost && *dc.faultHost == 0)
-    cudaMemcpy(dc.faultHost, dc.faultWord, sizeof(int32_t), cudaMemcpyDeviceToHost);
+  // On the rank's stream (a plain cudaMemcpy runs on the legacy stream,
+  // which does not wait for the non-blocking rank stream's kernels).
+  if (dc.faultHost && *dc.faultHost == 0 &&
+      cudaMemcpyAsync(dc.faultHost, dc.faultWord, sizeof(int32_t), cudaMemcpyDeviceToHost,
+                      dc.stream) == cudaSuccess)
+    cudaStreamSynchronize(dc.stream);
   takeFault(dc);
 }
 
@@ -295,7 +300,8 @@ llvm::Error RankDevice::makeCurrent() const {
 // Transfers
 //===----------------------------------------------------------------------===//
 
-llvm::Expected<Tensor> uploadPersistent(const Tensor &host, llvm::StringRef what) {
+llvm::Expected<Tensor> uploadPersistent(const Tensor &host, llvm::StringRef what,
+                                        cudaStream_t stream) {
   size_t bytes = std::max<size_t>(host.nbytes(), 1);
   void *p = nullptr;
   if (cudaError_t e = cudaMalloc(&p, bytes); e != cudaSuccess) {
@@ -305,7 +311,8 @@ llvm::Expected<Tensor> uploadPersistent(const Tensor &host, llvm::StringRef what
   Tensor t = Tensor::view(host.dtype(), host.shape(), p,
                           std::shared_ptr<void>(p, [](void *q) { cudaFree(q); }), Location::Cuda);
   if (host.nbytes())
-    if (cudaError_t e = cudaMemcpy(p, host.raw(), host.nbytes(), cudaMemcpyHostToDevice);
+    if (cudaError_t e = cudaMemcpyAsync(p, host.raw(), host.nbytes(), cudaMemcpyHostToDevice,
+                                        stream);
         e != cudaSuccess)
       return cudaCallError(e, strCat("uploading ", what, " ", host.describe()));
   return t;
@@ -449,7 +456,7 @@ llvm::Expected<std::vector<Tensor>> runNode(const onnx::NodeProto &node,
     if (i < 32 && (hostMask >> i & 1u)) {
       placed[i] = inputs[i];
     } else {
-      auto d = cuda::uploadPersistent(inputs[i], strCat("input ", i));
+      auto d = cuda::uploadPersistent(inputs[i], strCat("input ", i), dc.stream);
       if (!d)
         return d.takeError();
       placed[i] = std::move(*d);

@@ -219,9 +219,13 @@ const char *faultWhat(int32_t word);
 /// "<node label>: <faultWhat> (found by its CUDA kernel ...)".
 llvm::Error faultError(const onnx::NodeProto &node, int32_t word);
 
-/// A persistent device copy of a host tensor (cudaMalloc + synchronous copy;
-/// never inside a capture).
-llvm::Expected<Tensor> uploadPersistent(const Tensor &host, llvm::StringRef what);
+/// A persistent device copy of a host tensor (cudaMalloc + a copy enqueued on
+/// `stream`, the stream of the kernels that will read it; never inside a
+/// capture). Not a synchronous cudaMemcpy: that runs on the legacy default
+/// stream, which a cudaStreamNonBlocking rank stream does not wait for, and
+/// from pageable memory it may return before the data has landed.
+llvm::Expected<Tensor> uploadPersistent(const Tensor &host, llvm::StringRef what,
+                                        cudaStream_t stream);
 /// Enqueues a host -> device copy into `dev` (same byte size) on `stream`.
 llvm::Error uploadInto(const Tensor &host, Tensor &dev, cudaStream_t stream, llvm::StringRef what);
 /// A host copy of a device tensor; synchronises `stream`.

@@ -257,7 +257,7 @@ llvm::Expected<std::unique_ptr<Runner>> CudaExecutor::create(RankProgram program
   for (auto &[id, name] : ex->sched_.constantIds) {
     ex->names_[id] = name;
     const Tensor &h = ex->program_.constants[name];
-    auto d = uploadPersistent(h, "weight '" + name + "'");
+    auto d = uploadPersistent(h, "weight '" + name + "'", ex->dev_->context().stream);
     if (!d)
       return d.takeError();
     ex->constants_[id] = Val{h, std::move(*d)};
@@ -327,7 +327,7 @@ llvm::Expected<Tensor> CudaExecutor::deviceForm(int v, Val &val, RunState &rs) {
     rs.abortCapture = true;
     return Tensor();
   }
-  auto d = uploadPersistent(val.host, "value " + valueName(v));
+  auto d = uploadPersistent(val.host, "value " + valueName(v), dev_->context().stream);
   if (!d)
     return d.takeError();
   rs.st->uploads[v] = Val{val.host, *d};
