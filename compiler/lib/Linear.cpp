@@ -102,12 +102,16 @@ static std::string labels(llvm::ArrayRef<const Node *> nodes) {
 /// only computes such Slices' bounds, each Slice takes one block [jN/k,
 /// (j+1)N/k) and together they take all k. Returns k, or 1. Parts of
 /// different widths (grouped-query attention's q|k|v) are not taken: one
-/// block placement cannot hold them head by head.
-static int slicedParts(const Value *v, int64_t N) {
+/// block placement cannot hold them head by head. Nor are bounds computed
+/// from the output's shape that would not come out as the local block from
+/// the local shape at `tp` (N - 8 rather than N / 2): the Slice rule would
+/// refuse them.
+static int slicedParts(const Value *v, int64_t N, int tp) {
   if (v->isGraphOutput || v->uses.size() < 2)
     return 1;
   const int64_t last = v->rank() - 1;
   llvm::SmallVector<std::pair<int64_t, int64_t>, 4> ranges;
+  llvm::SmallVector<const Node *, 4> computed; // Slices with a run-time bound
   for (const auto &[user, idx] : v->uses) {
     if (!user->domain().empty() || idx != 0)
       return 1;
@@ -121,6 +125,8 @@ static int slicedParts(const Value *v, int64_t N) {
     if (user->opType() != "Slice" || !idioms::sliceRange(*user, last, N, s, e) || e <= s)
       return 1;
     ranges.push_back({s, e});
+    if (!user->input(1)->constant || !user->input(2)->constant)
+      computed.push_back(user);
   }
   if (ranges.empty())
     return 1;
@@ -134,19 +140,30 @@ static int slicedParts(const Value *v, int64_t N) {
       return 1;
     taken[s / w] = true;
   }
-  return llvm::is_contained(taken, false) ? 1 : static_cast<int>(k);
+  if (llvm::is_contained(taken, false))
+    return 1;
+  if (N % (k * tp) == 0) // else planStrategies says tp does not divide
+    for (const Node *slice : computed) {
+      int64_t s = 0, e = 0, gs = 0, ge = 0, L = N / tp;
+      idioms::sliceRange(*slice, last, N, gs, ge);
+      if (!idioms::sliceRange(*slice, last, L, s, e) ||
+          (!slice->input(1)->constant && s != gs / tp) ||
+          (!slice->input(2)->constant && e != ge / tp))
+        return 1; // (a constant bound is rewritten)
+    }
+  return static_cast<int>(k);
 }
 
 /// A fused projection: the Linear's output (after an optional Add of a
 /// constant bias) has one consumer, a Split of its last axis into k equal
 /// parts, or is cut into k equal parts by Slices (slicedParts). Returns k,
 /// or 1.
-static int fusedParts(const LinearInfo &li) {
+static int fusedParts(const LinearInfo &li, int tp) {
   const Value *v = li.node->outputs[0];
   if (!v || !v->hasShape || v->dimSize(-1) != li.N)
     return 1;
   if (v->uses.size() > 1)
-    return slicedParts(v, li.N);
+    return slicedParts(v, li.N, tp);
   if (v->uses.size() != 1)
     return 1;
   const Node *user = v->uses[0].first;
@@ -156,7 +173,7 @@ static int fusedParts(const LinearInfo &li) {
     if (!v || !v->hasShape || v->dimSize(-1) != li.N)
       return 1;
     if (v->uses.size() > 1)
-      return slicedParts(v, li.N);
+      return slicedParts(v, li.N, tp);
     if (v->uses.size() != 1)
       return 1;
     user = v->uses[0].first;
@@ -167,7 +184,7 @@ static int fusedParts(const LinearInfo &li) {
       user->outputs[0]->dimSize(-1) == li.N && !user->outputs[0]->uses.empty()) {
     v = user->outputs[0];
     if (v->uses.size() > 1)
-      return slicedParts(v, li.N);
+      return slicedParts(v, li.N, tp);
     user = v->uses[0].first;
   }
   if (user->opType() != "Split" || !user->domain().empty() || user->inputs[0] != v)
@@ -201,7 +218,7 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
   if (tp == 1)
     return llvm::Error::success(); // everything stays replicated
   for (LinearInfo &li : linears)
-    li.fusedParts = fusedParts(li);
+    li.fusedParts = fusedParts(li, tp);
   llvm::DenseMap<const Node *, LinearInfo *> byNode;
   for (LinearInfo &li : linears)
     byNode[li.node] = &li;
