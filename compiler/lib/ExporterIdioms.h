@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "qn/compiler/Graph.h"
 
@@ -42,5 +43,31 @@ const Node *targetConcat(const Value *v);
 /// single entries taken out by a Gather or Slice. A whole shape used as a
 /// target, or anything on the way that is a graph output, returns false.
 bool feedsOnlyShapeTargets(const Value *v);
+
+/// The int64/int32 value `v` (at most a vector), computed from constants and
+/// Shape reads of `x` only (through Gather, Slice, Squeeze, Unsqueeze,
+/// Reshape, Cast, Identity, Concat, Add, Sub, Mul, Div), with x's axis
+/// `axis` taken to be `size` and its other dims their static sizes: how
+/// torch's chunk(k, dim=-1) computes its bounds (Shape -> Gather -> Add ->
+/// Div -> Mul). False when `v` is anything else or reads an unknown dim.
+bool evalShapeInts(const Value *v, const Value *x, int64_t axis, int64_t size,
+                   std::vector<int64_t> &out);
+
+/// The range [start, end) that the Slice `n` (step 1) takes of axis `axis`
+/// of its data input when that axis has `size` elements (bounds normalised
+/// and clamped as ONNX does; bounds computed at run time evaluated with
+/// evalShapeInts). False when `axis` is not sliced, a step is not 1, or a
+/// bound is not known. `entry`, if given, receives the position of `axis`
+/// in the Slice's axes (the entry of its starts and ends).
+bool sliceRange(const Node &n, int64_t axis, int64_t size, int64_t &start, int64_t &end,
+                size_t *entry = nullptr);
+
+/// Whether the value `v` (a Shape of `x`, or a value computed from one)
+/// reaches only the bounds (inputs 1 and 2) of Slices whose data input is
+/// `x`, through the ops evalShapeInts follows; those Slices are added to
+/// `slices`. Anything else on the way (another reader, a graph output)
+/// returns false.
+bool feedsOnlySliceBounds(const Value *v, const Value *x,
+                          llvm::SmallVectorImpl<const Node *> &slices);
 
 } // namespace qn::idioms

@@ -1,6 +1,8 @@
 //===- Linear.cpp - Recognising Linear layers and choosing strategies -----===//
 #include "qn/compiler/Partition.h"
 
+#include "ExporterIdioms.h"
+
 #include <numeric>
 
 #include "llvm/ADT/DenseSet.h"
@@ -94,26 +96,95 @@ static std::string labels(llvm::ArrayRef<const Node *> nodes) {
   return s;
 }
 
+/// A fused projection cut by Slices (Phi-3's qkv_proj, and gate_up_proj cut
+/// by torch's chunk, whose bounds are computed from the output's shape):
+/// every reader of `v` is a Slice of its last axis (N wide) or a Shape that
+/// only computes such Slices' bounds, each Slice takes one block [jN/k,
+/// (j+1)N/k) and together they take all k. Returns k, or 1. Parts of
+/// different widths (grouped-query attention's q|k|v) are not taken: one
+/// block placement cannot hold them head by head. Nor are bounds computed
+/// from the output's shape that would not come out as the local block from
+/// the local shape at `tp` (N - 8 rather than N / 2): the Slice rule would
+/// refuse them.
+static int slicedParts(const Value *v, int64_t N, int tp) {
+  if (v->isGraphOutput || v->uses.size() < 2)
+    return 1;
+  const int64_t last = v->rank() - 1;
+  llvm::SmallVector<std::pair<int64_t, int64_t>, 4> ranges;
+  llvm::SmallVector<const Node *, 4> computed; // Slices with a run-time bound
+  for (const auto &[user, idx] : v->uses) {
+    if (!user->domain().empty() || idx != 0)
+      return 1;
+    if (user->opType() == "Shape") {
+      llvm::SmallVector<const Node *, 4> slices;
+      if (!user->outputs[0] || !idioms::feedsOnlySliceBounds(user->outputs[0], v, slices))
+        return 1;
+      continue; // its Slices are readers of v too
+    }
+    int64_t s = 0, e = 0;
+    if (user->opType() != "Slice" || !idioms::sliceRange(*user, last, N, s, e) || e <= s)
+      return 1;
+    ranges.push_back({s, e});
+    if (!user->input(1)->constant || !user->input(2)->constant)
+      computed.push_back(user);
+  }
+  if (ranges.empty())
+    return 1;
+  const int64_t w = ranges.front().second - ranges.front().first;
+  if (N % w || N / w < 2)
+    return 1;
+  const int64_t k = N / w;
+  llvm::SmallVector<bool, 4> taken(k, false);
+  for (auto [s, e] : ranges) {
+    if (e - s != w || s % w)
+      return 1;
+    taken[s / w] = true;
+  }
+  if (llvm::is_contained(taken, false))
+    return 1;
+  if (N % (k * tp) == 0) // else planStrategies says tp does not divide
+    for (const Node *slice : computed) {
+      int64_t s = 0, e = 0, gs = 0, ge = 0, L = N / tp;
+      idioms::sliceRange(*slice, last, N, gs, ge);
+      if (!idioms::sliceRange(*slice, last, L, s, e) ||
+          (!slice->input(1)->constant && s != gs / tp) ||
+          (!slice->input(2)->constant && e != ge / tp))
+        return 1; // (a constant bound is rewritten)
+    }
+  return static_cast<int>(k);
+}
+
 /// A fused projection: the Linear's output (after an optional Add of a
 /// constant bias) has one consumer, a Split of its last axis into k equal
-/// parts. Returns k, or 1.
-static int fusedParts(const LinearInfo &li) {
+/// parts, or is cut into k equal parts by Slices (slicedParts). Returns k,
+/// or 1.
+static int fusedParts(const LinearInfo &li, int tp) {
   const Value *v = li.node->outputs[0];
-  if (!v || !v->hasShape || v->uses.size() != 1)
+  if (!v || !v->hasShape || v->dimSize(-1) != li.N)
+    return 1;
+  if (v->uses.size() > 1)
+    return slicedParts(v, li.N, tp);
+  if (v->uses.size() != 1)
     return 1;
   const Node *user = v->uses[0].first;
   if (user->opType() == "Add" && user->inputs.size() == 2 &&
       (user->inputs[0] == v ? user->inputs[1] : user->inputs[0])->constant) {
     v = user->outputs[0];
-    if (!v || v->uses.size() != 1)
+    if (!v || !v->hasShape || v->dimSize(-1) != li.N)
+      return 1;
+    if (v->uses.size() > 1)
+      return slicedParts(v, li.N, tp);
+    if (v->uses.size() != 1)
       return 1;
     user = v->uses[0].first;
   }
   // A Reshape that keeps the last axis (HF's Conv1D: 2-D Gemm, then the
   // leading dims restored).
   if (user->opType() == "Reshape" && user->outputs[0] && user->outputs[0]->hasShape &&
-      user->outputs[0]->dimSize(-1) == li.N && user->outputs[0]->uses.size() == 1) {
+      user->outputs[0]->dimSize(-1) == li.N && !user->outputs[0]->uses.empty()) {
     v = user->outputs[0];
+    if (v->uses.size() > 1)
+      return slicedParts(v, li.N, tp);
     user = v->uses[0].first;
   }
   if (user->opType() != "Split" || !user->domain().empty() || user->inputs[0] != v)
@@ -147,7 +218,7 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
   if (tp == 1)
     return llvm::Error::success(); // everything stays replicated
   for (LinearInfo &li : linears)
-    li.fusedParts = fusedParts(li);
+    li.fusedParts = fusedParts(li, tp);
   llvm::DenseMap<const Node *, LinearInfo *> byNode;
   for (LinearInfo &li : linears)
     byNode[li.node] = &li;

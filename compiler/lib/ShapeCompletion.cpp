@@ -9,7 +9,8 @@
 //   - broadcasting: a dim that is unknown must be 1 or equal the other one,
 //     so the result is the other one;
 //   - Slice with run-time bounds keeps the rank (and the dims of axes it does
-//     not slice);
+//     not slice; a sliced axis of known size whose bounds are computed from
+//     the input's own shape, as torch's chunk does, gets its size);
 //   - Reshape to Concat(Slice(Shape(x), 0, k), constants...) keeps x's first
 //     k dims;
 //   - unary ops, Softmax, LayerNormalization keep the shape; Transpose
@@ -486,6 +487,9 @@ void sliceShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) {
         int64_t b = starts[k] < 0 ? std::max<int64_t>(starts[k] + len, 0)
                                   : std::min(starts[k], len);
         int64_t e = ends[k] < 0 ? std::max<int64_t>(ends[k] + len, 0) : std::min(ends[k], len);
+        out[a] = Dim{std::max<int64_t>(e - b, 0), {}};
+      } else if (int64_t b = 0, e = 0; in.known() && idioms::sliceRange(n, a, in.size, b, e)) {
+        // Bounds computed from the input's own shape (torch's chunk).
         out[a] = Dim{std::max<int64_t>(e - b, 0), {}};
       }
     }

@@ -12,7 +12,8 @@ and shape included).
 The cases cover Linear chains (MatMul and Gemm with transA/transB, alpha,
 beta and every bias shape), elementwise ops with constants after a column
 MatMul, reshapes (0/-1, head splits), transposes, Concat/Split/Slice on the
-sharded axis, reductions over it and not, Softmax/LogSoftmax/LayerNormalization,
+sharded axis (fused projections cut by Split, by constant Slices and by
+torch's chunk), reductions over it and not, Softmax/LogSoftmax/LayerNormalization,
 activation x activation MatMuls (attention), residual branches, shared weights
 and embeddings (int64 and int32 ids, negative ids, tied LM heads), CumSum position
 ids, GatherND rotary lookups and ScatterND mask updates, on (B,H) and (B,T,H)
@@ -494,6 +495,66 @@ def slice_two_axes(m):
 def split_rows_of_two_widths(m):
     a, b = m.op("Split", column(m, m.activations()), m.const(ints(16, 48)), outputs=2, axis=-1)
     m.output(m.op("Add", row(m, a, k=16), row(m, m.op("Relu", b), k=48)))
+
+
+def fused_slices(m, x, parts, bias=False):
+    """A fused projection [H, sum(parts)] (Phi-3's qkv_proj) cut by Slices
+    with constant bounds: the first starts at 0, the last is written from
+    the end (a negative start, an end past the axis)."""
+    n = sum(parts)
+    y = column(m, x, n=n, bias=bias)
+    out, start = [], 0
+    for i, w in enumerate(parts):
+        last = i == len(parts) - 1
+        b = (-w, 2**62) if last else (start, start + w)
+        out.append(m.op("Slice", y, m.const(ints(b[0])), m.const(ints(b[1])), m.const(ints(-1))))
+        start += w
+    return out
+
+
+def chunk(m, y, k):
+    """torch's chunk(k, dim=-1) as TorchScript exports it (Phi-3's
+    gate_up_proj): size = (Shape(y)[-1] + k - 1) / k, Slice i from i*size."""
+    last = m.const(ints(-1))
+    n = m.op("Gather", m.op("Shape", y), last, axis=0)
+    size = m.op("Div", m.op("Add", n, m.const(ints(k - 1))), m.const(ints(k)))
+    bounds = [m.const(ints(0))] + [m.op("Mul", size, m.const(ints(i))) for i in range(1, k + 1)]
+    return [m.op("Slice", y, bounds[i], bounds[i + 1], last) for i in range(k)]
+
+
+@case("BTH")
+def slice_fused_qkv_attention(m):
+    """4-head causal attention from a fused Q|K|V projection (with a bias)
+    cut by constant Slices; a residual around the output projection."""
+    x = m.activations()
+    q, k, v = (heads(m, t, 4, True) for t in fused_slices(m, x, (H, H, H), bias=True))
+    s = m.op("Div", m.op("MatMul", q, m.op("Transpose", k, perm=[0, 1, 3, 2])),
+             m.const(np.float32(2.0)))
+    s = m.op("Add", s, m.const(np.triu(np.full((T, T), -1e4, np.float32), 1)))
+    o = m.op("Transpose", m.op("MatMul", m.op("Softmax", s, axis=-1), v), perm=[0, 2, 1, 3])
+    m.output(m.op("Add", x, row(m, m.op("Reshape", o, m.const(ints(0, 0, H))), k=H, n=H)))
+
+
+@case("BH", "BTH")
+def slice_chunk_gate_up(m):
+    """SiLU-gated MLP from a fused gate|up projection cut by chunk(2)."""
+    gate, up = chunk(m, column(m, m.activations(), n=2 * F), 2)
+    m.output(row(m, m.op("Mul", m.op("Mul", gate, m.op("Sigmoid", gate)), up)))
+
+
+@case("BH")
+def slice_chunk_three(m):
+    """chunk(3) of a fused projection: three parts summed."""
+    a, b, c = chunk(m, column(m, m.activations(), n=3 * F), 3)
+    m.output(row(m, m.op("Add", m.op("Mul", a, b), c)))
+
+
+@case("BTH")
+def slice_fused_unequal(m):
+    """Parts of different widths (grouped-query attention's q|k|v): not
+    taken as a fused projection, the projection stays an ordinary Linear."""
+    q, k, v = fused_slices(m, m.activations(), (32, 16, 16))
+    m.output(row(m, m.op("Add", q, m.op("Concat", k, v, axis=-1)), k=32))
 
 
 # --- Reductions, normalisations ------------------------------------------------------

@@ -5,14 +5,23 @@
 // axis of inputs sharded alike keeps the shard (constant inputs are sliced).
 // Split along the sharded axis of a blocked value (a fused Q|K|V projection
 // split into its parts) gives each part sharded, its sizes divided by tp;
-// other axes keep the shard. Shape of a sharded value yields local dims: it
-// keeps its input sharded only when it only builds Reshape/Expand targets
-// from single entries (whose rules check where a read of the sharded dim
-// lands), or when every reader takes other dims (a Gather of a constant
-// index, a Slice with constant bounds); otherwise it sees the value whole.
+// other axes keep the shard. A Slice (step 1) that takes exactly one whole
+// block of a blocked value (a fused projection cut by Slices, as Phi-3's
+// qkv_proj and gate_up_proj are) gives that part sharded: a constant bound
+// becomes the local one; a bound computed from Shape reads of the value
+// (torch's chunk: Shape -> Gather -> Add -> Div) is computed from the local
+// shape and must come out as the local bound. Shape of a sharded value
+// yields local dims: it keeps its input sharded only when it only builds
+// Reshape/Expand targets from single entries (whose rules check where a
+// read of the sharded dim lands), or when every reader takes other dims (a
+// Gather of a constant index, a Slice with constant bounds), or, for a
+// blocked value, when it only computes the bounds of such one-block Slices;
+// otherwise it sees the value whole.
 //
 //===----------------------------------------------------------------------===//
 #include "Rules.h"
+
+#include <algorithm>
 
 #include "../ExporterIdioms.h"
 
@@ -44,11 +53,86 @@ llvm::Error transpose(const RuleContext &ctx, const Node &n, RuleResult &r) {
   return llvm::Error::success();
 }
 
+/// Whether the Slice `n` of x (placed p = S(d)xk, k > 1) takes exactly one
+/// whole block j of axis d (globally [jG/k, (j+1)G/k)) and can take the
+/// local block [jL/k, (j+1)L/k) on each rank: a constant bound is
+/// rewritten where it differs (into `r`, when given); a bound computed from
+/// Shape reads of x, which hold the local size when `localReads`, must come
+/// out as the local bound.
+bool takesOneBlock(const RuleContext &ctx, const Node &n, Placement p, bool localReads,
+                   RuleResult *r) {
+  const Value *x = n.inputs[0];
+  const int64_t k = p.blocks, G = x->hasShape ? x->dimSize(p.axis) : -1;
+  if (k < 2 || G <= 0 || G % (k * ctx.tp))
+    return false;
+  const int64_t L = G / ctx.tp, w = G / k, wl = L / k;
+  int64_t s = 0, e = 0, sl = 0, el = 0;
+  size_t entry = 0;
+  if (!idioms::sliceRange(n, p.axis, G, s, e, &entry) || e - s != w || s % w)
+    return false;
+  const int64_t j = s / w;
+  llvm::SmallVector<ConstantRewrite, 2> rewrites;
+  bool local = idioms::sliceRange(n, p.axis, L, sl, el);
+  for (unsigned i : {1u, 2u}) {
+    const Value *bound = n.input(i);
+    const int64_t want = (i == 1 ? j : j + 1) * wl, got = i == 1 ? sl : el;
+    if (!bound->constant) {
+      // Computed from x's shape at run time: right only where the reads
+      // hold the local size.
+      if (!localReads || !local || got != want)
+        return false;
+      continue;
+    }
+    std::vector<int64_t> values;
+    if (!constantInts(bound, values) || values.size() <= entry)
+      return false; // an int32 bound: left alone
+    int64_t c = values[entry];
+    if (std::clamp(c < 0 ? c + L : c, int64_t(0), L) == want)
+      continue; // 0, or an end past the axis
+    onnx::TensorProto t = *bound->constant;
+    reinterpret_cast<int64_t *>(t.mutable_raw_data()->data())[entry] = want;
+    ConstantRewrite rw;
+    rw.node = &n;
+    rw.input = i;
+    rw.tensor = std::move(t);
+    rw.source = bound->name;
+    rewrites.push_back(std::move(rw));
+  }
+  if (r)
+    for (ConstantRewrite &rw : rewrites)
+      r->rewrites.push_back(std::move(rw));
+  return true;
+}
+
+/// Whether the Shape reads of x (placed p = S(d)xk, k > 1) may see the
+/// local dims: every Shape of x only computes bounds of Slices of x, and
+/// each of those takes one whole block with its bounds computed locally.
+/// The Shape and Slice rules both ask, so they agree.
+bool localShapeReads(const RuleContext &ctx, const Value *x, Placement p) {
+  llvm::SmallVector<const Node *, 4> slices;
+  for (const auto &[user, idx] : x->uses)
+    if (user->opType() == "Shape" && user->domain().empty() &&
+        (!user->outputs[0] || !user->proto.attribute().empty() ||
+         !idioms::feedsOnlySliceBounds(user->outputs[0], x, slices)))
+      return false; // a Shape the Shape rule would see whole
+  for (const Node *s : slices)
+    if (!takesOneBlock(ctx, *s, p, true, nullptr))
+      return false;
+  return true;
+}
+
 llvm::Error slice(const RuleContext &ctx, const Node &n, RuleResult &r) {
   allReplicated(n, r);
   NodePlacements &np = r.placements;
   const Value *x = n.inputs[0];
   Placement p = ctx.of(x);
+  if (p.isShard() && p.blocks > 1 && x->hasShape) {
+    if (takesOneBlock(ctx, n, p, localShapeReads(ctx, x, p), &r)) {
+      np.in[0] = p;
+      np.out[0] = Placement::S(p.axis);
+    }
+    return llvm::Error::success();
+  }
   if (!p.isShard() || p.blocks != 1 || !x->hasShape)
     return llvm::Error::success();
   std::vector<int64_t> axes;
@@ -156,6 +240,10 @@ llvm::Error shape(const RuleContext &ctx, const Node &n, RuleResult &r) {
   Placement p = ctx.of(x);
   if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty() || y->isGraphOutput)
     return llvm::Error::success();
+  if (p.blocks > 1 && localShapeReads(ctx, x, p)) {
+    np.in[0] = p;
+    return llvm::Error::success();
+  }
   if (idioms::feedsOnlyShapeTargets(y)) {
     np.in[0] = p;
     return llvm::Error::success();

@@ -58,8 +58,9 @@ struct LinearInfo {
   int64_t weightBytes = 0;
   LinearStrategy strategy = LinearStrategy::Replicate;
   std::string pairedWith; // label of the partner Linear of a Megatron pair
-  /// > 1 for a fused projection (Q|K|V) whose output is split into this many
-  /// equal parts: column-parallel, it is sliced part by part (head-wise).
+  /// > 1 for a fused projection (Q|K|V, gate|up) whose output is cut into
+  /// this many equal parts (by a Split or by Slices): column-parallel, it is
+  /// sliced part by part (head-wise).
   int fusedParts = 1;
   /// Why the planner could not pair it (the first violation a tentative
   /// column-parallel run of its group met), for the warning on a replicated
