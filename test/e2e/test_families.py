@@ -114,14 +114,27 @@ def kv_replication_allowance(meta, tp):
 def expected_collectives(skeleton, meta, plan):
     """2 AllReduce per layer, +1 where the word embedding (the table with the
     most rows) is vocab-parallel, 1 AllGather where the LM head (the Linear
-    with as many output features as the word embedding has rows) is
-    column-parallel."""
+    that writes a graph output) is column-parallel."""
     ar = 2 * meta["layers"]
     embeddings = plan.get("embeddings", [])
     words = max((e["V"] for e in embeddings), default=0)
     if any(e["V"] == words and e["strategy"] == "vocab" for e in embeddings):
         ar += 1
-    ag = 1 if any(l["N"] == words and l["strategy"] == "column"  # the LM head: N = vocab
+    # The LM head: the Linear that writes a graph output (through Cast,
+    # Identity, Reshape, a bias Add), if any.
+    producer = {o: n for n in skeleton.graph.node for o in n.output}
+    heads = set()
+    for out in skeleton.graph.output:
+        n = producer.get(out.name)
+        while n is not None and n.op_type in ("Cast", "Identity", "Reshape", "Add"):
+            ins = [i for i in n.input if i in producer
+                   and producer[i].op_type not in ("Constant", "Identity")]
+            if n.op_type == "Add":  # the bias Add: follow the Linear's side
+                ins = [i for i in ins if producer[i].op_type in ("MatMul", "Gemm")] or ins
+            n = producer.get(ins[0]) if len(ins) == 1 or n.op_type != "Add" else None
+        if n is not None and n.op_type in ("MatMul", "Gemm"):
+            heads.add(n.name)
+    ag = 1 if any(l["node"] in heads and l["strategy"] == "column"
                   for l in plan.get("linears", [])) else 0
     return {"AllReduce": ar, "AllGather": ag, "ReduceScatter": 0}
 
