@@ -322,6 +322,9 @@ llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
 llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
   if (opts.tp < 1)
     return fail("--tp must be at least 1 (got " + llvm::Twine(opts.tp) + ")");
+  if (opts.tp > 1)
+    if (auto err = defuseUnequalProjections(g))
+      return err;
   std::vector<LinearInfo> linears = findLinears(g);
   if (auto err = planStrategies(g, linears, opts))
     return err;

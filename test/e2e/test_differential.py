@@ -741,6 +741,26 @@ def attention_mask_expand_as(m):
 
 
 @case("BTH")
+def attention_multi_query_fused(m):
+    """Falcon's multi-query attention: one fused projection for 4 query heads,
+    then one key and one value head ([B,T,6,D] cut by a Slice and two
+    Gathers: parts of unequal width, defused into q, k, v); the single K/V
+    head broadcast over the query heads in the MatMuls."""
+    x = m.activations()
+    d = H // 4
+    fused = m.op("Reshape", column(m, x, n=6 * d), m.const(ints(0, 0, 6, d)))
+    q = m.op("Slice", fused, m.const(ints(0)), m.const(ints(-2)), m.const(ints(2)),
+             m.const(ints(1)))
+    k = m.op("Gather", fused, m.const(ints(-2)), axis=2)
+    v = m.op("Gather", fused, m.const(ints(-1)), axis=2)
+    q, k, v = (m.op("Transpose", t, perm=[0, 2, 1, 3]) for t in (q, k, v))
+    s = m.op("Div", m.op("MatMul", q, m.op("Transpose", k, perm=[0, 1, 3, 2])),
+             m.const(np.float32(2.0)))
+    o = m.op("Transpose", m.op("MatMul", m.op("Softmax", s, axis=-1), v), perm=[0, 2, 1, 3])
+    m.output(m.op("Add", x, row(m, m.op("Reshape", o, m.const(ints(0, 0, H))), k=H, n=H)))
+
+
+@case("BTH")
 def batched_matmul_columns(m):
     x = m.activations()
     s = m.op("MatMul", m.op("Transpose", column(m, x), perm=[0, 2, 1]), column(m, x))

@@ -8,7 +8,8 @@ on the rehydrated model, at batch 3 and sequence 5 (the exports traced 2 x 8).
 Checked per family and tp:
   - numbers: every output within 1e-5 of the largest reference value
     (max |qn - ort| <= 1e-5 * max |ort|);
-  - the plan is Megatron's minimum: 2 AllReduce per layer, +1 where the word
+  - the plan is Megatron's minimum: at most 2 AllReduce per layer (a
+    parallel attention + MLP block may need only one), +1 where the word
     embedding is vocab-parallel, 1 AllGather where the LM head is
     column-parallel (the logits), nothing else (plan.json's counts);
   - each rank's parameter bytes <= 1.02 x model/tp + what stays replicated by
@@ -190,10 +191,16 @@ def check_family(args, path, work):
         want = expected_collectives(skeleton, meta, plan) if tp > 1 else {
             "AllReduce": 0, "AllGather": 0, "ReduceScatter": 0}
         coll = " ".join(f"{ABBR[k]}={got[k]}" for k in got)
-        if got != want:
+        # At most Megatron's count: a parallel attention + MLP block (Falcon)
+        # may sum both partial results in one AllReduce. Fewer collectives
+        # that drop a needed one would show in the numbers; a block left
+        # replicated shows in the parameter bytes.
+        if any(got[k] > want[k] for k in got):
             problems.append(f"{label}: {SHORTFALL} collectives {got}, Megatron's minimum is "
                             f"{want}")
             coll += " (want " + " ".join(str(want[k]) for k in want) + ")"
+        elif got != want:
+            coll += " (fewer)"
         per_rank = max(r["param_bytes"] for r in plan["ranks"])
         model_bytes = plan["model_param_bytes"]  # initializers and constants, as qn counts
         limit = PARAM_SLACK * model_bytes / tp + allowance + kv_replication_allowance(meta, tp)

@@ -90,7 +90,13 @@ llvm::Error activations(const RuleContext &ctx, const Node &n, RuleResult &r) {
     if (!ps.isShard() || ps.axis >= rs - 2 || !ctx.of(o).isReplicated())
       return false;
     int64_t ob = outBatch(ps.axis, rs) - (rr - ro); // the other side's axis
-    if (ob < 0 || ob >= ro - 2 || o->dimSize(ob) != s->dimSize(ps.axis) ||
+    if (ob < 0 || (ob < ro - 2 && o->dimSize(ob) == 1)) {
+      // The other side broadcasts along it (multi-query attention's single
+      // K/V head): whole, it serves every rank's heads.
+      np.out[0] = Placement::S(static_cast<int>(outBatch(ps.axis, rs)));
+      return true;
+    }
+    if (ob >= ro - 2 || o->dimSize(ob) != s->dimSize(ps.axis) ||
         s->dimSize(ps.axis) <= 0)
       return false;
     np.in[otherIndex] = Placement::S(static_cast<int>(ob));

@@ -137,6 +137,11 @@ struct Plan {
 /// graph's outputs (naming the value gathered and its consumer).
 std::vector<std::string> planWarnings(const Plan &plan, const PartitionOptions &opts);
 
+/// Splits each fused projection whose output is cut into parts of unequal
+/// width (Falcon's multi-query query_key_value) into one Linear per part
+/// (Defuse.cpp), so that the planner treats its parts as separate q/k/v.
+llvm::Error defuseUnequalProjections(Graph &g);
+
 /// Recognises the Linear layers of `g` (in topological order).
 std::vector<LinearInfo> findLinears(const Graph &g);
 /// Chooses a strategy per Linear; fails on a dimension that tp does not
