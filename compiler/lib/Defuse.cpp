@@ -248,6 +248,7 @@ llvm::Error defuseUnequalProjections(Graph &g) {
       m.add_input(wv->name);
       m.add_output(mmOut);
       Node *nm = g.insertNode(mmAt++, std::move(m));
+      g.projectionParts.push_back(nm);
       if (!firstPart)
         firstPart = nm->outputs[0];
       nm->outputs[0]->elemType = v->elemType;
@@ -322,6 +323,49 @@ llvm::Error defuseUnequalProjections(Graph &g) {
     idx = 0; // indices moved: start over (each rewrite removes a candidate)
   }
   return llvm::Error::success();
+}
+
+void privatizeShapeProducts(Graph &g) {
+  // Mul(entry, constant), and the Unsqueeze/Squeeze/Cast steps after it:
+  // from the last node back, so that cloning a later step gives the
+  // earlier one several readers in turn.
+  auto isStep = [](const Node *n) {
+    llvm::StringRef op = n->opType();
+    return op == "Unsqueeze" || op == "Squeeze" || op == "Cast";
+  };
+  auto fromProduct = [&](const Node *n) {
+    for (int depth = 0; n && depth < 8; ++depth) {
+      int64_t c = 0;
+      if (n->opType() == "Mul")
+        return n->inputs.size() == 2 && n->inputs[0] && !n->inputs[0]->constant &&
+               constantScalar(n->inputs[1], c);
+      if (!isStep(n) || !n->inputs[0])
+        return false;
+      n = n->inputs[0]->producer;
+    }
+    return false;
+  };
+  for (size_t i = g.nodes.size(); i-- > 0;) {
+    Node *n = g.nodes[i].get();
+    Value *y = n->outputs.empty() ? nullptr : n->outputs[0];
+    if (!n->domain().empty() || !y || y->uses.size() < 2 || y->isGraphOutput ||
+        y->elemType != onnx::TensorProto::INT64 || !y->hasShape || y->numElements() != 1 ||
+        !fromProduct(n))
+      continue;
+    auto uses = y->uses; // copied: inserting rebuilds them
+    for (size_t k = 1; k < uses.size(); ++k) {
+      onnx::NodeProto copy = n->proto;
+      copy.set_output(0, g.uniqueName(y->name + "__qn_private"));
+      copy.set_name(g.uniqueName(n->label() + "__qn_private"));
+      Node *m = g.insertNode(i + k, std::move(copy));
+      Value *my = m->outputs[0];
+      my->elemType = y->elemType;
+      my->hasShape = y->hasShape;
+      my->shape = y->shape;
+      uses[k].first->inputs[uses[k].second] = my;
+    }
+    g.rebuildUses();
+  }
 }
 
 } // namespace qn

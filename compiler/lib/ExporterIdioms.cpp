@@ -40,6 +40,24 @@ ShapeEntry traceShapeEntry(const Value *v) {
   return {};
 }
 
+bool traceShapeProduct(const Value *v, ShapeEntry &a, ShapeEntry &b) {
+  for (int depth = 0; v && v->producer && depth < 8; ++depth) {
+    const Node *p = v->producer;
+    llvm::StringRef op = p->opType();
+    if (op == "Unsqueeze" || op == "Squeeze" || op == "Cast") {
+      v = p->inputs[0];
+      continue;
+    }
+    if (op != "Mul" || p->inputs.size() != 2 || !p->inputs[0] || !p->inputs[1] ||
+        p->inputs[0]->constant || p->inputs[1]->constant)
+      return false;
+    a = traceShapeEntry(p->inputs[0]);
+    b = traceShapeEntry(p->inputs[1]);
+    return a.tensor && b.tensor;
+  }
+  return false;
+}
+
 const Value *unwrapShapeTarget(const Value *v) {
   for (int depth = 0; v && v->producer && depth < 4; ++depth) {
     const Node *p = v->producer;
@@ -76,6 +94,12 @@ static bool feedsOnlyTargets(const Value *v, int depth, bool extracted) {
         return false;
       continue;
     }
+    // A ConstantOfShape whose shape holds single entries is a target too
+    // (GPT-NeoX's zeros for baddbmm): its rule places the output where
+    // the entries it reads are local.
+    if (op == "ConstantOfShape" && extracted && user->outputs[0] &&
+        !feedsOnlyTargets(user->outputs[0], depth + 1, extracted))
+      continue;
     if (!through.contains(op) || !user->outputs[0])
       return false;
     const Value *out = user->outputs[0];

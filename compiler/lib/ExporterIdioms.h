@@ -28,6 +28,10 @@ struct ShapeEntry {
   int64_t factor = 1;
 };
 ShapeEntry traceShapeEntry(const Value *v);
+/// A product of two run-time entries, Mul(a, b) (through Unsqueeze/Squeeze/
+/// Cast): GPT-NeoX's `batch * heads` read from the query's shape. False
+/// when `v` is not one.
+bool traceShapeProduct(const Value *v, ShapeEntry &a, ShapeEntry &b);
 
 /// The exporter writes expand(sizes) targets as Where(Equal(s, -1), 1, s)
 /// with s = Reshape(Concat(...), [-1]): returns the Concat's output (or `v`

@@ -321,8 +321,17 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
       auto lone = dryRun(g, linears, opts, tp, {li.node});
       if (!lone)
         return lone.takeError();
-      if (!lone->localRead.empty()) {
-        li.whyNotPaired = lone->localRead;
+      if (!lone->localRead.empty() || !lone->ungatherable.empty()) {
+        li.whyNotPaired = lone->localRead.empty() ? lone->ungatherable : lone->localRead;
+        continue;
+      }
+      // Nor, for a part of a fused projection (Defuse.cpp) that pairs with
+      // no row layer (multi-query attention's single K/V head, which
+      // Megatron keeps whole), where its shard would be gathered inside the
+      // graph: an AllGather per layer for one head's weights.
+      if (llvm::is_contained(g.projectionParts, li.node) && !lone->violation.empty() &&
+          !llvm::StringRef(lone->violation).startswith("graph output")) {
+        li.whyNotPaired = lone->violation;
         continue;
       }
       li.strategy = LinearStrategy::Column;

@@ -149,9 +149,10 @@ struct Lowering {
       return outName.empty() ? fresh((v->name + "__qn_" + suffix).str()) : outName;
     };
     std::string result;
-    if (from != to && from.isShard() && from.blocks > 1)
+    if (from != to && from.isShard() && from.blocks != 1)
       return fail("internal: '" + (consumer ? consumer->label() : std::string("graph output")) +
-                  "' needs the head-wise blocked value '" + v->name + "' as " + to.str());
+                  "' needs the head-wise " + (from.isMerged() ? "merged" : "blocked") +
+                  " value '" + v->name + "' (" + from.str() + ") as " + to.str());
     switch (redistribution(from, to)) {
     case Redistribution::None:
       return have.str();
@@ -322,9 +323,11 @@ llvm::Expected<Plan> lower(Graph &g, std::vector<LinearInfo> linears,
 llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
   if (opts.tp < 1)
     return fail("--tp must be at least 1 (got " + llvm::Twine(opts.tp) + ")");
-  if (opts.tp > 1)
+  if (opts.tp > 1) {
     if (auto err = defuseUnequalProjections(g))
       return err;
+    privatizeShapeProducts(g);
+  }
   std::vector<LinearInfo> linears = findLinears(g);
   if (auto err = planStrategies(g, linears, opts))
     return err;

@@ -16,6 +16,14 @@ bool Placement::parse(const std::string &text, Placement &out) {
   if (std::sscanf(text.c_str(), "S(%d)%n", &axis, &n) != 1 || axis < 0 || n <= 0)
     return false;
   std::string rest = text.substr(static_cast<size_t>(n));
+  if (!rest.empty() && rest[0] == '/') {
+    int size = 0;
+    if (std::sscanf(rest.c_str(), "/%d%c", &size, &tail) != 1 || size < 1 ||
+        rest != "/" + std::to_string(size))
+      return false;
+    out = Merged(axis, size);
+    return true;
+  }
   if (!rest.empty() &&
       (std::sscanf(rest.c_str(), "x%d%c", &blocks, &tail) != 1 || blocks < 1 ||
        rest != "x" + std::to_string(blocks)))
@@ -32,7 +40,9 @@ std::string Placement::str() const {
     return "P";
   case Kind::Shard:
     return "S(" + std::to_string(axis) + ")" +
-           (blocks > 1 ? "x" + std::to_string(blocks) : std::string());
+           (blocks > 1   ? "x" + std::to_string(blocks)
+            : blocks < 0 ? "/" + std::to_string(-blocks)
+                         : std::string());
   }
   return "?";
 }

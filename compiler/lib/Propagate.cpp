@@ -75,6 +75,14 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
       if (dry->localRead.empty())
         dry->localRead = result.localReadProblem;
     }
+    if (dry && dry->ungatherable.empty())
+      for (unsigned i = 0; i < np->inputs.size() && i < p.in.size(); ++i) {
+        const Value *v = np->inputs[i];
+        Placement have = of(v);
+        if (v && !v->constant && have.isShard() && have.blocks != 1 && p.in[i] != have)
+          dry->ungatherable = "'" + n->label() + "' (" + n->opType() + ") needs '" + v->name +
+                              "' as " + p.in[i].str() + " but it is " + have.str();
+      }
     if (dry && dry->violation.empty()) {
       bool isRow = result.tentativeRow;
       bool touched = llvm::is_contained(dry->group, n);
@@ -99,6 +107,9 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
     out[n] = std::move(p);
   }
   if (dry) {
+    for (const Value *v : g.outputs)
+      if (dry->ungatherable.empty() && of(v).isShard() && of(v).blocks != 1)
+        dry->ungatherable = "graph output '" + v->name + "' would be " + of(v).str();
     if (dry->violation.empty())
       for (const Value *v : g.outputs)
         if (tainted.count(v) && of(v).isShard())

@@ -760,6 +760,82 @@ def attention_multi_query_fused(m):
     m.output(m.op("Add", x, row(m, m.op("Reshape", o, m.const(ints(0, 0, H))), k=H, n=H)))
 
 
+def flat_heads(m, x, count, flat):
+    """q, k, v as [B*count, T, d] the way OPT and GPT-NeoX export them
+    (flat(m, t) builds the [B*count, -1, d] target from t = [B,count,T,d])."""
+    d = H // count
+    out = []
+    for _ in range(3):
+        t = m.op("Transpose", m.op("Reshape", column(m, x, n=H), m.const(ints(0, 0, count, d))),
+                 perm=[0, 2, 1, 3])
+        out.append(m.op("Reshape", t, flat(m, t)))
+    return out
+
+
+@case("BTH")
+def attention_batch_heads_constant(m):
+    """OPT's attention: q/k/v flattened to [bsz*heads, T, d] with bsz*heads =
+    Mul(bsz, 4) shared by every target, bmm, the scores viewed as
+    [bsz, heads, T, S] to add a causal mask (built at run time) and
+    flattened again, bmm, the output viewed back as [bsz, heads, T, d]."""
+    count, d = 4, H // 4
+    x = m.activations()
+    sx = m.op("Shape", x)
+    bsz = m.op("Gather", sx, m.const(np.int64(0)), axis=0)
+    bh = m.op("Unsqueeze", m.op("Mul", bsz, m.const(np.int64(count))), m.const(ints(0)))
+    ub = m.op("Unsqueeze", bsz, m.const(ints(0)))
+    ut = m.op("Unsqueeze", m.op("Gather", sx, m.const(np.int64(1)), axis=0), m.const(ints(0)))
+    flat = lambda m, t, last=None: m.op("Concat", bh, m.const(ints(-1)),
+                                        last or m.const(ints(d)), axis=0)
+    q, k, v = flat_heads(m, x, count, flat)
+    s = m.op("MatMul", q, m.op("Transpose", k, perm=[0, 2, 1]))
+    s4 = m.op("Reshape", s, m.op("Concat", ub, m.const(ints(count)), m.const(ints(-1)), ut,
+                                 axis=0))
+    t1 = m.op("Slice", sx, m.const(ints(1)), m.const(ints(2)))
+    ones = m.op("ConstantOfShape", m.op("Concat", t1, t1, axis=0),
+                value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    keep = m.op("Cast", m.op("Trilu", ones, m.const(np.int64(0)), upper=0), to=TensorProto.BOOL)
+    s4 = m.op("Add", s4, m.op("Where", keep, m.const(np.float32(0.0)),
+                              m.const(np.float32(-1e4))))
+    s = m.op("Reshape", s4, flat(m, s4, ut))
+    o = m.op("MatMul", m.op("Softmax", s, axis=-1), v)
+    o4 = m.op("Reshape", o, m.op("Concat", ub, m.const(ints(count)), m.const(ints(-1)),
+                                 m.const(ints(d)), axis=0))
+    o = m.op("Reshape", m.op("Transpose", o4, perm=[0, 2, 1, 3]), m.const(ints(0, 0, H)))
+    m.output(m.op("Add", x, row(m, o, k=H, n=H)))
+
+
+@case("BTH")
+def attention_batch_heads_shape(m):
+    """GPT-NeoX's attention: batch*heads read from the query's shape (the
+    local head count on each rank), baddbmm as zeros (ConstantOfShape of that
+    size) + scale * bmm, the scores viewed as [batch, heads, T, S]."""
+    count, d = 4, H // 4
+    x = m.activations()
+    q4 = [None]
+
+    def flat(m, t):
+        st = m.op("Shape", t)
+        dim = lambda i: m.op("Gather", st, m.const(np.int64(i)), axis=0)
+        b, h = dim(0), dim(1)
+        q4[0] = q4[0] or (t, b, h, dim(2))
+        return m.op("Concat", m.op("Unsqueeze", m.op("Mul", b, h), m.const(ints(0))),
+                    m.const(ints(-1)), m.const(ints(d)), axis=0)
+    q, k, v = flat_heads(m, x, count, flat)
+    t, b, h, tt = q4[0]
+    u = lambda v: m.op("Unsqueeze", v, m.const(ints(0)))
+    zeros = m.op("ConstantOfShape", m.op("Concat", u(m.op("Mul", b, h)), u(tt), u(tt), axis=0),
+                 value=numpy_helper.from_array(np.array([0.0], np.float32)))
+    s = m.op("Add", m.op("Mul", zeros, m.const(np.float32(1.0))),
+             m.op("Mul", m.op("MatMul", q, m.op("Transpose", k, perm=[0, 2, 1])),
+                  m.const(np.float32(0.5))))
+    s4 = m.op("Reshape", s, m.op("Concat", u(b), u(h), u(tt), u(tt), axis=0))
+    o = m.op("MatMul", m.op("Softmax", s4, axis=-1),
+             m.op("Reshape", v, m.op("Concat", u(b), u(h), u(tt), m.const(ints(d)), axis=0)))
+    o = m.op("Reshape", m.op("Transpose", o, perm=[0, 2, 1, 3]), m.const(ints(0, 0, H)))
+    m.output(m.op("Add", x, row(m, o, k=H, n=H)))
+
+
 @case("BTH")
 def batched_matmul_columns(m):
     x = m.activations()

@@ -44,10 +44,7 @@ import rehydrate as rh  # noqa: E402
 # reason: their collective-count and parameter-byte shortfalls are reported as
 # XFAIL (numbers, compile and run failures still fail); a family listed here
 # that reaches the minimum fails the run, so that the list only shrinks.
-KNOWN_SHORT = {
-    "gpt_neox": "attention flattens (batch*heads) for its batched MatMuls; branch batchheads",
-    "opt": "attention flattens (batch*heads) for its batched MatMuls; branch batchheads",
-}
+KNOWN_SHORT = {}
 
 REL_TOL = 1e-5
 BATCH, SEQ = 3, 5

@@ -63,6 +63,27 @@ llvm::Error broadcasting(const RuleContext &ctx, const Node &n, RuleResult &r) {
   }
   if (axis < 0)
     return llvm::Error::success();
+  if (blocks < 0) {
+    // A merged (batch*heads) axis, S(d)/n: the other inputs broadcast along
+    // it (rank too low or size 1) or are sharded alike; anything else (a
+    // constant of that extent, a size known only at run time) stays whole.
+    for (unsigned i = 0; i < n.inputs.size(); ++i) {
+      const Value *v = n.inputs[i];
+      if (!v)
+        continue;
+      int64_t a = axis - (outRank - (v->hasShape ? v->rank() : 0));
+      if (!v->constant && ctx.of(v).isShard()) {
+        np.in[i] = ctx.of(v); // agreed above
+        continue;
+      }
+      if (!v->hasShape || (a >= 0 && v->dimSize(a) != 1)) {
+        allReplicated(n, r);
+        return llvm::Error::success();
+      }
+    }
+    np.out[0] = Placement::S(axis, blocks);
+    return llvm::Error::success();
+  }
   int64_t extent = y->dimSize(axis);
   if (extent <= 0 || extent % ctx.tp)
     return llvm::Error::success();

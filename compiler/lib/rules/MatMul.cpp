@@ -68,10 +68,21 @@ llvm::Error activations(const RuleContext &ctx, const Node &n, RuleResult &r) {
       b->rank() < 2)
     return llvm::Error::success();
   Placement pa = ctx.of(a), pb = ctx.of(b);
-  if (pa.blocks != 1 || pb.blocks != 1)
-    return llvm::Error::success();
   int64_t ra = a->rank(), rb = b->rank(), rr = y->rank();
   auto outBatch = [&](int axis, int64_t rank) { return axis + (rr - rank); };
+  // Batched MatMuls over a merged (batch*heads) axis (OPT's and GPT-NeoX's
+  // bmm): both sides merged alike on the same batch axis.
+  if (pa.isMerged() || pb.isMerged()) {
+    if (pa.blocks == pb.blocks && pa.axis < ra - 2 && pb.axis < rb - 2 &&
+        outBatch(pa.axis, ra) == outBatch(pb.axis, rb)) {
+      np.in[0] = pa;
+      np.in[1] = pb;
+      np.out[0] = Placement::Merged(static_cast<int>(outBatch(pa.axis, ra)), pa.blockSize());
+    }
+    return llvm::Error::success();
+  }
+  if (pa.blocks != 1 || pb.blocks != 1)
+    return llvm::Error::success();
   if (pa.isShard() && pb.isShard() && pa.axis < ra - 2 && pb.axis < rb - 2 &&
       outBatch(pa.axis, ra) == outBatch(pb.axis, rb) && a->dimSize(pa.axis) != 1 &&
       b->dimSize(pb.axis) != 1) {

@@ -17,13 +17,38 @@
 #include "Rules.h"
 
 #include "../ExporterIdioms.h"
+#include <algorithm>
+
 #include "llvm/ADT/STLExtras.h"
 
 namespace qn::rules {
 
-bool readsShardedAxis(const RuleContext &ctx, const Value *piece) {
-  idioms::ShapeEntry e = idioms::traceShapeEntry(piece);
+namespace {
+bool entryReadsShard(const RuleContext &ctx, const idioms::ShapeEntry &e) {
   return e.tensor && ctx.of(e.tensor).isShard() && ctx.of(e.tensor).axis == e.index;
+}
+} // namespace
+
+bool readsShardedAxis(const RuleContext &ctx, const Value *piece) {
+  idioms::ShapeEntry a, b;
+  if (idioms::traceShapeProduct(piece, a, b))
+    return entryReadsShard(ctx, a) || entryReadsShard(ctx, b);
+  return entryReadsShard(ctx, idioms::traceShapeEntry(piece));
+}
+
+bool readsMergedSize(const RuleContext &ctx, const Value *piece, int64_t n) {
+  idioms::ShapeEntry a, b;
+  if (idioms::traceShapeProduct(piece, a, b)) {
+    // batch * heads, both read from one tensor sharded on its heads axis.
+    if (a.tensor != b.tensor || a.factor != 1 || b.factor != 1)
+      return false;
+    Placement p = ctx.of(a.tensor);
+    if (!p.isShard() || p.blocks != 1 || p.axis < 1 || a.tensor->dimSize(p.axis) != n)
+      return false;
+    return std::min(a.index, b.index) == p.axis - 1 && std::max(a.index, b.index) == p.axis;
+  }
+  idioms::ShapeEntry e = idioms::traceShapeEntry(piece);
+  return e.tensor && e.factor == 1 && ctx.of(e.tensor) == Placement::Merged(int(e.index), int(n));
 }
 
 bool localizeShapeEntry(const RuleContext &ctx, const Node &n, const Value *shape, int64_t axis,
@@ -139,6 +164,136 @@ void checkLocalReads(const RuleContext &ctx, const Node &n, RuleResult &r) {
                          ") would use a local size read from a sharded tensor";
 }
 
+/// Dims across from each other in a Reshape that keeps them: equal known
+/// sizes, the same symbol, or one without a name (a -1 or a run-time entry
+/// of the target, or one of ONNX's "unk__" placeholders).
+bool sameDim(const Dim &a, const Dim &b) {
+  auto nameless = [](const Dim &d) {
+    return !d.known() && (d.symbol.empty() || llvm::StringRef(d.symbol).startswith("unk__"));
+  };
+  if (nameless(a) || nameless(b))
+    return true; // a -1, a run-time entry: taken to be the dim across
+  if (a.known() || b.known())
+    return a.known() && b.known() && a.size == b.size;
+  return a.symbol == b.symbol;
+}
+
+/// The int64 scalar constant `c` with the value `value` (same dims).
+onnx::TensorProto scalarLike(const onnx::TensorProto &c, int64_t value) {
+  onnx::TensorProto t;
+  t.set_data_type(onnx::TensorProto::INT64);
+  for (int64_t d : c.dims())
+    t.add_dims(d);
+  t.set_raw_data(std::string(reinterpret_cast<const char *>(&value), sizeof value));
+  return t;
+}
+
+/// The entry `axis` of the target `shape` of Reshape `n`, which merges
+/// batch and n-head axes into one (output S(axis)/n), made the local
+/// batch * n/tp: a -1 is the local rest already; a constant is divided; a
+/// run-time read of batch * local heads (GPT-NeoX) is local already; batch
+/// times the constant n (OPT's `bsz * num_heads`, its Mul private to this
+/// target) gets n/tp in place of n.
+bool localizeMergedEntry(const RuleContext &ctx, const Node &n, const Value *shape, int64_t axis,
+                         int64_t heads, RuleResult &r) {
+  if (shape->constant)
+    return localizeShapeEntry(ctx, n, shape, axis, true, 1, r);
+  const Node *concat = idioms::targetConcat(shape);
+  if (!concat || idioms::unwrapShapeTarget(shape)->uses.size() != 1)
+    return false;
+  const Value *entry = nullptr;
+  int64_t at = 0;
+  for (const Value *piece : concat->inputs) {
+    int64_t len = piece && piece->rank() == 1 ? piece->dimSize(0) : -1;
+    if (len < 0)
+      return false;
+    if (at == axis && len == 1)
+      entry = piece;
+    else if (len == 1 && readsShardedAxis(ctx, piece))
+      return false; // a local size anywhere else
+    at += len;
+  }
+  if (!entry)
+    return false;
+  if (entry->constant)
+    return localizeShapeEntry(ctx, n, shape, axis, true, 1, r);
+  if (readsMergedSize(ctx, entry, heads))
+    return true;
+  // batch * heads with a constant heads factor, on a chain used only here.
+  const Value *v = entry;
+  while (v->producer && v->uses.size() == 1 &&
+         (v->producer->opType() == "Unsqueeze" || v->producer->opType() == "Squeeze" ||
+          v->producer->opType() == "Cast"))
+    v = v->producer->inputs[0];
+  const Node *mul = v->producer;
+  int64_t c = 0;
+  if (!mul || v->uses.size() != 1 || mul->opType() != "Mul" || mul->inputs.size() != 2 ||
+      !mul->inputs[1] || !constantScalar(mul->inputs[1], c) || c != heads)
+    return false;
+  idioms::ShapeEntry batch = idioms::traceShapeEntry(mul->inputs[0]);
+  if (!batch.tensor || batch.factor != 1 || entryReadsShard(ctx, batch))
+    return false;
+  ConstantRewrite rw;
+  rw.node = mul;
+  rw.input = 1;
+  rw.tensor = scalarLike(*mul->inputs[1]->constant, heads / ctx.tp);
+  rw.source = mul->inputs[1]->name;
+  r.rewrites.push_back(std::move(rw));
+  return true;
+}
+
+/// Reshapes that merge a sharded heads axis d (n heads) with the batch axis
+/// before it into S(d-1)/n, and that split S(d)/n back into batch x heads,
+/// sharded on heads; every other axis kept.
+bool mergedReshape(const RuleContext &ctx, const Node &n, Placement p, RuleResult &r) {
+  const Value *x = n.inputs[0], *shape = n.input(1), *y = n.outputs[0];
+  const auto &xs = x->shape, &ys = y->shape;
+  NodePlacements &np = r.placements;
+  if (p.blocks == 1 && p.axis >= 1 && ys.size() + 1 == xs.size() && xs[p.axis].known()) {
+    const int a = p.axis;
+    const int64_t heads = xs[a].size;
+    if (heads % ctx.tp)
+      return false;
+    for (int j = 0; j < a - 1; ++j)
+      if (!sameDim(xs[j], ys[j]))
+        return false;
+    for (size_t j = a; j < ys.size(); ++j)
+      if (!sameDim(xs[j + 1], ys[j]))
+        return false;
+    // The leading factor is the batch, its size known only at run time (a
+    // known count of blocks is the blocked S(d)xk, which only fused
+    // projections make).
+    const Dim &b = xs[a - 1], &m = ys[a - 1];
+    if (b.known() || m.known() || (!m.symbol.empty() && m.symbol == b.symbol))
+      return false;
+    if (!localizeMergedEntry(ctx, n, shape, a - 1, heads, r))
+      return false;
+    np.in[0] = p;
+    np.out[0] = Placement::Merged(a - 1, static_cast<int>(heads));
+    return true;
+  }
+  if (p.isMerged() && ys.size() == xs.size() + 1) {
+    const int a = p.axis;
+    const int64_t heads = p.blockSize();
+    if (!ys[a + 1].known() || ys[a + 1].size != heads)
+      return false;
+    for (int j = 0; j < a; ++j)
+      if (!sameDim(xs[j], ys[j]))
+        return false;
+    for (size_t j = a + 1; j < xs.size(); ++j)
+      if (!sameDim(xs[j], ys[j + 1]))
+        return false;
+    if (ys[a].known() && xs[a].known() && xs[a].size != ys[a].size * heads)
+      return false;
+    if (!localizeShapeEntry(ctx, n, shape, a + 1, true, 1, r))
+      return false;
+    np.in[0] = p;
+    np.out[0] = Placement::S(a + 1);
+    return true;
+  }
+  return false;
+}
+
 void reshapeRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
   allReplicated(n, r);
   NodePlacements &np = r.placements;
@@ -164,6 +319,8 @@ void reshapeRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
     np.out[0] = Placement::S(last, p.blocks);
     return;
   }
+  if (mergedReshape(ctx, n, p, r))
+    return;
   if (p.blocks != 1)
     return;
   // Group the axes of x and y into blocks of equal known products;

@@ -125,6 +125,10 @@ bool localizeShapeEntry(const RuleContext &ctx, const Node &n, const Value *shap
 /// Whether the entry `piece` of a target is a run-time read of a sharded
 /// axis (which then holds the local size).
 bool readsShardedAxis(const RuleContext &ctx, const Value *piece);
+/// Whether the entry `piece` reads, at run time, the local size of a
+/// merged (batch*heads) axis of n heads: batch * heads from a tensor
+/// sharded on its heads axis, or the axis of a tensor placed S(d)/n.
+bool readsMergedSize(const RuleContext &ctx, const Value *piece, int64_t n);
 /// Expand(x, Shape(t)) with t sharded on axis d and x (read replicated) of
 /// size 1 on the aligned axis (a mask broadcast over heads, DistilBERT's
 /// `mask.view(bs, 1, 1, k).expand_as(scores)`): every rank reads t's local

@@ -281,9 +281,66 @@ llvm::Error shape(const RuleContext &ctx, const Node &n, RuleResult &r) {
   return llvm::Error::success();
 }
 
+/// ConstantOfShape(target): where one entry of the target reads a sharded
+/// axis at run time (a local size), the output is sharded there like the
+/// tensor it read (GPT-NeoX's baddbmm zeros of [batch*heads, T, S]: merged).
+/// A read it cannot place is a local-read problem.
+llvm::Error constantOfShape(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  const Value *target = n.inputs[0];
+  const Node *concat = idioms::targetConcat(target);
+  if (!concat) {
+    return llvm::Error::success();
+  }
+  Placement out = Placement::R();
+  bool reads = false, placeable = idioms::unwrapShapeTarget(target) == target;
+  int64_t at = 0;
+  for (const Value *piece : concat->inputs) {
+    int64_t len = piece && piece->hasShape && piece->rank() == 1 ? piece->dimSize(0) : -1;
+    if (len < 0) {
+      placeable = false;
+      break;
+    }
+    if (len == 1 && readsShardedAxis(ctx, piece)) {
+      if (reads)
+        placeable = false;
+      reads = true;
+      idioms::ShapeEntry a, b;
+      idioms::ShapeEntry e = idioms::traceShapeEntry(piece);
+      if (idioms::traceShapeProduct(piece, a, b)) {
+        Placement pa = ctx.of(a.tensor);
+        int64_t heads = pa.isShard() && pa.blocks == 1 ? a.tensor->dimSize(pa.axis) : -1;
+        if (heads > 0 && readsMergedSize(ctx, piece, heads))
+          out = Placement::Merged(static_cast<int>(at), static_cast<int>(heads));
+        else
+          placeable = false;
+      } else if (e.tensor && e.factor == 1) {
+        Placement pe = ctx.of(e.tensor);
+        out = pe.isMerged() ? Placement::Merged(static_cast<int>(at), pe.blockSize())
+              : pe.blocks == 1 ? Placement::S(static_cast<int>(at))
+                               : Placement::R();
+        placeable &= !out.isReplicated();
+      } else {
+        placeable = false;
+      }
+    }
+    at += len;
+  }
+  if (!reads)
+    return llvm::Error::success();
+  if (!placeable) {
+    r.localReadProblem = "'" + n.label() + "' (ConstantOfShape) would use a local size read " +
+                         "from a sharded tensor";
+    return llvm::Error::success();
+  }
+  r.placements.out[0] = out;
+  return llvm::Error::success();
+}
+
 } // namespace
 
 void registerShapeOpRules(RuleRegistry &r) {
+  r.add("ConstantOfShape", constantOfShape, "shape-ops");
   r.add("Transpose", transpose, "shape-ops");
   r.add("Slice", slice, "shape-ops");
   r.add("Concat", concat, "shape-ops");

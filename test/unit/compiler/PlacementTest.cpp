@@ -132,15 +132,28 @@ TEST(Placement, BlockedShardPrintsAndCompares) {
   EXPECT_EQ(Placement::S(2, 1), Placement::S(2));
 }
 
+TEST(Placement, MergedShardPrintsAndCompares) {
+  Placement m = Placement::Merged(0, 16);
+  EXPECT_EQ(m.str(), "S(0)/16");
+  EXPECT_TRUE(m.isMerged());
+  EXPECT_EQ(m.blockSize(), 16);
+  EXPECT_FALSE(Placement::S(0, 16).isMerged());
+  EXPECT_NE(m, Placement::S(0));
+  EXPECT_NE(m, Placement::S(0, 16));
+  EXPECT_NE(m, Placement::Merged(0, 8));
+  // No collective moves it: a redistribution would be an internal error.
+  EXPECT_EQ(redistribution(m, m), Redistribution::None);
+}
+
 TEST(Placement, ParseIsTheInverseOfStr) {
   for (Placement p : {Placement::R(), Placement::P(), Placement::S(0), Placement::S(3),
-                      Placement::S(2, 3)}) {
+                      Placement::S(2, 3), Placement::Merged(1, 4)}) {
     Placement q;
     ASSERT_TRUE(Placement::parse(p.str(), q)) << p.str();
     EXPECT_EQ(q, p) << p.str();
   }
   Placement q;
   for (const char *bad : {"", "S", "S()", "S(-1)", "S(1", "S(1)x", "S(1)x0", "S(1)y", "r",
-                          "S(1)x2z", " R", "S(a)"})
+                          "S(1)x2z", " R", "S(a)", "S(0)/", "S(0)/0", "S(0)/-2", "S(0)/4x"})
     EXPECT_FALSE(Placement::parse(bad, q)) << bad;
 }

@@ -77,6 +77,9 @@ public:
   std::vector<std::unique_ptr<Node>> nodes; // topological order
   std::vector<Value *> inputs;              // non-constant graph inputs
   std::vector<Value *> outputs;
+  /// The MatMuls that defuseUnequalProjections (Defuse.cpp) made of one
+  /// fused projection's parts.
+  std::vector<const Node *> projectionParts;
 
   Value *lookup(llvm::StringRef name) const;
   Value *getOrCreate(llvm::StringRef name);

@@ -141,6 +141,11 @@ std::vector<std::string> planWarnings(const Plan &plan, const PartitionOptions &
 /// width (Falcon's multi-query query_key_value) into one Linear per part
 /// (Defuse.cpp), so that the planner treats its parts as separate q/k/v.
 llvm::Error defuseUnequalProjections(Graph &g);
+/// Gives each reader of a shape product Mul(entry, constant) with several
+/// readers (OPT's `bsz * num_heads`, shared by the q/k/v/scores reshape
+/// targets) its own copy (Defuse.cpp), so that a Reshape rule may make
+/// its own copy's constant the local head count.
+void privatizeShapeProducts(Graph &g);
 
 /// Recognises the Linear layers of `g` (in topological order).
 std::vector<LinearInfo> findLinears(const Graph &g);
@@ -171,6 +176,9 @@ struct DryRun {
   /// The first run-time read of a local size where the reader stays whole:
   /// unlike a needed gather, no redistribution fixes it.
   std::string localRead;
+  /// The first head-wise blocked or merged value (S(d)xk, S(d)/n) that a
+  /// node or a graph output needs otherwise: no collective moves those.
+  std::string ungatherable;
 };
 
 /// Assigns a placement to every value and records what each node needs.

@@ -16,10 +16,21 @@ struct Placement {
   /// Only for Shard: the axis holds `blocks` equal blocks (a fused Q|K|V
   /// projection) and rank k holds the k-th slice of each block, side by
   /// side. 1 for an ordinary shard.
+  /// A negative value -n marks a merged (batch*heads) axis: blocks of n
+  /// elements each (the heads of one batch row), as many as the batch has
+  /// (unknown here), rank k holding the k-th slice of each block. Written
+  /// S(d)/n. OPT's and GPT-NeoX's attention flatten [B, H, T, D] into
+  /// [B*H, T, D] for their batched MatMuls; with H sharded, each rank holds
+  /// B*H/tp rows. Rules that only know ordinary shards test blocks != 1.
   int blocks = 1;
 
   static Placement R() { return {Kind::Replicated, -1, 1}; }
   static Placement S(int d, int blocks = 1) { return {Kind::Shard, d, blocks}; }
+  /// S(d)/n: axis d merges an unknown count of n-element blocks.
+  static Placement Merged(int d, int n) { return {Kind::Shard, d, -n}; }
+  bool isMerged() const { return kind == Kind::Shard && blocks < 0; }
+  /// For S(d)/n: n.
+  int blockSize() const { return -blocks; }
   static Placement P() { return {Kind::Partial, -1, 1}; }
 
   bool isReplicated() const { return kind == Kind::Replicated; }
@@ -29,10 +40,10 @@ struct Placement {
     return kind == o.kind && (kind != Kind::Shard || (axis == o.axis && blocks == o.blocks));
   }
   bool operator!=(const Placement &o) const { return !(*this == o); }
-  /// "R", "S(1)", "S(2)x3" (blocked), "P".
+  /// "R", "S(1)", "S(2)x3" (blocked), "S(0)/16" (merged), "P".
   std::string str() const;
-  /// The inverse of str(): "R", "P", "S(d)" or "S(d)xk" with d >= 0 and
-  /// k >= 1; false for anything else.
+  /// The inverse of str(): "R", "P", "S(d)", "S(d)xk" or "S(d)/n" with
+  /// d >= 0, k >= 1 and n >= 1; false for anything else.
   static bool parse(const std::string &text, Placement &out);
 };
 
