@@ -74,6 +74,17 @@ cl::opt<int> benchRuns("bench",
                        cl::desc("After the run, time K more runs and print per rank the median "
                                 "latency and the time spent in collectives"),
                        cl::init(0), cl::value_desc("K"), cl::cat(category));
+cl::opt<int> profileRuns(
+    "profile",
+    cl::desc("After the run, time K more runs node by node (cpu) and print, for every rank, "
+             "the time per op kind, the ten slowest nodes and the time in collectives split "
+             "into transfer and waiting for the slowest rank"),
+    cl::init(0), cl::value_desc("K"), cl::cat(category));
+cl::opt<std::string> profileTrace(
+    "profile-trace",
+    cl::desc("With --profile (10 runs if not given): write every rank's last profiled run as a "
+             "Chrome trace (JSON for chrome://tracing or ui.perfetto.dev)"),
+    cl::value_desc("FILE.json"), cl::cat(category));
 cl::opt<int> threads("threads-per-rank", cl::desc("BLAS threads per rank (default 1)"), cl::init(1),
                      cl::cat(category));
 cl::opt<double> timeoutSec("timeout",
@@ -109,6 +120,8 @@ qn::rt::RunOptions runOptions(CommEngine comm) {
   o.cudaGraphs = !noGraphs;
   o.fuseElementwise = !noFusion;
   o.benchRuns = benchRuns;
+  o.profileRuns = profileTrace.empty() || profileRuns > 0 ? profileRuns : 10;
+  o.profileTrace = profileTrace;
   o.threadsPerRank = threads;
   o.timeoutSec = timeoutSec;
   o.quiet = quiet;
@@ -162,6 +175,12 @@ int main(int argc, char **argv) {
     return error("--comm gloo runs CPU ranks only (with --device cuda use nccl or local)");
   if (threads < 1)
     return error("--threads-per-rank must be at least 1");
+  if (benchRuns < 0 || profileRuns < 0)
+    return error(llvm::Twine(benchRuns < 0 ? "--bench" : "--profile") +
+                 " must be a number of runs, 0 or more");
+  if ((profileRuns > 0 || !profileTrace.empty()) && device == RunDevice::Cuda)
+    return error("--profile times nodes on the CPU device only (on cuda, --bench gives the run "
+                 "and collective times)");
   if (timeoutSec <= 0)
     return error("--timeout must be positive");
   auto envInt = [](const char *name, int &out) -> bool {

@@ -128,6 +128,9 @@ llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> 
     values[id] = it->second;
   }
   double collectiveMs = 0;
+  std::vector<RunStats::NodeTime> *nodeTimes = stats ? stats->nodes : nullptr;
+  if (nodeTimes)
+    nodeTimes->assign(sched_.steps.size(), {});
   std::vector<const Tensor *> ins;
   std::vector<Tensor> outs;
   for (size_t si = 0; si < sched_.steps.size(); ++si) {
@@ -140,8 +143,13 @@ llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> 
     auto t0 = Clock::now();
     if (auto err = (*kernels_[si])(ctx))
       return err;
-    if (s.collective)
-      collectiveMs += msSince(t0);
+    if (s.collective || nodeTimes) {
+      double ms = msSince(t0);
+      if (s.collective)
+        collectiveMs += ms;
+      if (nodeTimes)
+        (*nodeTimes)[si] = {std::chrono::duration<double, std::milli>(t0 - start).count(), ms};
+    }
     for (size_t i = 0; i < s.outputs.size(); ++i)
       if (s.outputs[i] >= 0)
         values[s.outputs[i]] = std::move(outs[i]);

@@ -22,6 +22,8 @@
 #include "qn/runtime/Npy.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
@@ -100,6 +102,201 @@ llvm::Error bench(Runner &runner, const llvm::StringMap<Tensor> &inputs, int ran
   std::lock_guard<std::mutex> lock(printMu);
   llvm::outs() << line << "\n";
   llvm::outs().flush();
+  return llvm::Error::success();
+}
+
+/// --profile: `runs` more runs timed node by node. Each rank summarises its
+/// own (the median of each node over the runs); the collectives' medians are
+/// exchanged, so that a collective's transfer time is the shortest any rank
+/// saw (the last rank to arrive waits for nobody) and the rest of each
+/// rank's time in it is waiting for the slowest rank. Rank 0 prints every
+/// rank's summary and writes the trace (each rank's last run, its own start
+/// at 0).
+llvm::Error profile(Runner &runner, const llvm::StringMap<Tensor> &inputs, int rank, int world,
+                    Communicator *comm, int runs, const std::string &tracePath,
+                    std::mutex &printMu) {
+  const Schedule *sched = runner.timesNodes();
+  if (!sched)
+    return fail("--profile times nodes on the CPU device only (on cuda, --bench gives the "
+                "run and collective times)");
+  const size_t steps = sched->steps.size();
+  for (int i = 0; i < 2; ++i) // warm-up beyond the first run
+    if (auto o = runner.run(inputs); !o)
+      return o.takeError();
+  std::vector<std::vector<double>> perStep(steps);
+  std::vector<double> totals;
+  std::vector<RunStats::NodeTime> last;
+  for (int i = 0; i < runs; ++i) {
+    RunStats st;
+    st.nodes = &last;
+    if (auto o = runner.run(inputs, &st); !o)
+      return o.takeError();
+    totals.push_back(st.totalMs);
+    for (size_t k = 0; k < steps && k < last.size(); ++k)
+      perStep[k].push_back(last[k].ms);
+  }
+  auto median = [](std::vector<double> v) {
+    if (v.empty())
+      return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::vector<double> ms(steps);
+  for (size_t k = 0; k < steps; ++k)
+    ms[k] = median(perStep[k]);
+  const double total = median(totals);
+
+  // Collectives: transfer = the least any rank spent in each.
+  std::vector<size_t> coll;
+  std::string mine;
+  for (size_t k = 0; k < steps; ++k)
+    if (sched->steps[k].collective) {
+      coll.push_back(k);
+      mine += llvm::formatv("{0:f6},", ms[k]).str();
+    }
+  std::vector<double> transfer(coll.size());
+  for (size_t c = 0; c < coll.size(); ++c)
+    transfer[c] = ms[coll[c]];
+  if (comm && world > 1) {
+    auto all = comm->exchange("qn/profile-collectives", mine);
+    if (!all)
+      return all.takeError();
+    for (const std::string &theirs : *all) {
+      llvm::SmallVector<llvm::StringRef, 16> parts;
+      llvm::StringRef(theirs).split(parts, ',', -1, false);
+      for (size_t c = 0; c < coll.size() && c < parts.size(); ++c) {
+        double v = 0;
+        if (!parts[c].getAsDouble(v))
+          transfer[c] = std::min(transfer[c], v);
+      }
+    }
+  }
+  double collMs = 0, transferMs = 0;
+  for (size_t c = 0; c < coll.size(); ++c) {
+    collMs += ms[coll[c]];
+    transferMs += transfer[c];
+  }
+
+  // This rank's summary.
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  auto share = [&](double v) { return total > 0 ? 100 * v / total : 0.0; };
+  os << llvm::formatv("profile rank={0} runs={1} median_ms={2:f3} nodes={3}\n", rank, runs,
+                      total, steps);
+  llvm::StringMap<std::pair<double, int>> kinds;
+  for (size_t k = 0; k < steps; ++k) {
+    const onnx::NodeProto &n = *sched->steps[k].node;
+    std::string kind = n.domain().empty() || n.domain() == "ai.onnx"
+                           ? n.op_type()
+                           : n.domain() + "." + n.op_type();
+    auto &e = kinds[kind];
+    e.first += ms[k];
+    e.second += 1;
+  }
+  std::vector<std::pair<std::string, std::pair<double, int>>> byKind;
+  for (auto &kv : kinds)
+    byKind.push_back({kv.getKey().str(), kv.getValue()});
+  std::sort(byKind.begin(), byKind.end(),
+            [](const auto &a, const auto &b) { return a.second.first > b.second.first; });
+  os << "  by op kind (ms per run, share of the run, nodes):\n";
+  for (const auto &[kind, v] : byKind)
+    os << llvm::formatv("    {0,-28} {1,9:f3} {2,6:f1}% {3,5}\n", kind, v.first, share(v.first),
+                        v.second);
+  std::vector<size_t> order(steps);
+  for (size_t k = 0; k < steps; ++k)
+    order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ms[a] > ms[b]; });
+  os << "  slowest nodes (ms per run, share, op, node):\n";
+  for (size_t i = 0; i < std::min<size_t>(10, steps); ++i) {
+    const onnx::NodeProto &n = *sched->steps[order[i]].node;
+    os << llvm::formatv("    {0,9:f3} {1,6:f1}%  {2,-14} {3}\n", ms[order[i]],
+                        share(ms[order[i]]), n.op_type(), n.name());
+  }
+  os << llvm::formatv("  collectives: {0} taking {1:f3} ms ({2:f1}%) = transfer {3:f3} ms + "
+                      "waiting for the slowest rank {4:f3} ms\n",
+                      coll.size(), collMs, share(collMs), transferMs,
+                      std::max(0.0, collMs - transferMs));
+  os.flush();
+
+  // The trace events of this rank's last run.
+  std::string events;
+  {
+    llvm::raw_string_ostream es(events);
+    llvm::json::OStream j(es);
+    j.array([&] {
+      j.object([&] {
+        j.attribute("name", "process_name");
+        j.attribute("ph", "M");
+        j.attribute("pid", rank);
+        j.attributeObject("args", [&] { j.attribute("name", "rank " + std::to_string(rank)); });
+      });
+      for (size_t k = 0; k < steps && k < last.size(); ++k) {
+        const onnx::NodeProto &n = *sched->steps[k].node;
+        j.object([&] {
+          j.attribute("name", n.name());
+          j.attribute("cat", n.op_type());
+          j.attribute("ph", "X");
+          j.attribute("pid", rank);
+          j.attribute("tid", 0);
+          j.attribute("ts", last[k].startMs * 1000);
+          j.attribute("dur", last[k].ms * 1000);
+        });
+      }
+    });
+  }
+  std::vector<std::string> texts = {text}, traces = {events};
+  if (comm && world > 1) {
+    auto t = comm->exchange("qn/profile-text", text);
+    if (!t)
+      return t.takeError();
+    texts = std::move(*t);
+    if (!tracePath.empty()) {
+      auto e = comm->exchange("qn/profile-trace", events);
+      if (!e)
+        return e.takeError();
+      traces = std::move(*e);
+    }
+  }
+  if (rank != 0)
+    return llvm::Error::success();
+  {
+    std::lock_guard<std::mutex> lock(printMu);
+    for (const std::string &t : texts)
+      llvm::outs() << t;
+    llvm::outs().flush();
+  }
+  if (tracePath.empty())
+    return llvm::Error::success();
+  llvm::json::Array all;
+  for (const std::string &t : traces) {
+    auto parsed = llvm::json::parse(t);
+    if (!parsed)
+      return parsed.takeError();
+    if (auto *arr = parsed->getAsArray())
+      for (llvm::json::Value &v : *arr)
+        all.push_back(std::move(v));
+  }
+  llvm::json::Object doc;
+  doc["traceEvents"] = std::move(all);
+  doc["displayTimeUnit"] = "ms";
+  std::string tmp = tracePath + ".qn-tmp";
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream f(tmp, ec);
+    if (ec)
+      return fail("cannot write the trace '" + tracePath + "': " + ec.message());
+    f << llvm::json::Value(std::move(doc)) << "\n";
+    f.close();
+    if (f.has_error()) {
+      f.clear_error();
+      llvm::sys::fs::remove(tmp);
+      return fail("cannot write the trace '" + tracePath + "'");
+    }
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tmp, tracePath)) {
+    llvm::sys::fs::remove(tmp);
+    return fail("cannot write the trace '" + tracePath + "': " + ec.message());
+  }
   return llvm::Error::success();
 }
 
@@ -243,6 +440,10 @@ llvm::Error RankRunner::runRank(int rank, int world, const PlanManifest &plan,
     return err;
   if (opts_.benchRuns > 0)
     if (auto e = bench(*runner, inputs, rank, opts_.benchRuns, printMu_))
+      return e;
+  if (opts_.profileRuns > 0)
+    if (auto e = profile(*runner, inputs, rank, world, comm, opts_.profileRuns,
+                         opts_.profileTrace, printMu_))
       return e;
   return llvm::Error::success();
 }

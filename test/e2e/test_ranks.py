@@ -12,10 +12,14 @@
 - the local engine (--comm local: every rank a thread of one process) agrees
   with ONNX Runtime at tp 2 and 4, and --bench reports the collectives' share;
 - --device / --comm combinations that cannot work are refused with a message
-  that says why (--device cuda without a GPU included).
+  that says why (--device cuda without a GPU included);
+- --profile prints every rank's time per op kind, its ten slowest nodes (named
+  as in the rank plans) and its collectives split into transfer and waiting,
+  and --profile-trace writes a Chrome trace with every node of every rank.
 
 Usage: python3 test/e2e/test_ranks.py [--bin build/bin] [unittest args]
 """
+import json
 import os
 import signal
 import socket
@@ -272,6 +276,69 @@ class TestRanks(ToolsTestCase):
                 share = float(fields["collective_share"].rstrip("%"))
                 self.assertGreater(float(fields["collective_ms"]), 0, l)
                 self.assertTrue(0 < share < 100, l)
+
+    def test_profile(self):
+        model = os.path.join(MODELS, "gpt2_tiny.onnx")
+        ref, bound = self.lm_feeds(model, seed=5, seq=7, tag="profile")
+        plan = self.compile_ok(model, 2, "plan-profile")
+        rank_nodes = []
+        for r in range(2):
+            m = onnx.load(os.path.join(plan, f"rank{r}.onnx"), load_external_data=False)
+            rank_nodes.append([(n.name, n.op_type) for n in m.graph.node])
+        trace = self.path("trace.json")
+        for comm in ("gloo", "local"):
+            out = self.path(f"out-profile-{comm}")
+            proc = run_tool([tool("qn-run"), plan, "--comm", comm, *bound, "--output-dir", out,
+                             "--profile", "3", "--profile-trace", trace, "--quiet"])
+            self.assertEqual(proc.returncode, 0, describe(proc))
+            self.assert_matches_ort(os.path.join(out, "logits.npy"), ref)
+            blocks = proc.stdout.split("profile rank=")[1:]
+            self.assertEqual([b.split()[0] for b in blocks], ["0", "1"], proc.stdout)
+            for r, b in enumerate(blocks):
+                head = dict(kv.split("=") for kv in ("rank=" + b.splitlines()[0]).split())
+                self.assertEqual((head["runs"], int(head["nodes"])), ("3", len(rank_nodes[r])))
+                total = float(head["median_ms"])
+                self.assertGreater(total, 0)
+                kinds = b.split("by op kind")[1].split("slowest nodes")[0].splitlines()[1:]
+                per_kind = {l.split()[0]: (float(l.split()[1]), int(l.split()[3]))
+                            for l in kinds if l.strip()}
+                want_counts = {}
+                for name, op in rank_nodes[r]:
+                    key = op if op in per_kind else "ai.quintnet." + op
+                    want_counts[key] = want_counts.get(key, 0) + 1
+                self.assertEqual({k: v[1] for k, v in per_kind.items()}, want_counts, b)
+                # The nodes' medians add up to at most the median run.
+                self.assertLessEqual(sum(v[0] for v in per_kind.values()), total * 1.05, b)
+                slow = b.split("slowest nodes")[1].split("collectives:")[0].splitlines()[1:]
+                slow = [l.split() for l in slow if l.strip()]
+                self.assertEqual(len(slow), 10, b)
+                times = [float(l[0]) for l in slow]
+                self.assertEqual(times, sorted(times, reverse=True), b)
+                names = {n for n, _ in rank_nodes[r]}
+                for l in slow:
+                    self.assertIn(l[3], names, b)
+                coll = b.split("collectives:")[1].split()
+                n_coll = sum(1 for _, op in rank_nodes[r] if op in ("AllReduce", "AllGather"))
+                self.assertEqual(int(coll[0]), n_coll, b)
+                spent, transfer = float(coll[2]), float(coll[7])
+                waiting = float(coll[15])
+                self.assertGreater(spent, 0, b)
+                self.assertLessEqual(transfer, spent + 1e-3, b)
+                self.assertAlmostEqual(transfer + waiting, spent, delta=2e-3)
+            with open(trace) as f:
+                events = json.load(f)["traceEvents"]
+            for r in range(2):
+                got = [(e["name"], e["cat"]) for e in events if e["pid"] == r and e["ph"] == "X"]
+                self.assertEqual(got, rank_nodes[r])
+                spans = [(e["ts"], e["dur"]) for e in events if e["pid"] == r and e["ph"] == "X"]
+                for (t0, d0), (t1, _) in zip(spans, spans[1:]):
+                    self.assertGreaterEqual(d0, 0)
+                    self.assertLessEqual(t0 + d0, t1 + 1e-3)
+            os.remove(trace)
+        # Refused where it cannot work, before any rank starts.
+        proc = run_tool([tool("qn-run"), plan, *bound, "--profile", "-1"])
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("--profile must be a number of runs", proc.stderr)
 
     def test_local_engine_rank_failure(self):
         # A rank thread that fails stops the others at once and is named.

@@ -20,6 +20,13 @@ struct RunStats {
   /// On a GPU: device time from the first kernel to the last (input uploads
   /// and output downloads excluded); 0 on the CPU.
   double deviceMs = 0;
+  /// When set and the runner times nodes (Runner::timesNodes: the CPU
+  /// executor), filled with one entry per schedule step: its start (ms since
+  /// the run began) and its duration.
+  struct NodeTime {
+    double startMs = 0, ms = 0;
+  };
+  std::vector<NodeTime> *nodes = nullptr;
 };
 
 /// A rank graph numbered for execution: every value gets an id (constants
@@ -58,6 +65,9 @@ public:
   /// Runs measure their collectives even where that costs speed (the CUDA
   /// device then runs eagerly instead of replaying a CUDA graph).
   virtual void setProfiling(bool) {}
+  /// The schedule whose steps RunStats::nodes times, or null where the
+  /// runner cannot time nodes one by one.
+  virtual const Schedule *timesNodes() const { return nullptr; }
 };
 
 /// Runs the nodes of a rank graph in order (ONNX graphs are topologically
@@ -73,6 +83,7 @@ public:
   llvm::Expected<std::vector<Tensor>> run(const llvm::StringMap<Tensor> &inputs,
                                           RunStats *stats = nullptr) override;
   const std::vector<std::string> &outputNames() const override { return outputNames_; }
+  const Schedule *timesNodes() const override { return &sched_; }
 
   /// The buffer of mutable state `name` (RankProgram::makeState): what is
   /// written into it is what the next run reads. An error for a name that is

@@ -51,6 +51,14 @@ struct RunOptions {
   /// After the run, time this many more and print the median latency and
   /// the time spent in collectives ("bench rank=R ...", stdout).
   int benchRuns = 0;
+  /// After the run (and the bench), time this many more node by node (CPU
+  /// device): rank 0 prints, for every rank, the time per op kind, the ten
+  /// slowest nodes and the collectives split into transfer and waiting for
+  /// the slowest rank ("profile rank=R ...", stdout).
+  int profileRuns = 0;
+  /// With profileRuns: rank 0 also writes the last profiled run of every
+  /// rank here as a Chrome trace (JSON; chrome://tracing, Perfetto).
+  std::string profileTrace;
   /// BLAS (and oneDNN) threads per rank; at least 1.
   int threadsPerRank = 1;
   /// Bound on rendezvous and on each collective (NCCL: each run's GPU work).
