@@ -99,16 +99,24 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
     out << llvm::formatv("report: tp {0}, model parameters {1} bytes, replicated on every rank "
                          "{2} bytes\n",
                          tp, summary->modelParamBytes, summary->replicatedParamBytes);
-    for (const LinearInfo &li : plan->linears)
+    for (const LinearInfo &li : plan->linears) {
+      std::string n = std::to_string(li.N);
+      for (const PaddedLinear &p : plan->padded)
+        if (p.node == li.node)
+          n = llvm::formatv("{0} padded to {1}", p.N, p.paddedN).str();
       out << llvm::formatv("  linear '{0}' ({1}, K {2}, N {3}): {4}{5}{6}\n", li.node->label(),
-                           li.node->opType(), li.K, li.N, strategyName(li.strategy),
+                           li.node->opType(), li.K, n, strategyName(li.strategy),
                            li.fusedParts > 1 ? llvm::formatv(", {0} fused parts", li.fusedParts).str()
                                              : std::string(),
                            li.pairedWith.empty() ? std::string()
                                                  : ", paired with '" + li.pairedWith + "'");
+    }
     for (const EmbeddingInfo &e : plan->embeddings)
       out << llvm::formatv("  embedding '{0}' (V {1}, H {2}): {3}\n", e.node->label(), e.V, e.H,
-                           e.vocabParallel ? "vocab-parallel" : "replicated");
+                           !e.vocabParallel ? std::string("replicated")
+                           : e.paddedV != e.V
+                               ? llvm::formatv("vocab-parallel, padded to {0} rows", e.paddedV).str()
+                               : std::string("vocab-parallel"));
     for (int k = 0; k < tp; ++k) {
       double share = summary->modelParamBytes
                          ? double(summary->rankParamBytes[k]) / summary->modelParamBytes

@@ -76,7 +76,8 @@ std::vector<EmbeddingInfo> findEmbeddings(const Graph &g, const PartitionOptions
     e.V = table->constant->dims(0);
     e.H = table->constant->dims(1);
     e.tableBytes = e.V * e.H * static_cast<int64_t>(elemTypeSize(table->elemType));
-    e.vocabParallel = opts.tp > 1 && e.V % opts.tp == 0 && e.tableBytes >= opts.replicateBelowBytes &&
+    e.paddedV = opts.tp > 1 ? (e.V + opts.tp - 1) / opts.tp * opts.tp : e.V;
+    e.vocabParallel = opts.tp > 1 && e.V >= opts.tp && e.tableBytes >= opts.replicateBelowBytes &&
                       (table->elemType == onnx::TensorProto::FLOAT ||
                        table->elemType == onnx::TensorProto::FLOAT16 ||
                        table->elemType == onnx::TensorProto::DOUBLE);
@@ -106,7 +107,30 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     }
     Value *table = gather->inputs[0], *ids = gather->inputs[1], *out = gather->outputs[0];
     const int32_t idType = ids->elemType, valType = table->elemType;
-    const int64_t rows = e.V; // divided per rank by the generator below
+    // A vocabulary tp does not divide: the table padded with zero rows to
+    // paddedV (each rank paddedV/tp rows); ids keep the true V, so an id in
+    // [V, paddedV) is still an error, and negative ids count from V.
+    if (e.paddedV != e.V) {
+      onnx::TensorProto padded;
+      const onnx::TensorProto &t = *table->constant;
+      const size_t elem = elemTypeSize(t.data_type());
+      if (!t.has_raw_data() && t.data_type() != onnx::TensorProto::FLOAT)
+        return fail("vocab-parallel '" + gather->label() + "': a table stored without raw data");
+      std::string raw = t.has_raw_data()
+                            ? t.raw_data()
+                            : std::string(reinterpret_cast<const char *>(t.float_data().data()),
+                                          static_cast<size_t>(t.float_data_size()) * 4);
+      raw.resize(static_cast<size_t>(e.paddedV * e.H) * elem, '\0');
+      padded.set_name(g.uniqueName(table->name + "__qn_padded"));
+      padded.set_data_type(t.data_type());
+      padded.add_dims(e.paddedV);
+      padded.add_dims(e.H);
+      padded.set_raw_data(std::move(raw));
+      table = g.addConstant(std::move(padded));
+      gather->inputs[0] = table;
+    }
+    const int64_t rows = e.paddedV; // divided per rank by the generator below
+    const int64_t vocabSize = e.V;
     std::string base = g.uniqueName(out->name + "__qn_vocab");
     auto name = [&](llvm::StringRef suffix) { return g.uniqueName(base + "_" + suffix.str()); };
 
@@ -124,7 +148,7 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     std::string minus1 = name("minus1"), zero = name("zero"), vocab = name("vocab");
     g.addConstant(scalar(minus1, idType, -1));
     g.addConstant(scalar(zero, idType, 0));
-    g.addConstant(scalar(vocab, idType, rows));
+    g.addConstant(scalar(vocab, idType, vocabSize));
     std::string axes = name("axes");
     onnx::TensorProto axesT;
     axesT.set_name(axes);
@@ -138,6 +162,7 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
                 local = name("local"), ge = name("ge"), lt = name("lt"), in = name("in"),
                 okGe = name("ok_ge"), okLt = name("ok_lt"), ok = name("ok"), bad = name("bad"),
                 mask = name("mask"), safe = name("safe"), part = name("part"),
+                inRange = name("in_range"),
                 mask3 = name("mask_h");
     std::string label = gather->label();
     std::vector<onnx::NodeProto> before;
@@ -147,10 +172,17 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     before.push_back(makeNode("Sub", label + "/local", {norm, startName}, local));
     before.push_back(makeNode("Greater", label + "/ge", {local, minus1}, ge));
     before.push_back(makeNode("Less", label + "/lt", {local, rowsName}, lt));
-    before.push_back(makeNode("And", label + "/in", {ge, lt}, in));
+    // With padded rows, the last rank's padding holds no ids: an id in
+    // [V, paddedV) must fail like any other out of range, so `in` also
+    // needs `ok`.
+    const bool padded = e.paddedV != e.V;
+    before.push_back(makeNode("And", label + (padded ? "/in_range" : "/in"), {ge, lt},
+                              padded ? inRange : in));
     before.push_back(makeNode("Greater", label + "/ok_ge", {norm, minus1}, okGe));
     before.push_back(makeNode("Less", label + "/ok_lt", {norm, vocab}, okLt));
     before.push_back(makeNode("And", label + "/ok", {okGe, okLt}, ok));
+    if (padded)
+      before.push_back(makeNode("And", label + "/in", {inRange, ok}, in));
     before.push_back(makeNode("Where", label + "/bad", {ok, zero, ids->name}, bad));
     before.push_back(makeNode("Where", label + "/safe", {in, local, bad}, safe));
     before.push_back(makeNode("Cast", label + "/mask", {in}, mask));

@@ -159,17 +159,25 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
       (*v.getAsObject())["placement"] = it->second.str();
     outputs.push_back(std::move(v));
   }
-  for (const LinearInfo &li : plan.linears)
-    strategies.push_back(llvm::json::Object{{"node", li.node->label()},
-                                            {"op", li.node->opType()},
-                                            {"strategy", strategyName(li.strategy)},
-                                            {"K", li.K},
-                                            {"N", li.N}});
+  for (const LinearInfo &li : plan.linears) {
+    llvm::json::Object o{{"node", li.node->label()},
+                         {"op", li.node->opType()},
+                         {"strategy", strategyName(li.strategy)},
+                         {"K", li.K},
+                         {"N", li.N}};
+    for (const PaddedLinear &p : plan.padded)
+      if (p.node == li.node) {
+        o["N"] = p.N;
+        o["padded_N"] = p.paddedN;
+      }
+    strategies.push_back(std::move(o));
+  }
   llvm::json::Array embeddings;
   for (const EmbeddingInfo &e : plan.embeddings)
     embeddings.push_back(llvm::json::Object{{"node", e.node->label()},
                                             {"strategy", e.vocabParallel ? "vocab" : "replicated"},
                                             {"V", e.V},
+                                            {"padded_V", e.vocabParallel ? e.paddedV : e.V},
                                             {"H", e.H}});
   llvm::json::Object collectives, collectiveBytes;
   for (const auto &kv : plan.collectiveCounts)

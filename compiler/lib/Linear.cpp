@@ -362,8 +362,11 @@ std::vector<std::string> planWarnings(const Plan &plan, const PartitionOptions &
   for (const PlannedNode &n : plan.nodes)
     if (n.role == "collective" && n.proto.op_type() == "AllGather")
       gathered.insert(n.proto.output(0));
+  llvm::StringSet<> unpads; // the Slices that drop a padded head's padding
+  for (const PaddedLinear &p : plan.padded)
+    unpads.insert(p.node->label() + "/unpad");
   for (const PlannedNode &n : plan.nodes) {
-    if (n.role == "collective")
+    if (n.role == "collective" || unpads.count(n.proto.name()))
       continue;
     for (const std::string &in : n.proto.input())
       if (gathered.count(in)) {

@@ -328,6 +328,7 @@ llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
       return err;
     privatizeShapeProducts(g);
   }
+  std::vector<PaddedLinear> padded = padUnevenHeads(g, opts);
   std::vector<LinearInfo> linears = findLinears(g);
   if (auto err = planStrategies(g, linears, opts))
     return err;
@@ -340,7 +341,10 @@ llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
   llvm::DenseMap<const Node *, NodePlacements> placements;
   if (auto err = propagatePlacements(g, linears, opts, state, placements))
     return err;
-  return lower(g, std::move(linears), std::move(embeddings), placements, state, opts);
+  auto plan = lower(g, std::move(linears), std::move(embeddings), placements, state, opts);
+  if (plan)
+    plan->padded = std::move(padded);
+  return plan;
 }
 
 } // namespace qn

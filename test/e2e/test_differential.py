@@ -928,9 +928,11 @@ def row_outputs_combined(m):
 
 # --- Embeddings --------------------------------------------------------------------------
 
-def embedding_lm(m, ids, head="tied"):
+def embedding_lm(m, ids, head="tied", vocab=V):
     """Embedding [V,H] -> residual MLP -> head: "tied" (MatMul by the table's
-    transpose), "gemm" (Gemm transB by the table), "table_as_weight" or "none"."""
+    transpose), "gemm" (Gemm transB by the table), "table_as_weight", "linear"
+    (its own [H,V] weight and bias) or "none"."""
+    V = vocab
     table = m.const(m.randn(V, H, scale=0.5), "table")
     dims = ["B", "T"] if ids.ndim == 2 else ["N"]
     x = m.input("ids", dims, ids)
@@ -942,6 +944,8 @@ def embedding_lm(m, ids, head="tied"):
         y = m.op("Gemm", y, table, transB=1)
     elif head == "table_as_weight":  # softmax over V, then a MatMul by the table
         y = m.op("MatMul", m.op("Softmax", m.op("MatMul", y, m.weight(H, V)), axis=-1), table)
+    elif head == "linear":
+        y = m.op("Add", m.op("MatMul", y, m.weight(H, V)), m.vector(V))
     m.output(y)
 
 
@@ -960,6 +964,16 @@ def embed_negative_ids(m):
     """Bug 3: negative ids; the ends of [-V, V) and of the ranks' rows at tp 2 and 4."""
     ids = ints(-V, -1, V - 1, 0, -V // 2, -V // 2 - 1, -V // 4, 3 * V // 4 - 1)
     embedding_lm(m, ids.reshape(2, 4))
+
+
+@case("BTH")
+def embed_odd_vocab(m):
+    """A vocabulary (61) that neither tp 2 nor 4 divides: the table padded with
+    zero rows and the LM head with zero columns (sliced off after the
+    gather); negative ids and the ends of the true vocabulary."""
+    v = 61
+    ids = ints(-v, -1, v - 1, 0, -v // 2, v // 2, v // 4, 3 * v // 4)
+    embedding_lm(m, ids.reshape(2, 4), head="linear", vocab=v)
 
 
 @case("BH")

@@ -78,9 +78,20 @@ struct NodePlacements {
 };
 
 /// An embedding lookup: Gather(table[V,H] constant, ids) on axis 0.
+/// An LM head whose output features were padded to a multiple of tp
+/// (Pad.cpp: padUnevenHeads).
+struct PaddedLinear {
+  const Node *node = nullptr;
+  std::string weight; // the source weight's name
+  int64_t N = 0, paddedN = 0;
+};
+
 struct EmbeddingInfo {
   Node *node = nullptr;
   int64_t V = 0, H = 0;
+  /// V rounded up to a multiple of tp (the table padded with zero rows when
+  /// vocab-parallel); V when it divides.
+  int64_t paddedV = 0;
   int64_t tableBytes = 0;
   bool vocabParallel = false;
 };
@@ -125,6 +136,7 @@ struct Plan {
   std::vector<RankConstant> constants;
   std::vector<LinearInfo> linears;
   std::vector<EmbeddingInfo> embeddings;
+  std::vector<PaddedLinear> padded;
   std::map<std::string, int> collectiveCounts; // by op type
   std::map<std::string, CollectiveStats> collectiveStats;
   /// Placement of each graph output in the rank plans (R unless kept sharded).
@@ -146,6 +158,11 @@ llvm::Error defuseUnequalProjections(Graph &g);
 /// targets) its own copy (Defuse.cpp), so that a Reshape rule may make
 /// its own copy's constant the local head count.
 void privatizeShapeProducts(Graph &g);
+/// Pads the output features of each LM head whose count tp does not divide
+/// (a Linear reaching a graph output through bias Adds, Casts and
+/// Identities) with zero columns to the next multiple of tp, and slices the
+/// padding off before the graph output (Pad.cpp).
+std::vector<PaddedLinear> padUnevenHeads(Graph &g, const PartitionOptions &opts);
 
 /// Recognises the Linear layers of `g` (in topological order).
 std::vector<LinearInfo> findLinears(const Graph &g);
