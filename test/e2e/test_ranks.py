@@ -6,6 +6,8 @@
 - ranks started from different plans stop at rendezvous naming both plan ids;
 - a model whose weights are ONNX external data compiles and runs;
 - two runs of the same plan and inputs give bit-identical outputs;
+- with busy polling, a 25 MB AllGather and a 51 MB AllReduce complete (they
+  deadlocked before large collectives went in pieces);
 - --keep-logits-sharded leaves the LM head's logits split, one file per rank;
 - when a rank is killed in the middle of a run, the launcher stops the others
   and exits non-zero within 10 seconds, naming the rank;
@@ -209,6 +211,42 @@ class TestRanks(ToolsTestCase):
             got = np.concatenate(shards, axis=2)
             err = float(np.max(np.abs(got.astype(np.float64) - ref)))
             self.assertLessEqual(err, RTOL * float(np.max(np.abs(ref))), f"tp={tp}: {err}")
+
+    def test_large_collectives_busy_poll(self):
+        """Busy polling makes Gloo's sends blocking: an AllGather of 25 MB per
+        rank deadlocked (both ranks writing, neither reading) until large
+        collectives went in pieces. Here a lone Linear's 25 MB shard is
+        gathered and a row-parallel pair's 51 MB partial sum all-reduced."""
+        from onnx import TensorProto, helper, numpy_helper
+        rng = np.random.default_rng(11)
+        n = 50000
+        w = lambda name, shape: numpy_helper.from_array(
+            (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name)
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "Wg"], ["g"]),
+             helper.make_node("MatMul", ["x", "W1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "W2"], ["y"])],
+            "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", 8])],
+            [helper.make_tensor_value_info("g", TensorProto.FLOAT, ["B", "T", n]),
+             helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "T", n])],
+            [w("Wg", (8, n)), w("W1", (8, 16)), w("W2", (16, n))])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        path = self.path("big.onnx")
+        onnx.save(model, path)
+        x = rng.standard_normal((4, 64, 8)).astype(np.float32)
+        np.save(self.path("big_x.npy"), x)
+        ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        plan = self.compile_ok(path, 2, "plan-big", "--replicate-below=0")
+        out = self.path("out-big")
+        proc = run_tool([tool("qn-run"), plan, "--input", "x=" + self.path("big_x.npy"),
+                         "--busy-poll", "on", "--timeout", "20", "--output-dir", out, "--quiet"])
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        for name, want in zip(("g", "y"), ref):
+            got = np.load(os.path.join(out, name + ".npy"))
+            self.assertLessEqual(float(np.max(np.abs(got - want))),
+                                 RTOL * float(np.max(np.abs(want))), name)
 
     def test_runs_are_bit_identical(self):
         plan = self.compile_ok(self.model, 2, "plan-det")

@@ -233,13 +233,21 @@ public:
                                       " (unsupported dtype)");
     if (size() == 1 || t.numel() == 0)
       return llvm::Error::success();
-    size_t n = static_cast<size_t>(t.numel());
+    const size_t n = static_cast<size_t>(t.numel()), elem = dtypeSize(t.dtype());
+    // Busy polling: large tensors in pieces, as allGather explains (the ring
+    // sends a quarter of a piece at a time at tp 2).
+    const size_t piece = opts_.busyPoll ? std::max<size_t>(1, 4 * kSyncPieceBytes / elem) : n;
     return guarded("allReduceSum(" + shapeText(t) + ")", [&] {
-      switch (dtypeSize(t.dtype())) {
-      case 1: ringAllReduce<uint8_t>(t, n); break;
-      case 2: ringAllReduce<uint16_t>(t, n); break;
-      case 4: ringAllReduce<uint32_t>(t, n); break;
-      default: ringAllReduce<uint64_t>(t, n); break;
+      char *data = static_cast<char *>(t.raw());
+      for (size_t off = 0; off < n; off += piece) {
+        const size_t len = std::min(piece, n - off);
+        void *p = data + off * elem;
+        switch (elem) {
+        case 1: ringAllReduce<uint8_t>(p, t.dtype(), len); break;
+        case 2: ringAllReduce<uint16_t>(p, t.dtype(), len); break;
+        case 4: ringAllReduce<uint32_t>(p, t.dtype(), len); break;
+        default: ringAllReduce<uint64_t>(p, t.dtype(), len); break;
+        }
       }
     });
   }
@@ -289,20 +297,32 @@ public:
     // most one gather ahead: it cannot complete gather k without this rank's
     // block, which this rank sends only after copying out gather k-1, so
     // gather k+1 (the other ring) is the furthest a peer can be writing into.
-    bool second = (gatherParity_[localBytes]++ & 1u) != 0;
+    //
+    // With busy polling (sync pairs) a send blocks until the socket takes
+    // all of it, and every rank of the ring sends before it receives: a block
+    // larger than what the sockets buffer deadlocks (seen: 25 MB logits at
+    // tp 2). Large blocks are gathered in pieces of kSyncPieceBytes.
+    const size_t piece =
+        opts_.busyPoll ? std::min(localBytes, kSyncPieceBytes) : localBytes;
     llvm::Error err = guarded(
         "allGather(" + shapeText(in) + ", axis " + std::to_string(ax) + ")", [&] {
-          Cached &c = cached(Op::AllGather, second ? 1 : 0, localBytes);
-          if (!c.algo) {
-            c.in.resize(localBytes);
-            c.out.resize(localBytes * size());
-            c.algo = std::make_unique<gloo::AllgatherRing<uint8_t>>(
-                ctx_, std::vector<const uint8_t *>{c.in.data()}, c.out.data(),
-                static_cast<int>(localBytes));
+          for (size_t off = 0; off < localBytes; off += piece) {
+            const size_t len = std::min(piece, localBytes - off);
+            bool second = (gatherParity_[len]++ & 1u) != 0;
+            Cached &c = cached(Op::AllGather, second ? 1 : 0, len);
+            if (!c.algo) {
+              c.in.resize(len);
+              c.out.resize(len * size());
+              c.algo = std::make_unique<gloo::AllgatherRing<uint8_t>>(
+                  ctx_, std::vector<const uint8_t *>{c.in.data()}, c.out.data(),
+                  static_cast<int>(len));
+            }
+            std::memcpy(c.in.data(), src + off, len);
+            c.algo->run();
+            for (int r = 0; r < size(); ++r)
+              std::memcpy(gathered + static_cast<size_t>(r) * localBytes + off,
+                          c.out.data() + static_cast<size_t>(r) * len, len);
           }
-          std::memcpy(c.in.data(), src, localBytes);
-          c.algo->run();
-          std::memcpy(gathered, c.out.data(), c.out.size());
         });
     if (err)
       return err;
@@ -398,19 +418,22 @@ private:
 
   /// Ring reduce-scatter then all-gather (each chunk is reduced by one rank
   /// and copied to the others): every rank ends with bitwise identical sums.
-  template <typename T> void ringAllReduce(Tensor &t, size_t n) {
-    Cached &c = cached(Op::AllReduce, static_cast<int>(t.dtype()), n);
+  template <typename T> void ringAllReduce(void *data, DType dtype, size_t n) {
+    Cached &c = cached(Op::AllReduce, static_cast<int>(dtype), n);
     size_t bytes = n * sizeof(T);
     if (!c.algo) {
       c.in.resize(bytes);
       c.algo = std::make_unique<gloo::AllreduceRingChunked<T>>(
           ctx_, std::vector<T *>{reinterpret_cast<T *>(c.in.data())}, static_cast<int>(n),
-          reductionFor<T>(t.dtype()));
+          reductionFor<T>(dtype));
     }
-    std::memcpy(c.in.data(), t.raw(), bytes);
+    std::memcpy(c.in.data(), data, bytes);
     c.algo->run();
-    std::memcpy(t.raw(), c.in.data(), bytes);
+    std::memcpy(data, c.in.data(), bytes);
   }
+
+  /// Busy polling: the most one collective step sends at once (see allGather).
+  static constexpr size_t kSyncPieceBytes = size_t(1) << 20;
 
   std::map<std::tuple<int, int, size_t>, Cached> cache_;
 
