@@ -6,6 +6,9 @@
 #include <cstring>
 
 #include <cblas.h>
+#include <cstdlib>
+#include <string>
+
 #ifdef QN_HAVE_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
 #endif
@@ -14,15 +17,31 @@
 
 namespace qn::rt::cpu {
 
+#ifdef QN_HAVE_ONEDNN
+/// Whether float32 GEMMs go through oneDNN: where the CPU has AVX-512, whose
+/// kernels oneDNN's JIT uses while Debian's OpenBLAS runs its Haswell ones
+/// (about half the throughput). On an AVX2-only CPU OpenBLAS is the faster
+/// (AMD EPYC, one thread: 85 against 35 GFLOP/s at 256x1024x1024, 89
+/// against 76 at 256x1024x4096). QN_GEMM=onednn or openblas overrides.
+bool useOneDnn() {
+  static const bool use = [] {
+    if (const char *e = std::getenv("QN_GEMM"))
+      return std::string(e) == "onednn";
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return use;
+}
+#endif
+
 /// Row-major C[M,N] = alpha * op(A) op(B) + beta * C. float32 GEMMs go
-/// through oneDNN's sgemm when the build found it (its JIT kernels use
-/// AVX-512 where the CPU has it, independently of OpenBLAS's core detection),
-/// else through OpenBLAS.
+/// through oneDNN's sgemm where that is the faster (useOneDnn), else through
+/// OpenBLAS.
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
           int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #ifdef QN_HAVE_ONEDNN
-  if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) ==
-      dnnl_success)
+  if (useOneDnn() && dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
+                                beta, C, ldc) == dnnl_success)
     return;
 #endif
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
