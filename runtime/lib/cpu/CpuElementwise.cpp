@@ -632,7 +632,12 @@ struct AbsOp {
   }
 };
 struct TanhOp {
-  template <class T> static inline T apply(T x) { return std::tanh(x); }
+  template <class T> static inline T apply(T x) {
+    if constexpr (std::is_same_v<T, float>)
+      return fastTanh(x);
+    else
+      return std::tanh(x);
+  }
 };
 struct SigmoidOp {
   template <class T> static inline T apply(T x) {
@@ -674,7 +679,7 @@ struct GeluOp {
 struct GeluTanhOp {
   template <class T> static inline T apply(T x) {
     const T k = T(0.79788456080286535588); // sqrt(2/pi)
-    return T(0.5) * x * (T(1) + std::tanh(k * (x + T(0.044715) * x * x * x)));
+    return T(0.5) * x * (T(1) + TanhOp::apply(k * (x + T(0.044715) * x * x * x)));
   }
 };
 
@@ -690,6 +695,10 @@ QN_CLONES void negF32(const float *x, float *y, int64_t n) { runUnary<NegOp>(x, 
 QN_CLONES void absF32(const float *x, float *y, int64_t n) { runUnary<AbsOp>(x, y, n); }
 QN_CLONES void erfF32(const float *x, float *y, int64_t n) { runUnary<ErfOp>(x, y, n); }
 QN_CLONES void geluF32(const float *x, float *y, int64_t n) { runUnary<GeluOp>(x, y, n); }
+QN_CLONES void tanhF32(const float *x, float *y, int64_t n) { runUnary<TanhOp>(x, y, n); }
+QN_CLONES void geluTanhF32(const float *x, float *y, int64_t n) {
+  runUnary<GeluTanhOp>(x, y, n);
+}
 QN_CLONES void sqrtF32(const float *x, float *y, int64_t n) { runUnary<SqrtOp>(x, y, n); }
 QN_CLONES void reciprocalF32(const float *x, float *y, int64_t n) {
   runUnary<ReciprocalOp>(x, y, n);
@@ -706,6 +715,10 @@ template <class Op> void unaryF32(const float *x, float *y, int64_t n) {
     erfF32(x, y, n);
   else if constexpr (std::is_same_v<Op, GeluOp>)
     geluF32(x, y, n);
+  else if constexpr (std::is_same_v<Op, TanhOp>)
+    tanhF32(x, y, n);
+  else if constexpr (std::is_same_v<Op, GeluTanhOp>)
+    geluTanhF32(x, y, n);
   else if constexpr (std::is_same_v<Op, SqrtOp>)
     sqrtF32(x, y, n);
   else if constexpr (std::is_same_v<Op, ReciprocalOp>)
