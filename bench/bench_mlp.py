@@ -60,9 +60,9 @@ def run(args):
     return proc
 
 
-def ort_median_ms(model_path, feeds, runs, warmup):
+def ort_median_ms(model_path, feeds, runs, warmup, threads=1):
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])

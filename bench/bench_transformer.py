@@ -28,20 +28,17 @@ Usage: python3 bench/bench_transformer.py [--size 1024] [--vocab 50257]
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "models", "families"))
-import bench_mlp as bm  # noqa: E402  (run, qn_bench, check_output)
+import bench_mlp as bm  # noqa: E402  (run, qn_bench, ort_median_ms)
 import rehydrate as rh  # noqa: E402
 
 RTOL = 1e-5
@@ -69,23 +66,6 @@ def widened_gpt2(size, vocab, path):
     del m.graph.value_info[:]
     full, _ = rh.rehydrate(m)
     onnx.save(full, path)
-
-
-def ort_ms(model, feeds, threads, runs, warmup):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-    out = None
-    for _ in range(warmup):
-        out = sess.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = sess.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), out[0]
 
 
 def main():
@@ -120,8 +100,9 @@ def main():
             x = os.path.join(tmp, f"ids{b}.npy")
             np.save(x, ids)
             feeds = {"input_ids": ids}
-            ort1, ref = ort_ms(model, feeds, 1, args.runs, args.warmup)
-            ort2, _ = ort_ms(model, feeds, 2, args.runs, args.warmup)
+            ort1, ref = bm.ort_median_ms(model, feeds, args.runs, args.warmup, threads=1)
+            ort2, _ = bm.ort_median_ms(model, feeds, args.runs, args.warmup, threads=2)
+            ref = ref[0]
             row = {"batch": b, "seq": args.seq, "ort_1t_ms": ort1, "ort_2t_ms": ort2}
             for tp in (1, 2):
                 out = os.path.join(tmp, f"out{tp}-{b}")
