@@ -110,6 +110,8 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
                                              : std::string(),
                            li.pairedWith.empty() ? std::string()
                                                  : ", paired with '" + li.pairedWith + "'");
+      if (!li.keptWhole.empty())
+        out << "    kept whole: " << li.keptWhole << "\n";
     }
     for (const EmbeddingInfo &e : plan->embeddings)
       out << llvm::formatv("  embedding '{0}' (V {1}, H {2}): {3}\n", e.node->label(), e.V, e.H,

@@ -332,6 +332,8 @@ llvm::Error planStrategies(Graph &g, std::vector<LinearInfo> &linears,
       if (llvm::is_contained(g.projectionParts, li.node) && !lone->violation.empty() &&
           !llvm::StringRef(lone->violation).startswith("graph output")) {
         li.whyNotPaired = lone->violation;
+        li.keptWhole = "a part of a fused projection without a row partner (a multi-query "
+                       "K/V head), whose shard would be gathered inside the layer";
         continue;
       }
       li.strategy = LinearStrategy::Column;
@@ -346,7 +348,7 @@ std::vector<std::string> planWarnings(const Plan &plan, const PartitionOptions &
   if (plan.tp == 1)
     return out;
   for (const LinearInfo &li : plan.linears)
-    if (li.strategy == LinearStrategy::Replicate &&
+    if (li.strategy == LinearStrategy::Replicate && li.keptWhole.empty() &&
         (!li.whyNotPaired.empty() || li.weightBytes >= opts.replicateBelowBytes))
       out.push_back(llvm::formatv("Linear '{0}' ({1} weight bytes) stays replicated: {2}",
                                   li.node->label(), li.weightBytes,

@@ -66,6 +66,9 @@ struct LinearInfo {
   /// column-parallel run of its group met), for the warning on a replicated
   /// Linear above --replicate-below.
   std::string whyNotPaired;
+  /// Set where the planner keeps it replicated by design (multi-query
+  /// attention's single K/V head): no warning; --report says why.
+  std::string keptWhole;
 };
 
 /// Placements a node needs of its inputs and gives its outputs.
