@@ -36,18 +36,6 @@ struct Reader {
   int64_t a, b; // the range of the parts axis it reads
 };
 
-onnx::TensorProto int64Tensor(const std::string &name, llvm::ArrayRef<int64_t> values,
-                              bool scalar) {
-  onnx::TensorProto t;
-  t.set_name(name);
-  t.set_data_type(onnx::TensorProto::INT64);
-  if (!scalar)
-    t.add_dims(static_cast<int64_t>(values.size()));
-  t.set_raw_data(std::string(reinterpret_cast<const char *>(values.data()),
-                             values.size() * sizeof(int64_t)));
-  return t;
-}
-
 /// The range of the parts axis `axis` (size `parts`) that `n` reads of its
 /// input 0, if it is a Slice with constant bounds of that axis alone (step 1)
 /// or a Gather on it with a constant index.
@@ -241,13 +229,8 @@ llvm::Error defuseUnequalProjections(Graph &g) {
       wp.set_raw_data(std::move(bytes));
       Value *wv = g.addConstant(std::move(wp));
       std::string mmOut = g.uniqueName(v->name + tag);
-      onnx::NodeProto m;
-      m.set_op_type("MatMul");
-      m.set_name(mm->label() + tag);
-      m.add_input(x->name);
-      m.add_input(wv->name);
-      m.add_output(mmOut);
-      Node *nm = g.insertNode(mmAt++, std::move(m));
+      Node *nm = g.insertNode(
+          mmAt++, makeNodeProto("MatMul", mm->label() + tag, {x->name, wv->name}, mmOut));
       g.projectionParts.push_back(nm);
       if (!firstPart)
         firstPart = nm->outputs[0];

@@ -39,17 +39,6 @@ onnx::TensorProto scalar(const std::string &name, int32_t type, int64_t value) {
   return t;
 }
 
-onnx::NodeProto makeNode(const std::string &op, const std::string &name,
-                         std::initializer_list<std::string> ins, const std::string &out) {
-  onnx::NodeProto n;
-  n.set_op_type(op);
-  n.set_name(name);
-  for (const std::string &i : ins)
-    n.add_input(i);
-  n.add_output(out);
-  return n;
-}
-
 void setIntAttr(onnx::NodeProto &n, const char *name, int64_t v) {
   auto *a = n.add_attribute();
   a->set_name(name);
@@ -166,26 +155,26 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
                 mask3 = name("mask_h");
     std::string label = gather->label();
     std::vector<onnx::NodeProto> before;
-    before.push_back(makeNode("Less", label + "/neg", {ids->name, zero}, neg));
-    before.push_back(makeNode("Add", label + "/wrapped", {ids->name, vocab}, wrapped));
-    before.push_back(makeNode("Where", label + "/norm", {neg, wrapped, ids->name}, norm));
-    before.push_back(makeNode("Sub", label + "/local", {norm, startName}, local));
-    before.push_back(makeNode("Greater", label + "/ge", {local, minus1}, ge));
-    before.push_back(makeNode("Less", label + "/lt", {local, rowsName}, lt));
+    before.push_back(makeNodeProto("Less", label + "/neg", {ids->name, zero}, neg));
+    before.push_back(makeNodeProto("Add", label + "/wrapped", {ids->name, vocab}, wrapped));
+    before.push_back(makeNodeProto("Where", label + "/norm", {neg, wrapped, ids->name}, norm));
+    before.push_back(makeNodeProto("Sub", label + "/local", {norm, startName}, local));
+    before.push_back(makeNodeProto("Greater", label + "/ge", {local, minus1}, ge));
+    before.push_back(makeNodeProto("Less", label + "/lt", {local, rowsName}, lt));
     // With padded rows, the last rank's padding holds no ids: an id in
     // [V, paddedV) must fail like any other out of range, so `in` also
     // needs `ok`.
     const bool padded = e.paddedV != e.V;
-    before.push_back(makeNode("And", label + (padded ? "/in_range" : "/in"), {ge, lt},
+    before.push_back(makeNodeProto("And", label + (padded ? "/in_range" : "/in"), {ge, lt},
                               padded ? inRange : in));
-    before.push_back(makeNode("Greater", label + "/ok_ge", {norm, minus1}, okGe));
-    before.push_back(makeNode("Less", label + "/ok_lt", {norm, vocab}, okLt));
-    before.push_back(makeNode("And", label + "/ok", {okGe, okLt}, ok));
+    before.push_back(makeNodeProto("Greater", label + "/ok_ge", {norm, minus1}, okGe));
+    before.push_back(makeNodeProto("Less", label + "/ok_lt", {norm, vocab}, okLt));
+    before.push_back(makeNodeProto("And", label + "/ok", {okGe, okLt}, ok));
     if (padded)
-      before.push_back(makeNode("And", label + "/in", {inRange, ok}, in));
-    before.push_back(makeNode("Where", label + "/bad", {ok, zero, ids->name}, bad));
-    before.push_back(makeNode("Where", label + "/safe", {in, local, bad}, safe));
-    before.push_back(makeNode("Cast", label + "/mask", {in}, mask));
+      before.push_back(makeNodeProto("And", label + "/in", {inRange, ok}, in));
+    before.push_back(makeNodeProto("Where", label + "/bad", {ok, zero, ids->name}, bad));
+    before.push_back(makeNodeProto("Where", label + "/safe", {in, local, bad}, safe));
+    before.push_back(makeNodeProto("Cast", label + "/mask", {in}, mask));
     setIntAttr(before.back(), "to", valType);
     size_t pos = g.indexOf(gather);
     for (onnx::NodeProto &n : before)
@@ -203,7 +192,7 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     state.fixed[gather] = NodePlacements{{Placement::S(0), Placement::R()}, {Placement::P()}, {}};
     state.roles[gather] = "vocab";
 
-    onnx::NodeProto unsq = makeNode("Unsqueeze", label + "/mask_h", {mask}, mask3);
+    onnx::NodeProto unsq = makeNodeProto("Unsqueeze", label + "/mask_h", {mask}, mask3);
     if (g.opsetVersion() >= 13) {
       unsq.add_input(axes);
     } else {
@@ -214,7 +203,7 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     }
     Node *unsqNode = g.insertNode(pos + 1, std::move(unsq));
     (void)unsqNode;
-    Node *apply = g.insertNode(pos + 2, makeNode("Mul", label + "/masked", {part, mask3}, out->name));
+    Node *apply = g.insertNode(pos + 2, makeNodeProto("Mul", label + "/masked", {part, mask3}, out->name));
     state.fixed[apply] = NodePlacements{{Placement::P(), Placement::R()}, {Placement::P()}, {}};
     state.roles[apply] = "vocab-mask";
   }

@@ -202,4 +202,27 @@ int64_t tensorNumElements(const onnx::TensorProto &t) {
   return n;
 }
 
+onnx::NodeProto makeNodeProto(llvm::StringRef op, llvm::StringRef name,
+                              llvm::ArrayRef<std::string> inputs, llvm::StringRef output) {
+  onnx::NodeProto n;
+  n.set_op_type(op.str());
+  n.set_name(name.str());
+  for (const std::string &i : inputs)
+    n.add_input(i);
+  n.add_output(output.str());
+  return n;
+}
+
+onnx::TensorProto int64Tensor(const std::string &name, llvm::ArrayRef<int64_t> values,
+                              bool scalar) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(onnx::TensorProto::INT64);
+  if (!scalar)
+    t.add_dims(static_cast<int64_t>(values.size()));
+  t.set_raw_data(std::string(reinterpret_cast<const char *>(values.data()),
+                             values.size() * sizeof(int64_t)));
+  return t;
+}
+
 } // namespace qn

@@ -420,13 +420,8 @@ llvm::Error splitRowGemmBias(Graph &g, std::vector<LinearInfo> &linears) {
     n->outputs[0] = tmp;
     n->proto.set_output(0, tmpName);
     tmp->producer = n;
-    onnx::NodeProto add;
-    add.set_op_type("Add");
-    add.set_name(n->label() + "/bias_once");
-    add.add_input(tmpName);
-    add.add_input(biasValue->name);
-    add.add_output(out->name);
-    g.insertNode(g.indexOf(n) + 1, std::move(add));
+    g.insertNode(g.indexOf(n) + 1, makeNodeProto("Add", n->label() + "/bias_once",
+                                                  {tmpName, biasValue->name}, out->name));
   }
   return llvm::Error::success();
 }

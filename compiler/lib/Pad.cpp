@@ -60,15 +60,6 @@ bool padLastAxis(const onnx::TensorProto &t, int64_t np, onnx::TensorProto &out)
   return true;
 }
 
-onnx::TensorProto int64Vector(const std::string &name, int64_t v) {
-  onnx::TensorProto t;
-  t.set_name(name);
-  t.set_data_type(onnx::TensorProto::INT64);
-  t.add_dims(1);
-  t.set_raw_data(std::string(reinterpret_cast<const char *>(&v), sizeof v));
-  return t;
-}
-
 } // namespace
 
 std::vector<PaddedLinear> padUnevenHeads(Graph &g, const PartitionOptions &opts) {
@@ -156,19 +147,13 @@ std::vector<PaddedLinear> padUnevenHeads(Graph &g, const PartitionOptions &opts)
     last->outputs[0] = wv;
     last->proto.set_output(0, wide);
     wv->producer = last;
-    Value *starts = g.addConstant(int64Vector(g.uniqueName(y->name + "__qn_unpad_start"), 0));
-    Value *ends = g.addConstant(int64Vector(g.uniqueName(y->name + "__qn_unpad_end"), N));
-    Value *axes = g.addConstant(int64Vector(g.uniqueName(y->name + "__qn_unpad_axis"), -1));
-    onnx::NodeProto slice;
-    slice.set_op_type("Slice");
-    slice.set_name(mm->label() + "/unpad");
-    slice.add_input(wide);
-    slice.add_input(starts->name);
-    slice.add_input(ends->name);
-    slice.add_input(axes->name);
-    slice.add_output(y->name);
+    Value *starts = g.addConstant(int64Tensor(g.uniqueName(y->name + "__qn_unpad_start"), {0}));
+    Value *ends = g.addConstant(int64Tensor(g.uniqueName(y->name + "__qn_unpad_end"), {N}));
+    Value *axes = g.addConstant(int64Tensor(g.uniqueName(y->name + "__qn_unpad_axis"), {-1}));
     y->producer = nullptr;
-    g.insertNode(g.indexOf(last) + 1, std::move(slice));
+    g.insertNode(g.indexOf(last) + 1,
+                 makeNodeProto("Slice", mm->label() + "/unpad",
+                               {wide, starts->name, ends->name, axes->name}, y->name));
     done.push_back(std::move(info));
   }
   return done;

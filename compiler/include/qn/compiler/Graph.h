@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qn/compiler/Placement.h"
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
@@ -120,5 +121,14 @@ std::string elemTypeName(int32_t t);
 size_t elemTypeSize(int32_t t);
 /// Number of elements of a TensorProto from its dims.
 int64_t tensorNumElements(const onnx::TensorProto &t);
+
+/// A node `op` named `name` reading `inputs` and writing `output` (the
+/// graph rewrites' nodes: Embedding, Defuse, Pad, Linear).
+onnx::NodeProto makeNodeProto(llvm::StringRef op, llvm::StringRef name,
+                              llvm::ArrayRef<std::string> inputs, llvm::StringRef output);
+/// An int64 constant named `name`: a vector of `values`, or with `scalar`
+/// a 0-d tensor of the one value.
+onnx::TensorProto int64Tensor(const std::string &name, llvm::ArrayRef<int64_t> values,
+                              bool scalar = false);
 
 } // namespace qn
