@@ -101,14 +101,9 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     // [V, paddedV) is still an error, and negative ids count from V.
     if (e.paddedV != e.V) {
       onnx::TensorProto padded;
-      const onnx::TensorProto &t = *table->constant;
+      const onnx::TensorProto &t = *table->constant; // raw data: normalizeToRawData
       const size_t elem = elemTypeSize(t.data_type());
-      if (!t.has_raw_data() && t.data_type() != onnx::TensorProto::FLOAT)
-        return fail("vocab-parallel '" + gather->label() + "': a table stored without raw data");
-      std::string raw = t.has_raw_data()
-                            ? t.raw_data()
-                            : std::string(reinterpret_cast<const char *>(t.float_data().data()),
-                                          static_cast<size_t>(t.float_data_size()) * 4);
+      std::string raw = t.raw_data();
       raw.resize(static_cast<size_t>(e.paddedV * e.H) * elem, '\0');
       padded.set_name(g.uniqueName(table->name + "__qn_padded"));
       padded.set_data_type(t.data_type());

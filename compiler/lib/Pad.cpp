@@ -24,26 +24,17 @@
 namespace qn {
 namespace {
 
-/// `t` (float, float16 or double; raw or float_data) with its last axis
-/// padded by zeros from n to np. False for other types.
+/// `t` (float, float16 or double) with its last axis padded by zeros from n
+/// to np. False for other types. Constants hold raw data (the importer's
+/// normalizeToRawData).
 bool padLastAxis(const onnx::TensorProto &t, int64_t np, onnx::TensorProto &out) {
   const int32_t type = t.data_type();
   const size_t elem = elemTypeSize(type);
-  if (t.dims_size() < 1 ||
+  if (t.dims_size() < 1 || !t.has_raw_data() ||
       (type != onnx::TensorProto::FLOAT && type != onnx::TensorProto::FLOAT16 &&
        type != onnx::TensorProto::DOUBLE))
     return false;
-  std::string raw;
-  if (t.has_raw_data())
-    raw = t.raw_data();
-  else if (type == onnx::TensorProto::FLOAT)
-    raw.assign(reinterpret_cast<const char *>(t.float_data().data()),
-               static_cast<size_t>(t.float_data_size()) * sizeof(float));
-  else if (type == onnx::TensorProto::DOUBLE)
-    raw.assign(reinterpret_cast<const char *>(t.double_data().data()),
-               static_cast<size_t>(t.double_data_size()) * sizeof(double));
-  else
-    return false;
+  const std::string &raw = t.raw_data();
   const int64_t n = t.dims(t.dims_size() - 1);
   if (n <= 0 || raw.size() % (static_cast<size_t>(n) * elem))
     return false;
