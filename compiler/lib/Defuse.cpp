@@ -23,6 +23,8 @@
 //===----------------------------------------------------------------------===//
 #include "qn/compiler/Partition.h"
 
+#include "ExporterIdioms.h"
+
 #include <algorithm>
 #include <map>
 
@@ -312,17 +314,13 @@ void privatizeShapeProducts(Graph &g) {
   // Mul(entry, constant), and the Unsqueeze/Squeeze/Cast steps after it:
   // from the last node back, so that cloning a later step gives the
   // earlier one several readers in turn.
-  auto isStep = [](const Node *n) {
-    llvm::StringRef op = n->opType();
-    return op == "Unsqueeze" || op == "Squeeze" || op == "Cast";
-  };
   auto fromProduct = [&](const Node *n) {
     for (int depth = 0; n && depth < 8; ++depth) {
       int64_t c = 0;
       if (n->opType() == "Mul")
         return n->inputs.size() == 2 && n->inputs[0] && !n->inputs[0]->constant &&
                constantScalar(n->inputs[1], c);
-      if (!isStep(n) || !n->inputs[0])
+      if (!idioms::isShapeStep(n->opType()) || !n->inputs[0])
         return false;
       n = n->inputs[0]->producer;
     }

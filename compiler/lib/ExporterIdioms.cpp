@@ -10,13 +10,17 @@
 
 namespace qn::idioms {
 
+bool isShapeStep(llvm::StringRef op) {
+  return op == "Unsqueeze" || op == "Squeeze" || op == "Cast";
+}
+
 ShapeEntry traceShapeEntry(const Value *v) {
   ShapeEntry e;
   for (int depth = 0; v && v->producer && depth < 8; ++depth) {
     const Node *p = v->producer;
     llvm::StringRef op = p->opType();
     int64_t index = 0;
-    if (op == "Unsqueeze" || op == "Squeeze" || op == "Cast") {
+    if (isShapeStep(op)) {
       v = p->inputs[0];
     } else if (op == "Mul" && p->inputs.size() == 2 && p->inputs[1] && p->inputs[1]->constant) {
       int64_t c = 0;
@@ -44,7 +48,7 @@ bool traceShapeProduct(const Value *v, ShapeEntry &a, ShapeEntry &b) {
   for (int depth = 0; v && v->producer && depth < 8; ++depth) {
     const Node *p = v->producer;
     llvm::StringRef op = p->opType();
-    if (op == "Unsqueeze" || op == "Squeeze" || op == "Cast") {
+    if (isShapeStep(op)) {
       v = p->inputs[0];
       continue;
     }

@@ -28,6 +28,9 @@ struct ShapeEntry {
   int64_t factor = 1;
 };
 ShapeEntry traceShapeEntry(const Value *v);
+/// The ops a one-element shape entry passes through unchanged on its way
+/// to a target: Unsqueeze, Squeeze, Cast.
+bool isShapeStep(llvm::StringRef op);
 /// A product of two run-time entries, Mul(a, b) (through Unsqueeze/Squeeze/
 /// Cast): GPT-NeoX's `batch * heads` read from the query's shape. False
 /// when `v` is not one.

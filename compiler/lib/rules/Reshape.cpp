@@ -221,9 +221,7 @@ bool localizeMergedEntry(const RuleContext &ctx, const Node &n, const Value *sha
     return true;
   // batch * heads with a constant heads factor, on a chain used only here.
   const Value *v = entry;
-  while (v->producer && v->uses.size() == 1 &&
-         (v->producer->opType() == "Unsqueeze" || v->producer->opType() == "Squeeze" ||
-          v->producer->opType() == "Cast"))
+  while (v->producer && v->uses.size() == 1 && idioms::isShapeStep(v->producer->opType()))
     v = v->producer->inputs[0];
   const Node *mul = v->producer;
   int64_t c = 0;
