@@ -100,10 +100,9 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
                          "{2} bytes\n",
                          tp, summary->modelParamBytes, summary->replicatedParamBytes);
     for (const LinearInfo &li : plan->linears) {
-      std::string n = std::to_string(li.N);
-      for (const PaddedLinear &p : plan->padded)
-        if (p.node == li.node)
-          n = llvm::formatv("{0} padded to {1}", p.N, p.paddedN).str();
+      const PaddedLinear *p = paddedOf(*plan, li.node);
+      std::string n = p ? llvm::formatv("{0} padded to {1}", p->N, p->paddedN).str()
+                        : std::to_string(li.N);
       out << llvm::formatv("  linear '{0}' ({1}, K {2}, N {3}): {4}{5}{6}\n", li.node->label(),
                            li.node->opType(), li.K, n, strategyName(li.strategy),
                            li.fusedParts > 1 ? llvm::formatv(", {0} fused parts", li.fusedParts).str()

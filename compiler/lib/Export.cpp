@@ -165,11 +165,10 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                          {"strategy", strategyName(li.strategy)},
                          {"K", li.K},
                          {"N", li.N}};
-    for (const PaddedLinear &p : plan.padded)
-      if (p.node == li.node) {
-        o["N"] = p.N;
-        o["padded_N"] = p.paddedN;
-      }
+    if (const PaddedLinear *p = paddedOf(plan, li.node)) {
+      o["N"] = p->N;
+      o["padded_N"] = p->paddedN;
+    }
     strategies.push_back(std::move(o));
   }
   llvm::json::Array embeddings;

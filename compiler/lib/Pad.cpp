@@ -150,4 +150,11 @@ std::vector<PaddedLinear> padUnevenHeads(Graph &g, const PartitionOptions &opts)
   return done;
 }
 
+const PaddedLinear *paddedOf(const Plan &plan, const Node *node) {
+  for (const PaddedLinear &p : plan.padded)
+    if (p.node == node)
+      return &p;
+  return nullptr;
+}
+
 } // namespace qn

@@ -166,6 +166,8 @@ void privatizeShapeProducts(Graph &g);
 /// Identities) with zero columns to the next multiple of tp, and slices the
 /// padding off before the graph output (Pad.cpp).
 std::vector<PaddedLinear> padUnevenHeads(Graph &g, const PartitionOptions &opts);
+/// The padding of Linear `node` in `plan`, or null (plan.json, --report).
+const PaddedLinear *paddedOf(const Plan &plan, const Node *node);
 
 /// Recognises the Linear layers of `g` (in topological order).
 std::vector<LinearInfo> findLinears(const Graph &g);
