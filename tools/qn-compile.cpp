@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "qn/compiler/Compile.h"
+#include "qn/compiler/Train.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
@@ -59,6 +60,56 @@ cl::opt<bool> report("report",
                               "the bytes each rank sends per token (also in plan.json)"),
                      cl::cat(category));
 
+cl::OptionCategory trainCategory("qn-compile training options (with --train)");
+cl::opt<bool> train("train",
+                    cl::desc("Compile a training step: forward, softmax cross-entropy loss on the "
+                             "logits (adds an int64 input 'labels'), backward and optimizer update; "
+                             "run it with qn-run --train"),
+                    cl::cat(category));
+cl::opt<std::string> loss("loss", cl::desc("Loss (default softmax-cross-entropy, the only one)"),
+                          cl::init("softmax-cross-entropy"), cl::cat(trainCategory));
+cl::opt<std::string> logits("logits",
+                            cl::desc("The graph output holding the logits (default: the only one)"),
+                            cl::value_desc("NAME"), cl::cat(trainCategory));
+cl::opt<int64_t> ignoreIndex("ignore-index",
+                             cl::desc("Labels equal to this do not count (default -100)"),
+                             cl::init(-100), cl::cat(trainCategory));
+cl::opt<qn::OptimizerKind> optimizer(
+    "optimizer", cl::desc("Optimizer, as torch.optim"), cl::init(qn::OptimizerKind::Sgd),
+    cl::values(clEnumValN(qn::OptimizerKind::Sgd, "sgd", "SGD (default)"),
+               clEnumValN(qn::OptimizerKind::AdamW, "adamw", "AdamW")),
+    cl::cat(trainCategory));
+cl::opt<double> lr("lr", cl::desc("Learning rate (default 1e-3)"), cl::init(1e-3),
+                   cl::cat(trainCategory));
+cl::opt<double> momentum("momentum", cl::desc("SGD momentum (default 0)"), cl::init(0),
+                         cl::cat(trainCategory));
+cl::opt<double> weightDecay("weight-decay",
+                            cl::desc("Weight decay (default: 0 for SGD, 0.01 for AdamW)"),
+                            cl::init(std::numeric_limits<double>::quiet_NaN()),
+                            cl::cat(trainCategory));
+cl::opt<double> beta1("beta1", cl::desc("AdamW beta1 (default 0.9)"), cl::init(0.9),
+                      cl::cat(trainCategory));
+cl::opt<double> beta2("beta2", cl::desc("AdamW beta2 (default 0.999)"), cl::init(0.999),
+                      cl::cat(trainCategory));
+cl::opt<double> eps("eps", cl::desc("AdamW eps (default 1e-8)"), cl::init(1e-8),
+                    cl::cat(trainCategory));
+cl::opt<qn::LrSchedule> lrSchedule(
+    "lr-schedule", cl::desc("Learning-rate schedule, applied by qn-run per step"),
+    cl::init(qn::LrSchedule::Constant),
+    cl::values(clEnumValN(qn::LrSchedule::Constant, "constant", "constant (default)"),
+               clEnumValN(qn::LrSchedule::Cosine, "cosine",
+                          "cosine decay to 0 over the run's steps, after the warm-up")),
+    cl::cat(trainCategory));
+cl::opt<int64_t> warmupSteps("warmup-steps",
+                             cl::desc("Linear warm-up from 0 over this many steps (default 0)"),
+                             cl::init(0), cl::cat(trainCategory));
+cl::opt<double> clipGradNorm("clip-grad-norm",
+                             cl::desc("Clip the global gradient norm to this (default: off)"),
+                             cl::init(0), cl::cat(trainCategory));
+cl::list<std::string> freeze("freeze", cl::desc("Initializers not to train"),
+                             cl::value_desc("NAME,..."), cl::CommaSeparated,
+                             cl::cat(trainCategory));
+
 int error(const llvm::Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "qn-compile") << msg << "\n";
   return 1;
@@ -67,7 +118,7 @@ int error(const llvm::Twine &msg) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
-  cl::HideUnrelatedOptions(category);
+  cl::HideUnrelatedOptions({&category, &trainCategory});
   cl::ParseCommandLineOptions(
       argc, argv,
       "QuintNet compiler: partitions an ONNX model for tensor-parallel execution on N ranks.\n\n"
@@ -88,6 +139,50 @@ int main(int argc, char **argv) {
     if (eq == std::string::npos || eq == 0 || !qn::Placement::parse(spec.substr(eq + 1), p))
       return error("--output-placement '" + spec + "': expected NAME=R or NAME=S(d)");
     opts.partition.outputPlacements[spec.substr(0, eq)] = p;
+  }
+  bool trainFlagGiven = false;
+  for (cl::Option *o : {static_cast<cl::Option *>(&loss), static_cast<cl::Option *>(&logits),
+                        static_cast<cl::Option *>(&ignoreIndex), static_cast<cl::Option *>(&optimizer),
+                        static_cast<cl::Option *>(&lr), static_cast<cl::Option *>(&momentum),
+                        static_cast<cl::Option *>(&weightDecay), static_cast<cl::Option *>(&beta1),
+                        static_cast<cl::Option *>(&beta2), static_cast<cl::Option *>(&eps),
+                        static_cast<cl::Option *>(&lrSchedule),
+                        static_cast<cl::Option *>(&warmupSteps),
+                        static_cast<cl::Option *>(&clipGradNorm)})
+    if (o->getNumOccurrences())
+      trainFlagGiven = true;
+  if (freeze.getNumOccurrences())
+    trainFlagGiven = true;
+  if (trainFlagGiven && !train)
+    return error("training options (--optimizer, --lr, ...) need --train");
+  if (train) {
+    if (loss != "softmax-cross-entropy")
+      return error("--loss '" + loss + "': the only loss is softmax-cross-entropy");
+    if (!(lr > 0))
+      return error("--lr must be positive");
+    if (momentum < 0 || warmupSteps < 0 || clipGradNorm < 0 || eps <= 0 || beta1 < 0 ||
+        beta1 >= 1 || beta2 < 0 || beta2 >= 1)
+      return error("--momentum, --warmup-steps and --clip-grad-norm must not be negative, --eps "
+                   "must be positive and --beta1/--beta2 in [0, 1)");
+    if (!keepLogitsSharded.getNumOccurrences() && outputPlacements.empty()) {
+      qn::TrainOptions t;
+      t.logits = logits;
+      t.ignoreIndex = ignoreIndex;
+      t.optimizer = optimizer;
+      t.lr = lr;
+      t.momentum = momentum;
+      t.weightDecay = weightDecay;
+      t.beta1 = beta1;
+      t.beta2 = beta2;
+      t.eps = eps;
+      t.schedule = lrSchedule;
+      t.warmupSteps = warmupSteps;
+      t.clipGradNorm = clipGradNorm;
+      t.freeze.assign(freeze.begin(), freeze.end());
+      opts.train = t;
+    } else {
+      return error("--train takes neither --keep-logits-sharded nor --output-placement");
+    }
   }
   opts.emit = emit;
   opts.device = device;

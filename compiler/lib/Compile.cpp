@@ -11,6 +11,7 @@
 #include "qn/compiler/Partition.h"
 
 #include "qn/ops/OpTable.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <chrono>
@@ -57,14 +58,22 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
                          g.model.graph().initializer_size()));
   if (auto err = checkDevice(g, opts.device, opts.modelPath))
     return err;
-  auto plan = partition(g, opts.partition);
+  std::unique_ptr<Graph> trainGraph;
+  auto plan = opts.train ? partitionTraining(g, opts.partition, *opts.train, trainGraph)
+                         : partition(g, opts.partition);
   if (!plan)
     return fail(opts.modelPath + ": " + llvm::toString(plan.takeError()));
+  const Graph &pg = trainGraph ? *trainGraph : g;
+  if (plan->training)
+    progress(llvm::formatv("training step: {0} parameter tensors, loss '{1}', labels input '{2}'",
+                           llvm::count_if(plan->training->state,
+                                          [](const TrainState &s) { return s.kind == "param"; }),
+                           plan->training->loss, plan->training->labels));
   if (opts.warn)
     for (const std::string &w : planWarnings(*plan, opts.partition))
       opts.warn(w);
   if (opts.emit == CompileEmit::Annotated) {
-    printAnnotated(*plan, g, out);
+    printAnnotated(*plan, pg, out);
     return llvm::Error::success();
   }
   int cols = 0, rows = 0, reps = 0;
@@ -83,7 +92,7 @@ llvm::Error compileModel(const CompileOptions &opts, llvm::raw_ostream &out) {
                          plan->linears.size(), cols, rows, reps,
                          plan->collectiveCounts["AllReduce"], plan->collectiveCounts["AllGather"],
                          plan->collectiveCounts["ReduceScatter"]));
-  auto summary = writePlanDirectory(*plan, g, opts.outDir);
+  auto summary = writePlanDirectory(*plan, pg, opts.outDir);
   if (!summary)
     return summary.takeError();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -1,6 +1,7 @@
 //===- Export.cpp - Plan folder -------------------------------------------===//
 #include <map>
 #include "qn/compiler/Export.h"
+#include "qn/compiler/Train.h"
 
 #include <unistd.h>
 
@@ -201,6 +202,36 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                               {"replicated_param_bytes", summary.replicatedParamBytes},
                               {"linears", std::move(strategies)},
                               {"embeddings", std::move(embeddings)}};
+  if (const TrainingInfo *t = plan.training.get()) {
+    const TrainOptions &o = t->options;
+    llvm::json::Array state;
+    for (const TrainState &s : t->state)
+      state.push_back(llvm::json::Object{{"name", s.name},
+                                         {"update", s.update},
+                                         {"param", s.param},
+                                         {"kind", s.kind},
+                                         {"source", s.source},
+                                         {"source_scale", s.sourceScale}});
+    manifest["training"] = llvm::json::Object{
+        {"loss", t->loss},
+        {"labels", t->labels},
+        {"logits", t->logits},
+        {"classes", t->classes},
+        {"ignore_index", t->ignoreIndex},
+        {"lr_input", t->lrInput},
+        {"step_input", t->stepInput},
+        {"optimizer", o.optimizer == OptimizerKind::Sgd ? "sgd" : "adamw"},
+        {"lr", o.lr},
+        {"momentum", o.momentum},
+        {"weight_decay", o.weightDecay},
+        {"beta1", o.beta1},
+        {"beta2", o.beta2},
+        {"eps", o.eps},
+        {"lr_schedule", o.schedule == LrSchedule::Cosine ? "cosine" : "constant"},
+        {"warmup_steps", o.warmupSteps},
+        {"clip_grad_norm", o.clipGradNorm},
+        {"state", std::move(state)}};
+  }
   std::string json;
   llvm::raw_string_ostream js(json);
   js << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest))) << "\n";

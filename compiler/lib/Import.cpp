@@ -320,6 +320,8 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
   }
   if (auto err = checkOverlaps(std::move(ranges)))
     return fail("'" + path + "': " + llvm::toString(std::move(err)));
+  for (const auto &init : gp.initializer())
+    g->sourceInitializers.push_back(init.name());
   if (auto err = foldConstantNodes(gp))
     return err;
   for (auto &init : *gp.mutable_initializer())

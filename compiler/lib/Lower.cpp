@@ -259,6 +259,23 @@ struct Lowering {
           }
         if (overridden)
           continue;
+        if (auto pin = opts.constantPlacements.find(v->name);
+            v->constant && pin != opts.constantPlacements.end()) {
+          // A pinned constant (training's parameters and optimizer state):
+          // one rank constant in its placement; a consumer that needs
+          // another gets it redistributed, never a second copy that the
+          // update would not write.
+          std::string have = constantName(v, pin->second);
+          if (need == pin->second) {
+            pn.proto.set_input(i, have);
+            continue;
+          }
+          auto name = redistribute(v, have, need, "", n);
+          if (!name)
+            return name.takeError();
+          pn.proto.set_input(i, *name);
+          continue;
+        }
         if (v->constant) {
           if (need.isShard()) {
             int64_t extent = v->dimSize(need.axis);

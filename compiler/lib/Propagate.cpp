@@ -35,6 +35,9 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
     linearOf[li.node] = &li;
   // Placements of node outputs so far (graph inputs and constants are R).
   llvm::DenseMap<const Value *, Placement> placed;
+  for (const auto &[name, pin] : opts.constantPlacements)
+    if (const Value *v = g.lookup(name); v && v->constant)
+      placed[v] = pin;
   auto of = [&](const Value *v) { return rules::placementIn(placed, v); };
   // In a dry run: the values derived from the group, up to its row partners.
   llvm::DenseSet<const Value *> tainted;
@@ -122,7 +125,7 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
   for (auto &np : g.nodes) {
     for (Value *v : np->inputs)
       if (v && v->constant)
-        v->placement = Placement::R();
+        v->placement = of(v); // R unless pinned
     for (Value *v : np->outputs)
       if (v)
         v->placement = of(v);

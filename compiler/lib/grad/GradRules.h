@@ -1,14 +1,15 @@
 //===- GradRules.h - The gradient-rule registry ------------------*- C++ -*-===//
 //
-// Training (DESIGN.md, "backward is propagation too") puts two passes in
-// front of placement: autodiff over the unsharded graph, then the
-// optimizer. Autodiff asks one gradient rule per op for the nodes that
-// compute the gradients of a node's inputs from the gradients of its
-// outputs, as the sharding rules (rules/) are asked for placements: same
-// shape of registry, keyed by op name, one file per op family under grad/,
-// rules that return what to add as data and change nothing themselves.
-// Empty until training lands: an op without a rule cannot be differentiated
-// and autodiff will say so naming the node.
+// Training (docs/ARCHITECTURE.md, "Training") puts autodiff in front of
+// placement: Train.cpp walks the unsharded forward graph backwards and asks
+// one gradient rule per op for the nodes that compute the gradients of a
+// node's inputs from the gradients of its outputs, as the sharding rules
+// (rules/) are asked for placements: same shape of registry, keyed by op
+// name, one file per op family under grad/. Rules emit standard ONNX nodes
+// through the Emitter and change nothing else. Broadcasting is undone once,
+// by the engine: a rule that gives an input's gradient in the output's
+// shape says so (GradResult::unbroadcast) and Train.cpp reduces it. An op
+// without a rule cannot be differentiated; autodiff says so naming the node.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -21,19 +22,73 @@
 
 namespace qn::grad {
 
-/// What a gradient rule may read: the forward node, and the names of the
-/// gradients of its outputs ("" where an output has none).
+/// Builds the nodes and constants of the backward graph. Names are reserved
+/// in the forward graph so they never clash with its values.
+class Emitter {
+public:
+  Emitter(Graph &g, std::string prefix) : g_(g), prefix_(std::move(prefix)) {}
+  int64_t opset() const { return g_.opsetVersion(); }
+  /// A fresh value name from `base`.
+  std::string fresh(llvm::StringRef base);
+  /// Node `op` over `inputs` with `attrs`; returns its (first) output, a
+  /// fresh name from `outBase`.
+  std::string op(llvm::StringRef op, llvm::ArrayRef<std::string> inputs,
+                 llvm::StringRef outBase, std::vector<onnx::AttributeProto> attrs = {});
+  /// Constants: an int64 vector, a 0-d float of the element type `type`.
+  std::string ints(llvm::StringRef base, llvm::ArrayRef<int64_t> values);
+  std::string scalar(llvm::StringRef base, double value,
+                     int32_t type = onnx::TensorProto::FLOAT);
+  /// Adds a ready-made constant (its name is made fresh); returns the name.
+  std::string constant(onnx::TensorProto t);
+
+  // The opset-dependent forms.
+  std::string reduceSum(const std::string &x, llvm::ArrayRef<int64_t> axes, bool keepdims,
+                        llvm::StringRef base);
+  std::string reduceMean(const std::string &x, llvm::ArrayRef<int64_t> axes, bool keepdims,
+                         llvm::StringRef base);
+  std::string unsqueeze(const std::string &x, llvm::ArrayRef<int64_t> axes, llvm::StringRef base);
+  std::string squeeze(const std::string &x, llvm::ArrayRef<int64_t> axes, llvm::StringRef base);
+  std::string transpose(const std::string &x, llvm::ArrayRef<int64_t> perm, llvm::StringRef base);
+  /// The node under differentiation's name prefixes the nodes emitted for it.
+  void setScope(llvm::StringRef scope) { scope_ = scope.str(); }
+
+  std::vector<onnx::NodeProto> nodes;
+  std::vector<onnx::TensorProto> constants;
+
+private:
+  Graph &g_;
+  std::string prefix_, scope_;
+  unsigned counter_ = 0;
+};
+
+onnx::AttributeProto iattr(llvm::StringRef name, int64_t v);
+onnx::AttributeProto iattrs(llvm::StringRef name, llvm::ArrayRef<int64_t> v);
+onnx::AttributeProto fattr(llvm::StringRef name, float v);
+
+/// What a gradient rule may read: the forward graph, the gradients of the
+/// node's outputs ("" where an output has none) and which inputs need one.
 struct GradContext {
   const Graph &g;
   llvm::ArrayRef<std::string> outputGrads;
+  llvm::ArrayRef<bool> wants; // per input
+  Emitter &e;
+  bool want(unsigned i) const { return i < wants.size() && wants[i]; }
 };
 
-/// What a rule returns: the nodes to add (ONNX NodeProtos over forward
-/// values, the output gradients and fresh names) and, per input, the name
-/// of its gradient ("" for an input with none: ids, shapes).
+/// What a rule returns: per input, the name of its gradient ("" for none),
+/// and whether it is given in the shape of output 0 (broadcast: the engine
+/// sums it down to the input's shape).
 struct GradResult {
-  std::vector<onnx::NodeProto> nodes;
   std::vector<std::string> inputGrads;
+  std::vector<bool> unbroadcast;
+  void set(unsigned i, std::string grad, bool broadcast = false) {
+    if (inputGrads.size() <= i) {
+      inputGrads.resize(i + 1);
+      unbroadcast.resize(i + 1);
+    }
+    inputGrads[i] = std::move(grad);
+    unbroadcast[i] = broadcast;
+  }
 };
 
 using GradRule = llvm::Error (*)(const GradContext &, const Node &, GradResult &);
@@ -52,7 +107,13 @@ private:
   llvm::StringMap<Entry> rules_;
 };
 
-/// The registry, built on first use (no families yet).
+/// The registry, built on first use.
 const GradRuleRegistry &gradRules();
+
+// One per file under grad/.
+void registerLinearGradRules(GradRuleRegistry &r);
+void registerElementwiseGradRules(GradRuleRegistry &r);
+void registerShapeGradRules(GradRuleRegistry &r);
+void registerNormGradRules(GradRuleRegistry &r);
 
 } // namespace qn::grad

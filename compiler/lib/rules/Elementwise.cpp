@@ -51,7 +51,8 @@ llvm::Error broadcasting(const RuleContext &ctx, const Node &n, RuleResult &r) {
   // (on the axis and on the blocked layout).
   int axis = -1, blocks = 1;
   for (const Value *v : n.inputs) {
-    if (!v || v->constant || !ctx.of(v).isShard())
+    // A constant is sharded only where pinned (training's parameters).
+    if (!v || !ctx.of(v).isShard())
       continue;
     int d = static_cast<int>(ctx.of(v).axis + (outRank - v->rank()));
     if (axis == -1) {
@@ -72,7 +73,7 @@ llvm::Error broadcasting(const RuleContext &ctx, const Node &n, RuleResult &r) {
       if (!v)
         continue;
       int64_t a = axis - (outRank - (v->hasShape ? v->rank() : 0));
-      if (!v->constant && ctx.of(v).isShard()) {
+      if (ctx.of(v).isShard()) {
         np.in[i] = ctx.of(v); // agreed above
         continue;
       }

@@ -53,8 +53,9 @@ struct RuleResult {
 /// not placed yet, such as graph inputs: R).
 inline Placement placementIn(const llvm::DenseMap<const Value *, Placement> &placements,
                              const Value *v) {
-  if (!v || v->constant)
+  if (!v)
     return Placement::R();
+  // Constants are R unless pinned (PartitionOptions::constantPlacements).
   auto it = placements.find(v);
   return it == placements.end() ? Placement::R() : it->second;
 }

@@ -8,12 +8,14 @@
 #pragma once
 
 #include "qn/compiler/Partition.h"
+#include "qn/compiler/Train.h"
 
 #include "llvm/ADT/Twine.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace qn {
@@ -39,6 +41,8 @@ struct CompileOptions {
   /// After writing the plan, print each Linear's and embedding's strategy,
   /// per rank the parameter bytes, and the collectives by kind to `out`.
   bool report = false;
+  /// Set: compile a training step (Train.h) instead of inference.
+  std::optional<TrainOptions> train;
   /// Receives the progress lines while writing a plan ("read ...",
   /// "wrote ..."); none when empty.
   std::function<void(const llvm::Twine &)> progress;

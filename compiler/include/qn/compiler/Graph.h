@@ -74,6 +74,9 @@ public:
   std::string sourceSha256;
   /// Bytes of the imported model's initializers (before any rewrite adds one).
   int64_t sourceParamBytes = 0;
+  /// Names of the source model's initializers (not the folded Constant
+  /// nodes): the candidates for training's parameters.
+  std::vector<std::string> sourceInitializers;
 
   std::vector<std::unique_ptr<Node>> nodes; // topological order
   std::vector<Value *> inputs;              // non-constant graph inputs

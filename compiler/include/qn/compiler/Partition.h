@@ -16,6 +16,7 @@
 #pragma once
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,8 @@
 #include "llvm/Support/raw_ostream.h"
 
 namespace qn {
+
+struct TrainingInfo;
 
 struct PartitionOptions {
   int tp = 2;
@@ -42,6 +45,12 @@ struct PartitionOptions {
   /// weight gradient that stays sharded like its weight. An output left
   /// sharded is written by qn-run as one NAME.rankK.npy per rank.
   std::map<std::string, Placement> outputPlacements = {};
+  /// Placements pinned on named constants, seen by every consumer as if the
+  /// constant were produced so (training: a parameter and its optimizer
+  /// state keep the placement the forward plan gave the parameter, so the
+  /// update writes the same shard every consumer reads). A consumer that
+  /// needs another placement gets a redistribution of it.
+  std::map<std::string, Placement> constantPlacements = {};
 };
 
 enum class LinearStrategy { Replicate, Column, Row };
@@ -144,6 +153,8 @@ struct Plan {
   std::map<std::string, CollectiveStats> collectiveStats;
   /// Placement of each graph output in the rank plans (R unless kept sharded).
   std::map<std::string, Placement> outputPlacements = {};
+  /// A training plan's loss, inputs and mutable state (Train.h), else null.
+  std::shared_ptr<const TrainingInfo> training;
 };
 
 /// What a user expecting Megatron's plan should hear about `plan`: Linears

@@ -1,0 +1,562 @@
+//===- Train.cpp - Training plans: autodiff, loss, optimizer --------------===//
+//
+// partitionTraining, in order:
+//   1. plan the forward graph as for inference (Linear strategies, the
+//      row-parallel Gemm bias split) and propagate it: each parameter's
+//      placement is the one its forward consumers need (R where they
+//      disagree);
+//   2. append the loss (softmax cross-entropy, mean over the labels that are
+//      not ignore_index) and its gradient w.r.t. the logits;
+//   3. autodiff: walk the forward nodes backwards, asking each op's gradient
+//      rule (grad/) for its inputs' gradients; contributions to one value are
+//      summed as they are (while still P where sharded), broadcasting undone
+//      once here;
+//   4. the optimizer update (torch.optim.SGD / AdamW semantics) per
+//      parameter, with its state as new initializers;
+//   5. re-import the training graph (shape inference) and partition it with
+//      the parameters and their state pinned to the parameter's placement
+//      and the updates required in it: every backward collective is a
+//      redistribution the rules asked for.
+//
+//===----------------------------------------------------------------------===//
+#include "qn/compiler/Train.h"
+
+#include "grad/GradRules.h"
+#include "qn/compiler/Import.h"
+
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSet.h"
+
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+namespace qn {
+namespace {
+
+struct Autodiff {
+  Graph &g;
+  grad::Emitter &e;
+  llvm::DenseSet<const Value *> needs;           // values that need a gradient
+  llvm::StringMap<std::vector<std::string>> parts; // gradient contributions by value
+
+  std::string sum(const std::vector<std::string> &ps, llvm::StringRef base) {
+    std::string acc = ps[0];
+    for (size_t i = 1; i < ps.size(); ++i)
+      acc = e.op("Add", {acc, ps[i]}, base);
+    return acc;
+  }
+
+  /// `grad`, in the shape of `out`, summed down to the shape of `in`.
+  llvm::Expected<std::string> unbroadcast(const std::string &grad, const Value *out,
+                                          const Value *in, const Node &n) {
+    if (!in->hasShape || !out->hasShape)
+      return fail("autodiff: node '" + n.label() + "' (" + n.opType() + "): the shape of '" +
+                  (in->hasShape ? out->name : in->name) + "' is not known");
+    int64_t ro = out->rank(), ri = in->rank();
+    if (ri > ro)
+      return grad; // the rule gave it in the input's own shape
+    std::vector<int64_t> axes, lead;
+    for (int64_t i = 0; i < ro; ++i) {
+      int64_t j = i - (ro - ri);
+      if (j < 0) {
+        axes.push_back(i);
+        lead.push_back(i);
+        continue;
+      }
+      const Dim &di = in->shape[j], &dout = out->shape[i];
+      if (di.known() && di.size == 1 && !(dout.known() && dout.size == 1))
+        axes.push_back(i);
+    }
+    if (axes.empty())
+      return grad;
+    std::string r = e.reduceSum(grad, axes, true, in->name + "_grad_sum");
+    if (!lead.empty())
+      r = e.squeeze(r, lead, in->name + "_grad_sq");
+    return r;
+  }
+
+  llvm::Error run(const Value *seed, const std::string &seedGrad,
+                  const llvm::DenseSet<const Value *> &params) {
+    const grad::GradRuleRegistry &rules = grad::gradRules();
+    needs = params;
+    for (auto &np : g.nodes) {
+      bool any = llvm::any_of(np->inputs, [&](const Value *v) { return v && needs.count(v); });
+      if (!any)
+        continue;
+      for (const Value *v : np->outputs)
+        if (v && (v->elemType == onnx::TensorProto::FLOAT ||
+                  v->elemType == onnx::TensorProto::DOUBLE ||
+                  v->elemType == onnx::TensorProto::FLOAT16))
+          needs.insert(v);
+    }
+    parts[seed->name].push_back(seedGrad);
+    for (auto it = g.nodes.rbegin(); it != g.nodes.rend(); ++it) {
+      const Node &n = **it;
+      std::vector<std::string> outGrads(n.outputs.size());
+      bool anyOut = false;
+      for (unsigned i = 0; i < n.outputs.size(); ++i)
+        if (const Value *v = n.outputs[i]; v && parts.count(v->name)) {
+          e.setScope(n.label());
+          outGrads[i] = sum(parts[v->name], v->name + "_grad_total");
+          anyOut = true;
+        }
+      if (!anyOut)
+        continue;
+      std::vector<char> wantsStore(n.inputs.size());
+      bool anyIn = false;
+      for (unsigned i = 0; i < n.inputs.size(); ++i)
+        anyIn |= (wantsStore[i] = n.inputs[i] && needs.count(n.inputs[i]));
+      if (!anyIn)
+        continue;
+      const grad::GradRuleRegistry::Entry *rule =
+          n.domain().empty() ? rules.lookup(n.opType()) : nullptr;
+      if (!rule)
+        return fail("autodiff: node '" + n.label() + "' (" + n.opType() +
+                    ") has no gradient rule; ops that have one: " +
+                    llvm::join(rules.ops(), ", "));
+      llvm::SmallVector<bool, 4> wants(wantsStore.begin(), wantsStore.end());
+      e.setScope(n.label());
+      grad::GradContext ctx{g, outGrads, wants, e};
+      grad::GradResult res;
+      if (auto err = rule->rule(ctx, n, res))
+        return fail("autodiff: " + llvm::toString(std::move(err)));
+      for (unsigned i = 0; i < n.inputs.size() && i < res.inputGrads.size(); ++i) {
+        if (!wants[i] || res.inputGrads[i].empty())
+          continue;
+        std::string gi = res.inputGrads[i];
+        if (res.unbroadcast[i]) {
+          auto r = unbroadcast(gi, n.outputs[0], n.inputs[i], n);
+          if (!r)
+            return r.takeError();
+          gi = *r;
+        }
+        parts[n.inputs[i]->name].push_back(gi);
+      }
+    }
+    return llvm::Error::success();
+  }
+
+  /// The gradient of `v` ("" if nothing reached it).
+  std::string gradOf(const Value *v) {
+    auto it = parts.find(v->name);
+    if (it == parts.end())
+      return "";
+    return sum(it->second, v->name + "_grad_total");
+  }
+};
+
+onnx::TensorProto zerosLike(const onnx::TensorProto &t, const std::string &name) {
+  onnx::TensorProto z;
+  z.set_name(name);
+  z.set_data_type(t.data_type());
+  for (int64_t d : t.dims())
+    z.add_dims(d);
+  z.set_raw_data(std::string(t.raw_data().size(), '\0'));
+  return z;
+}
+
+onnx::ValueInfoProto scalarInput(const std::string &name, int32_t type) {
+  onnx::ValueInfoProto vi;
+  vi.set_name(name);
+  auto *tt = vi.mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(type);
+  tt->mutable_shape(); // 0-d
+  return vi;
+}
+
+} // namespace
+
+llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
+                                       const TrainOptions &topts,
+                                       std::unique_ptr<Graph> &trainGraph) {
+  if (popts.tp < 1)
+    return fail("--tp must be at least 1 (got " + llvm::Twine(popts.tp) + ")");
+  // 1. The forward plan.
+  if (popts.tp > 1) {
+    if (auto err = defuseUnequalProjections(g))
+      return err;
+    privatizeShapeProducts(g);
+  }
+  std::vector<LinearInfo> linears = findLinears(g);
+  if (auto err = planStrategies(g, linears, popts))
+    return err;
+  llvm::StringMap<std::pair<std::string, double>> biasSource; // split bias -> (C, beta)
+  for (const LinearInfo &li : linears)
+    if (li.isGemm && li.strategy == LinearStrategy::Row && li.node->inputs.size() > 2 &&
+        li.node->inputs[2])
+      biasSource[li.node->label()] = {li.node->inputs[2]->name,
+                                      attrFloat(li.node->proto, "beta", 1.0f)};
+  if (auto err = splitRowGemmBias(g, linears))
+    return err;
+  llvm::StringMap<std::pair<std::string, double>> paramSource;
+  for (const auto &np : g.nodes)
+    if (np->opType() == "Add" && llvm::StringRef(np->label()).endswith("/bias_once")) {
+      std::string owner = llvm::StringRef(np->label()).drop_back(strlen("/bias_once")).str();
+      if (auto it = biasSource.find(owner); it != biasSource.end())
+        paramSource[np->inputs[1]->name] = it->second;
+    }
+  RewriteState fstate;
+  llvm::DenseMap<const Node *, NodePlacements> fplaced;
+  if (auto err = propagatePlacements(g, linears, popts, fstate, fplaced))
+    return err;
+
+  // The logits and the parameters.
+  const Value *logits = nullptr;
+  if (topts.logits.empty()) {
+    if (g.outputs.size() != 1)
+      return fail("the model has " + llvm::Twine(g.outputs.size()) +
+                  " outputs: name the logits with --logits");
+    logits = g.outputs[0];
+  } else {
+    for (const Value *v : g.outputs)
+      if (v->name == topts.logits)
+        logits = v;
+    if (!logits) {
+      std::vector<std::string> names;
+      for (const Value *v : g.outputs)
+        names.push_back(v->name);
+      return fail("--logits '" + topts.logits + "' is not a graph output; outputs: " +
+                  llvm::join(names, ", "));
+    }
+  }
+  if (logits->elemType != onnx::TensorProto::FLOAT || !logits->hasShape || logits->rank() < 2 ||
+      logits->dimSize(-1) <= 0)
+    return fail("logits '" + logits->name +
+                "' must be float32 of rank >= 2 with a static class axis (last); got " +
+                elemTypeName(logits->elemType) +
+                (logits->hasShape ? " of rank " + std::to_string(logits->rank()) : ""));
+  const int64_t C = logits->dimSize(-1);
+  llvm::StringSet<> source;
+  for (const std::string &s : g.sourceInitializers)
+    source.insert(s);
+  llvm::StringSet<> frozen;
+  for (const std::string &f : topts.freeze) {
+    if (!source.contains(f))
+      return fail("--freeze '" + f + "' is not an initializer of the model");
+    frozen.insert(f);
+  }
+  llvm::DenseSet<const Value *> params;
+  std::vector<const Value *> paramOrder;
+  llvm::DenseSet<const Value *> seen;
+  for (const auto &np : g.nodes)
+    for (const Value *v : np->inputs) {
+      if (!v || !v->constant || v->elemType != onnx::TensorProto::FLOAT || !seen.insert(v).second)
+        continue;
+      bool isSource = source.contains(v->name) || paramSource.count(v->name);
+      std::string src = paramSource.count(v->name) ? paramSource[v->name].first : v->name;
+      if (!isSource || frozen.contains(src))
+        continue;
+      params.insert(v);
+      paramOrder.push_back(v);
+    }
+
+  // 2. The loss.
+  auto info = std::make_shared<TrainingInfo>();
+  info->options = topts;
+  info->classes = C;
+  info->ignoreIndex = topts.ignoreIndex;
+  info->logits = logits->name;
+  grad::Emitter e(g, "");
+  e.setScope("qn/loss");
+  auto freshInput = [&](llvm::StringRef base) {
+    std::string name = g.uniqueName(base);
+    g.getOrCreate(name);
+    return name;
+  };
+  info->labels = freshInput("labels");
+  info->lrInput = freshInput("qn_lr");
+  if (topts.optimizer == OptimizerKind::AdamW)
+    info->stepInput = freshInput("qn_step");
+  const std::string &L = logits->name;
+  int64_t opset = g.opsetVersion();
+  if (opset < 13)
+    return fail("--train needs a model of opset 13 or newer (this one is opset " +
+                llvm::Twine(opset) + ")");
+  auto toFloat = [&](const std::string &x, llvm::StringRef base) {
+    return e.op("Cast", {x}, base, {grad::iattr("to", onnx::TensorProto::FLOAT)});
+  };
+  std::string logp = e.op("LogSoftmax", {L}, L + "_logp", {grad::iattr("axis", -1)});
+  std::string valid = toFloat(
+      e.op("Not", {e.op("Equal", {info->labels, e.ints("ignore_index", {topts.ignoreIndex})},
+                        "labels_ignored")},
+           "labels_kept"),
+      "labels_valid");
+  std::string count = e.reduceSum(valid, {}, false, "labels_count");
+  std::vector<int64_t> classIds(C);
+  for (int64_t i = 0; i < C; ++i)
+    classIds[i] = i;
+  std::string onehot =
+      e.op("Mul",
+           {toFloat(e.op("Equal", {e.unsqueeze(info->labels, {-1}, "labels_col"),
+                                   e.ints("classes", classIds)},
+                         "labels_match"),
+                    "labels_onehot_all"),
+            e.unsqueeze(valid, {-1}, "labels_valid_col")},
+           "labels_onehot");
+  std::string picked =
+      e.reduceSum(e.op("Mul", {onehot, logp}, "target_logp_all"), {-1}, false, "target_logp");
+  info->loss = e.op("Div", {e.op("Neg", {e.reduceSum(picked, {}, false, "loss_sum")}, "loss_neg"),
+                            count},
+                    "loss");
+  // d loss / d logits = (softmax * valid - onehot) / count
+  std::string probs = e.op("Softmax", {L}, L + "_probs", {grad::iattr("axis", -1)});
+  std::string dlogits = e.op(
+      "Div",
+      {e.op("Sub", {e.op("Mul", {probs, e.unsqueeze(valid, {-1}, "labels_valid_col")}, "probs_kept"),
+                    onehot},
+            "probs_minus_onehot"),
+       count},
+      L + "_grad");
+
+  // 3. Autodiff.
+  Autodiff ad{g, e, {}, {}};
+  if (auto err = ad.run(logits, dlogits, params))
+    return err;
+  std::vector<std::pair<const Value *, std::string>> grads;
+  for (const Value *p : paramOrder) {
+    e.setScope("qn/grad/" + p->name);
+    std::string gp = ad.gradOf(p);
+    if (!gp.empty())
+      grads.push_back({p, gp});
+  }
+  if (grads.empty())
+    return fail("nothing to train: no float initializer reaches the logits '" + L + "'" +
+                (topts.freeze.empty() ? "" : " (all are frozen)"));
+
+  // 4. The optimizer.
+  e.setScope("qn/optimizer");
+  const TrainOptions &o = topts;
+  double wd = std::isnan(o.weightDecay) ? (o.optimizer == OptimizerKind::AdamW ? 1e-2 : 0.0)
+                                        : o.weightDecay;
+  info->options.weightDecay = wd;
+  if (o.clipGradNorm > 0) {
+    // torch.nn.utils.clip_grad_norm_: coef = min(1, max / (norm + 1e-6)).
+    std::vector<std::string> sq;
+    for (auto &[p, gp] : grads)
+      sq.push_back(e.reduceSum(e.op("Mul", {gp, gp}, p->name + "_grad_sq"), {}, false,
+                               p->name + "_grad_sqsum"));
+    std::string norm = e.op("Sqrt", {ad.sum(sq, "grad_sqsum")}, "grad_norm");
+    std::string coef = e.op(
+        "Min",
+        {e.scalar("one", 1.0),
+         e.op("Div", {e.scalar("max_norm", o.clipGradNorm),
+                      e.op("Add", {norm, e.scalar("tiny", 1e-6)}, "grad_norm_eps")},
+              "clip_coef_raw")},
+        "clip_coef");
+    for (auto &[p, gp] : grads)
+      gp = e.op("Mul", {gp, coef}, p->name + "_grad_clipped");
+  }
+  const std::string &lr = info->lrInput;
+  std::vector<onnx::TensorProto> stateInits;
+  auto addState = [&](const Value *p, llvm::StringRef kind) {
+    std::string name = g.uniqueName(p->name + "__" + kind.str());
+    g.getOrCreate(name);
+    stateInits.push_back(zerosLike(*p->constant, name));
+    return name;
+  };
+  auto record = [&](const Value *p, const std::string &name, const std::string &update,
+                    llvm::StringRef kind) {
+    TrainState s;
+    s.name = name;
+    s.update = update;
+    s.param = p->name;
+    s.kind = kind.str();
+    if (auto it = paramSource.find(p->name); it != paramSource.end()) {
+      s.source = it->second.first;
+      s.sourceScale = it->second.second;
+    } else {
+      s.source = p->name;
+    }
+    info->state.push_back(std::move(s));
+  };
+  // AdamW's per-step scalars, once: bias corrections from the step input.
+  struct {
+    std::string decay, stepSize, bc2Sqrt;
+  } adam;
+  if (o.optimizer == OptimizerKind::AdamW) {
+    const std::string &step = info->stepInput;
+    std::string one = e.scalar("one", 1.0);
+    adam.decay = e.op("Sub", {one, e.op("Mul", {lr, e.scalar("weight_decay", wd)}, "lr_wd")},
+                      "decay_factor");
+    std::string bc1 = e.op("Sub", {one, e.op("Pow", {e.scalar("beta1", o.beta1), step}, "beta1_pow")},
+                           "bias_correction1");
+    std::string bc2 = e.op("Sub", {one, e.op("Pow", {e.scalar("beta2", o.beta2), step}, "beta2_pow")},
+                           "bias_correction2");
+    adam.stepSize = e.op("Div", {lr, bc1}, "step_size");
+    adam.bc2Sqrt = e.op("Sqrt", {bc2}, "bc2_sqrt");
+  }
+  for (auto &[p, gp] : grads) {
+    const std::string &pn = p->name;
+    if (o.optimizer == OptimizerKind::Sgd) {
+      std::string d = gp;
+      if (wd != 0)
+        d = e.op("Add", {d, e.op("Mul", {pn, e.scalar("weight_decay", wd)}, pn + "_decay")},
+                 pn + "_grad_wd");
+      std::string momName;
+      if (o.momentum != 0) {
+        momName = addState(p, "momentum");
+        d = e.op("Add", {e.op("Mul", {momName, e.scalar("momentum", o.momentum)}, pn + "_mom_scaled"),
+                         d},
+                 momName + "__updated");
+      }
+      std::string updated =
+          e.op("Sub", {pn, e.op("Mul", {d, lr}, pn + "_step")}, pn + "__updated");
+      record(p, pn, updated, "param");
+      if (!momName.empty())
+        record(p, momName, d, "momentum");
+    } else {
+      std::string m = addState(p, "exp_avg"), v = addState(p, "exp_avg_sq");
+      std::string decayed = wd != 0 ? e.op("Mul", {pn, adam.decay}, pn + "_decayed") : pn;
+      std::string m1 = e.op(
+          "Add",
+          {m, e.op("Mul", {e.op("Sub", {gp, m}, m + "_delta"), e.scalar("one_minus_beta1", 1 - o.beta1)},
+                   m + "_lerp")},
+          m + "__updated");
+      std::string v1 = e.op(
+          "Add",
+          {e.op("Mul", {v, e.scalar("beta2", o.beta2)}, v + "_scaled"),
+           e.op("Mul", {e.op("Mul", {gp, gp}, pn + "_grad_sq"), e.scalar("one_minus_beta2", 1 - o.beta2)},
+                v + "_new")},
+          v + "__updated");
+      std::string denom =
+          e.op("Add",
+               {e.op("Div", {e.op("Sqrt", {v1}, v + "_sqrt"), adam.bc2Sqrt},
+                     v + "_corrected"),
+                e.scalar("eps", o.eps)},
+               pn + "_denom");
+      std::string updated = e.op(
+          "Sub",
+          {decayed, e.op("Mul", {e.op("Div", {m1, denom}, pn + "_ratio"), adam.stepSize}, pn + "_step")},
+          pn + "__updated");
+      record(p, pn, updated, "param");
+      record(p, m, m1, "exp_avg");
+      record(p, v, v1, "exp_avg_sq");
+    }
+  }
+
+  // 5. The training graph, re-imported for its shapes, then partitioned.
+  onnx::ModelProto m = g.model;
+  onnx::GraphProto &gp = *m.mutable_graph();
+  gp.clear_node();
+  gp.clear_value_info();
+  gp.clear_output();
+  for (const auto &np : g.nodes)
+    *gp.add_node() = np->proto;
+  for (auto &n : e.nodes)
+    *gp.add_node() = n;
+  for (auto &t : e.constants)
+    *gp.add_initializer() = t;
+  for (auto &t : stateInits)
+    *gp.add_initializer() = t;
+  {
+    onnx::ValueInfoProto labels;
+    labels.set_name(info->labels);
+    auto *tt = labels.mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(onnx::TensorProto::INT64);
+    auto *shape = tt->mutable_shape();
+    for (int64_t i = 0; i + 1 < logits->rank(); ++i) {
+      auto *d = shape->add_dim();
+      const Dim &ld = logits->shape[i];
+      if (ld.known())
+        d->set_dim_value(ld.size);
+      else if (!ld.symbol.empty())
+        d->set_dim_param(ld.symbol);
+    }
+    *gp.add_input() = labels;
+    *gp.add_input() = scalarInput(info->lrInput, onnx::TensorProto::FLOAT);
+    if (!info->stepInput.empty())
+      *gp.add_input() = scalarInput(info->stepInput, onnx::TensorProto::FLOAT);
+  }
+  *gp.add_output() = scalarInput(info->loss, onnx::TensorProto::FLOAT);
+  for (const TrainState &s : info->state) {
+    onnx::ValueInfoProto vi;
+    vi.set_name(s.update);
+    auto *tt = vi.mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(onnx::TensorProto::FLOAT);
+    auto *shape = tt->mutable_shape();
+    for (int64_t d : g.lookup(s.param)->constant->dims())
+      shape->add_dim()->set_dim_value(d);
+    *gp.add_output() = vi;
+  }
+  // Unused initializers (rewrites' leftovers) go.
+  {
+    llvm::StringSet<> used;
+    for (const auto &n : gp.node())
+      for (const auto &in : n.input())
+        used.insert(in);
+    auto *inits = gp.mutable_initializer();
+    for (int i = inits->size() - 1; i >= 0; --i)
+      if (!used.contains(inits->Get(i).name()))
+        inits->DeleteSubrange(i, 1);
+  }
+  std::string bytes;
+  if (!m.SerializeToString(&bytes))
+    return fail("internal: the training graph does not serialize (over 2 GiB?)");
+  auto tg = importModelFromBuffer(bytes, g.sourcePath + " (training graph)");
+  if (!tg)
+    return fail("internal: the training graph does not import: " +
+                llvm::toString(tg.takeError()));
+  trainGraph = std::move(*tg);
+  Graph &t = *trainGraph;
+  t.sourcePath = g.sourcePath;
+  t.sourceSha256 = g.sourceSha256;
+  t.sourceParamBytes = g.sourceParamBytes;
+
+  // The forward Linears keep their strategies (by node name); products the
+  // backward made with a constant operand are not Linears of the plan.
+  llvm::StringMap<const LinearInfo *> byName;
+  for (const LinearInfo &li : linears)
+    byName[li.node->label()] = &li;
+  std::vector<LinearInfo> tlinears;
+  for (LinearInfo &li : findLinears(t)) {
+    auto it = byName.find(li.node->label());
+    if (it == byName.end())
+      continue;
+    const LinearInfo &f = *it->second;
+    li.strategy = f.strategy;
+    li.pairedWith = f.pairedWith;
+    li.fusedParts = f.fusedParts;
+    li.keptWhole = f.keptWhole;
+    li.whyNotPaired = f.whyNotPaired;
+    tlinears.push_back(li);
+  }
+  // Pins: what the forward consumers of each parameter need.
+  PartitionOptions topts2 = popts;
+  for (const auto &[p, gpName] : grads) {
+    std::optional<Placement> pin;
+    bool agree = true;
+    for (const auto &[user, idx] : p->uses) {
+      auto it = fplaced.find(user);
+      if (it == fplaced.end() || idx >= it->second.in.size())
+        continue;
+      Placement need = it->second.in[idx];
+      if (pin && *pin != need)
+        agree = false;
+      pin = need;
+    }
+    Placement pl = pin && agree ? *pin : Placement::R();
+    if (pl.isShard() && pl.blocks != 1)
+      return fail("training: parameter '" + p->name + "' would be sharded head-wise (" +
+                  pl.str() + "), which training plans do not support yet; --tp 1 works");
+    if (pl.isPartial())
+      pl = Placement::R();
+    for (const TrainState &s : info->state)
+      if (s.param == p->name) {
+        topts2.constantPlacements[s.name] = pl;
+        topts2.outputPlacements[s.update] = pl;
+      }
+  }
+  RewriteState tstate;
+  llvm::DenseMap<const Node *, NodePlacements> tplaced;
+  if (auto err = propagatePlacements(t, tlinears, topts2, tstate, tplaced))
+    return err;
+  auto plan = lower(t, std::move(tlinears), {}, tplaced, tstate, topts2);
+  if (!plan)
+    return plan.takeError();
+  plan->training = info;
+  return plan;
+}
+
+} // namespace qn

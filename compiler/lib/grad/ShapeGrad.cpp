@@ -1,0 +1,76 @@
+//===- ShapeGrad.cpp - Gradients of the layout ops ------------------------===//
+//
+// A Reshape (Flatten, Squeeze, Unsqueeze) is undone by a Reshape of the
+// gradient to the input's shape, written as a constant target where the
+// input's dims are known or copied (0) from the gradient, so the sharding
+// rules see the same kind of target as in the forward graph; a Transpose by
+// the inverse permutation.
+//
+//===----------------------------------------------------------------------===//
+#include "GradRules.h"
+
+namespace qn::grad {
+namespace {
+
+/// gy reshaped back to x's shape.
+std::string reshapeBack(const GradContext &ctx, const Value *x, const Value *y,
+                        const std::string &gy) {
+  Emitter &e = ctx.e;
+  std::vector<int64_t> target;
+  int unknown = 0;
+  bool ok = x->hasShape;
+  for (int64_t i = 0; ok && i < x->rank(); ++i) {
+    const Dim &d = x->shape[i];
+    if (d.known()) {
+      target.push_back(d.size);
+    } else if (y->hasShape && i < y->rank() && !d.symbol.empty() &&
+               y->shape[i].symbol == d.symbol) {
+      target.push_back(0); // the same symbolic dim at the same place: copy it
+    } else {
+      target.push_back(-1);
+      ++unknown;
+    }
+  }
+  if (ok && unknown <= 1)
+    return e.op("Reshape", {gy, e.ints("shape", target)}, x->name + "_grad");
+  std::string shape = e.op("Shape", {x->name}, x->name + "_shape");
+  return e.op("Reshape", {gy, shape}, x->name + "_grad");
+}
+
+llvm::Error reshape(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (ctx.want(0))
+    r.set(0, reshapeBack(ctx, n.inputs[0], n.outputs[0], ctx.outputGrads[0]));
+  return llvm::Error::success();
+}
+
+llvm::Error transpose(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (!ctx.want(0))
+    return llvm::Error::success();
+  const Value *x = n.inputs[0];
+  if (!x->hasShape)
+    return fail("Transpose '" + n.label() + "': its input's rank is not known");
+  std::vector<int64_t> perm;
+  for (const auto &a : n.proto.attribute())
+    if (a.name() == "perm")
+      perm.assign(a.ints().begin(), a.ints().end());
+  if (perm.empty())
+    for (int64_t i = x->rank() - 1; i >= 0; --i)
+      perm.push_back(i);
+  std::vector<int64_t> inverse(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i)
+    inverse[perm[i]] = static_cast<int64_t>(i);
+  r.set(0, ctx.e.transpose(ctx.outputGrads[0], inverse, x->name + "_grad"));
+  return llvm::Error::success();
+}
+
+} // namespace
+
+void registerShapeGradRules(GradRuleRegistry &r) {
+  r.add("Reshape", reshape, "shape");
+  r.add("Flatten", reshape, "shape");
+  r.add("Squeeze", reshape, "shape");
+  r.add("Unsqueeze", reshape, "shape");
+  r.add("Transpose", transpose, "shape");
+}
+
+} // namespace qn::grad
