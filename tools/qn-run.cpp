@@ -101,6 +101,25 @@ cl::opt<BusyPoll> busyPoll(
                clEnumValN(BusyPoll::Off, "off", "sleep until data arrives")),
     cl::cat(category));
 
+cl::OptionCategory trainCategory("qn-run training options (a plan from qn-compile --train)");
+cl::opt<bool> train("train",
+                    cl::desc("Train: the plan is a training step (qn-compile --train) and each "
+                             "--input NAME=FILE names a dataset (.npy, MNIST IDX, optionally .gz; "
+                             "axis 0 = samples) for a data input or the labels"),
+                    cl::cat(category));
+cl::opt<int64_t> batch("batch", cl::desc("Samples per step (default 32)"), cl::init(32),
+                       cl::cat(trainCategory));
+cl::opt<int64_t> epochs("epochs", cl::desc("Passes over the data"), cl::init(0),
+                        cl::cat(trainCategory));
+cl::opt<int64_t> steps("steps", cl::desc("Optimizer steps (instead of --epochs)"), cl::init(0),
+                       cl::cat(trainCategory));
+cl::opt<int64_t> shuffle("shuffle",
+                         cl::desc("Shuffle the samples every epoch with this seed (default: "
+                                  "file order); every rank draws the same order"),
+                         cl::init(-1), cl::value_desc("SEED"), cl::cat(trainCategory));
+cl::opt<std::string> lossLog("loss-log", cl::desc("Write step,loss per step to this CSV file"),
+                             cl::value_desc("FILE.csv"), cl::cat(trainCategory));
+
 int error(const llvm::Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "qn-run") << msg << "\n";
   return 1;
@@ -126,6 +145,12 @@ qn::rt::RunOptions runOptions(CommEngine comm) {
   o.timeoutSec = timeoutSec;
   o.quiet = quiet;
   o.busyPoll = busyPoll;
+  o.train = train;
+  o.batch = batch;
+  o.epochs = epochs;
+  o.steps = steps;
+  o.shuffleSeed = shuffle;
+  o.lossLog = lossLog;
   return o;
 }
 
@@ -151,7 +176,7 @@ int main(int argc, char **argv) {
   // A peer that dies closes its sockets; writing to them must be an error
   // we report (EPIPE), not a silent death by SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
-  cl::HideUnrelatedOptions(category);
+  cl::HideUnrelatedOptions({&category, &trainCategory});
   cl::ParseCommandLineOptions(
       argc, argv,
       "QuintNet runner: runs a plan written by qn-compile on N ranks.\n\n"
@@ -183,6 +208,20 @@ int main(int argc, char **argv) {
                  "and collective times)");
   if (timeoutSec <= 0)
     return error("--timeout must be positive");
+  if (!train && (batch.getNumOccurrences() || epochs.getNumOccurrences() ||
+                 steps.getNumOccurrences() || shuffle.getNumOccurrences() ||
+                 lossLog.getNumOccurrences()))
+    return error("--batch, --epochs, --steps, --shuffle and --loss-log need --train");
+  if (train) {
+    if ((epochs > 0) == (steps > 0) || epochs < 0 || steps < 0)
+      return error("--train needs exactly one of --epochs N and --steps N (positive)");
+    if (batch < 1)
+      return error("--batch must be at least 1");
+    if (device != RunDevice::Cpu)
+      return error("--train runs on --device cpu only for now");
+    if (benchRuns > 0 || profileRuns > 0 || !profileTrace.empty())
+      return error("--bench and --profile time inference runs; not with --train");
+  }
   auto envInt = [](const char *name, int &out) -> bool {
     const char *v = std::getenv(name);
     return v && !llvm::StringRef(v).getAsInteger(10, out);

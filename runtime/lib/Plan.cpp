@@ -1,6 +1,8 @@
 //===- Plan.cpp - plan.json and rank files --------------------------------===//
 #include "qn/runtime/Plan.h"
 
+#include <cmath>
+
 #include <algorithm>
 
 #include "qn/runtime/TensorProto.h"
@@ -136,7 +138,54 @@ llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef
     return outs.takeError();
   m.inputs = std::move(*ins);
   m.outputs = std::move(*outs);
+  if (const llvm::json::Object *t = o->getObject("training")) {
+    auto tm = std::make_shared<TrainingManifest>();
+    auto str = [&](llvm::StringRef key) { return t->getString(key).getValueOr("").str(); };
+    auto num = [&](llvm::StringRef key) { return t->getNumber(key).getValueOr(0.0); };
+    tm->loss = str("loss");
+    tm->labels = str("labels");
+    tm->logits = str("logits");
+    tm->lrInput = str("lr_input");
+    tm->stepInput = str("step_input");
+    tm->optimizer = str("optimizer");
+    tm->schedule = str("lr_schedule");
+    tm->classes = t->getInteger("classes").getValueOr(0);
+    tm->ignoreIndex = t->getInteger("ignore_index").getValueOr(-100);
+    tm->warmupSteps = t->getInteger("warmup_steps").getValueOr(0);
+    tm->lr = num("lr");
+    tm->momentum = num("momentum");
+    tm->weightDecay = num("weight_decay");
+    tm->clipGradNorm = num("clip_grad_norm");
+    const llvm::json::Array *state = t->getArray("state");
+    if (tm->loss.empty() || tm->labels.empty() || tm->lrInput.empty() || tm->classes < 1 ||
+        !state || tm->warmupSteps < 0)
+      return fail("'" + path + "': the training section lacks loss, labels, lr_input, classes "
+                  "or state");
+    for (const llvm::json::Value &v : *state) {
+      const llvm::json::Object *so = v.getAsObject();
+      if (!so || !so->getString("name") || !so->getString("update"))
+        return fail("'" + path + "': a training state entry lacks name or update");
+      TrainingManifest::State st;
+      st.name = so->getString("name")->str();
+      st.update = so->getString("update")->str();
+      st.param = so->getString("param").getValueOr("").str();
+      st.kind = so->getString("kind").getValueOr("").str();
+      st.source = so->getString("source").getValueOr("").str();
+      st.sourceScale = so->getNumber("source_scale").getValueOr(1.0);
+      tm->state.push_back(std::move(st));
+    }
+    m.training = std::move(tm);
+  }
   return m;
+}
+
+double TrainingManifest::lrAt(int64_t step, int64_t total) const {
+  if (warmupSteps > 0 && step <= warmupSteps)
+    return lr * static_cast<double>(step) / static_cast<double>(warmupSteps);
+  if (schedule != "cosine" || total <= warmupSteps)
+    return lr;
+  double progress = static_cast<double>(step - warmupSteps) / static_cast<double>(total - warmupSteps);
+  return lr * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
 llvm::Expected<RankProgram> loadRank(const PlanManifest &plan, int rank) {

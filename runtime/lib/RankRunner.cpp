@@ -315,6 +315,8 @@ bool RankRunner::shouldBusyPoll(int world) const {
 }
 
 llvm::Expected<llvm::StringMap<Tensor>> RankRunner::readInputs(const PlanManifest &plan) const {
+  if (opts_.train || plan.training)
+    return readDatasets(plan);
   llvm::StringMap<Tensor> inputs;
   for (const std::string &arg : opts_.inputs) {
     auto [name, file] = llvm::StringRef(arg).split('=');
@@ -388,6 +390,8 @@ llvm::Error RankRunner::runRank(int rank, int world, const PlanManifest &plan,
                                 llvm::Expected<RankProgram> program) {
   if (!program)
     return program.takeError();
+  if (plan.training)
+    return trainRank(rank, world, plan, inputs, comm, std::move(*program));
   KernelRegistry kernels;
   std::unique_ptr<Runner> runner;
   if (opts_.device == RunDevice::Cuda) {

@@ -28,12 +28,31 @@ struct PlanValue {
 };
 
 /// plan.json.
+/// A training plan's step (plan.json "training", written by qn-compile
+/// --train): which inputs the runtime feeds besides the data, the loss
+/// output, and the mutable state with the output that updates it.
+struct TrainingManifest {
+  struct State {
+    std::string name, update, param, kind, source;
+    double sourceScale = 1.0;
+  };
+  std::string loss, labels, logits, lrInput, stepInput, optimizer, schedule;
+  int64_t classes = 0, ignoreIndex = -100, warmupSteps = 0;
+  double lr = 0, momentum = 0, weightDecay = 0, clipGradNorm = 0;
+  std::vector<State> state;
+  /// The learning rate of update `step` (1-based) of `total`: linear
+  /// warm-up from 0 over warmupSteps, then constant or cosine decay to 0.
+  double lrAt(int64_t step, int64_t total) const;
+};
+
 struct PlanManifest {
   std::string dir;
   int tp = 0;
   std::string planId;
   std::vector<std::string> rankModels, rankWeights;
   std::vector<PlanValue> inputs, outputs;
+  /// Set for a training plan.
+  std::shared_ptr<TrainingManifest> training;
 };
 
 /// Reads and checks `dir`/plan.json (format, version, tp, file names that

@@ -66,6 +66,18 @@ struct RunOptions {
   /// No "wrote ..." lines.
   bool quiet = false;
   BusyPoll busyPoll = BusyPoll::Auto;
+
+  // Training (a plan compiled with qn-compile --train). `inputs` then name
+  // dataset files (.npy, MNIST IDX, optionally .gz) whose axis 0 holds the
+  // samples: the model's data input(s) and the labels.
+  bool train = false;
+  int64_t batch = 32;
+  /// Exactly one of epochs and steps is positive.
+  int64_t epochs = 0, steps = 0;
+  /// Shuffle the samples every epoch with this seed (-1: in file order).
+  int64_t shuffleSeed = -1;
+  /// CSV of "step,loss" per step (rank 0).
+  std::string lossLog;
 };
 
 /// Where a rank process meets its peers (torchrun's RANK, WORLD_SIZE,
@@ -104,6 +116,11 @@ private:
   llvm::Error runRank(int rank, int world, const PlanManifest &plan,
                       const llvm::StringMap<Tensor> &inputs, Communicator *comm,
                       llvm::Expected<RankProgram> program);
+  /// The training loop of `--train` (TrainLoop.cpp).
+  llvm::Error trainRank(int rank, int world, const PlanManifest &plan,
+                        const llvm::StringMap<Tensor> &datasets, Communicator *comm,
+                        RankProgram program);
+  llvm::Expected<llvm::StringMap<Tensor>> readDatasets(const PlanManifest &plan) const;
   llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vector<Tensor> &outs,
                            const std::vector<bool> &which, const std::vector<std::string> &suffix);
   int gpuOf(int rank) const;

@@ -1,0 +1,296 @@
+//===- TrainLoop.cpp - qn-run --train -------------------------------------===//
+//
+// A training plan (qn-compile --train) is one step: forward, loss, backward
+// and optimizer update; its extra outputs are the new values of the mutable
+// state (parameters, optimizer moments). The loop binds a batch, the step's
+// learning rate and step number, runs the plan and copies each update into
+// its state buffer (RankProgram::makeState), so parameters stay resident
+// and the batch is the only per-step traffic. Every rank draws the same
+// batches in the same order.
+//
+//===----------------------------------------------------------------------===//
+#include "qn/runtime/RankRunner.h"
+
+#include "qn/runtime/Communicator.h"
+#include "qn/runtime/Dataset.h"
+#include "qn/runtime/Executor.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/SHA256.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+
+namespace qn::rt {
+namespace {
+
+llvm::Error fail(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+Tensor scalarFloat(double v) {
+  Tensor t = Tensor::empty(DType::Float, {});
+  *t.data<float>() = static_cast<float>(v);
+  return t;
+}
+
+std::string digestOf(const Tensor &t) {
+  return llvm::toHex(llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
+      static_cast<const uint8_t *>(t.raw()), t.nbytes())));
+}
+
+} // namespace
+
+llvm::Expected<llvm::StringMap<Tensor>> RankRunner::readDatasets(const PlanManifest &plan) const {
+  if (!plan.training)
+    return fail("the plan in '" + opts_.planDir +
+                "' is an inference plan; --train needs one compiled with qn-compile --train");
+  if (!opts_.train)
+    return fail("the plan in '" + opts_.planDir +
+                "' is a training plan: run it with --train (and --epochs or --steps)");
+  const TrainingManifest &t = *plan.training;
+  llvm::StringMap<Tensor> data;
+  for (const std::string &arg : opts_.inputs) {
+    auto [name, file] = llvm::StringRef(arg).split('=');
+    if (name.empty() || file.empty())
+      return fail("--input '" + arg + "' is not NAME=FILE");
+    if (data.count(name))
+      return fail("input '" + name + "' is given twice");
+    auto d = loadDataset(file);
+    if (!d)
+      return fail("input '" + name + "': " + llvm::toString(d.takeError()));
+    data[name] = std::move(*d);
+  }
+  int64_t samples = -1;
+  std::string first;
+  for (const PlanValue &v : plan.inputs) {
+    if (v.name == t.lrInput || v.name == t.stepInput)
+      continue;
+    auto it = data.find(v.name);
+    if (it == data.end())
+      return fail("missing --input " + v.name + "=FILE (" + v.describe() + " per sample" +
+                  (v.name == t.labels ? ", the labels" : "") +
+                  "); a training plan takes a dataset file per data input and one for the labels");
+    Tensor &d = it->second;
+    if (d.rank() < 1 || d.dim(0) < 1)
+      return fail("input '" + v.name + "': the dataset has no samples");
+    if (samples < 0) {
+      samples = d.dim(0);
+      first = v.name;
+    } else if (d.dim(0) != samples) {
+      return fail("input '" + v.name + "' has " + llvm::Twine(d.dim(0)) + " samples but '" +
+                  first + "' has " + llvm::Twine(samples));
+    }
+    if (d.dtype() != v.dtype)
+      return fail("input '" + v.name + "': the dataset is " + dtypeName(d.dtype()) +
+                  " but the plan expects " + v.describe());
+    // Shape each sample as the plan's input (an image file of [N, 28, 28]
+    // for a model input [batch, 784]).
+    if (v.dims.size() >= 1) {
+      int64_t per = 1;
+      bool known = true;
+      for (size_t i = 1; i < v.dims.size(); ++i) {
+        known &= v.dims[i] >= 0;
+        per *= v.dims[i];
+      }
+      if (known) {
+        if (d.numel() != per * samples)
+          return fail("input '" + v.name + "': a sample of the dataset has " +
+                      llvm::Twine(d.numel() / samples) + " elements but the plan expects " +
+                      v.describe() + " (" + llvm::Twine(per) + " per sample)");
+        std::vector<int64_t> shape{samples};
+        shape.insert(shape.end(), v.dims.begin() + 1, v.dims.end());
+        d = d.reshaped(shape);
+      }
+    }
+  }
+  for (const auto &kv : data) {
+    bool known = kv.getKey() != t.lrInput && kv.getKey() != t.stepInput &&
+                 llvm::any_of(plan.inputs, [&](const PlanValue &v) { return v.name == kv.getKey(); });
+    if (!known)
+      return fail("input '" + kv.getKey() + "' is not a data input of the training plan");
+  }
+  const Tensor &labels = data[t.labels];
+  const int64_t *l = labels.data<int64_t>();
+  int64_t perSample = labels.numel() / samples;
+  for (int64_t i = 0; i < labels.numel(); ++i)
+    if ((l[i] < 0 || l[i] >= t.classes) && l[i] != t.ignoreIndex)
+      return fail("labels: sample " + llvm::Twine(i / perSample) + " has label " +
+                  llvm::Twine(l[i]) + ", outside [0, " + llvm::Twine(t.classes) +
+                  ") (and not the ignore index " + llvm::Twine(t.ignoreIndex) + ")");
+  return data;
+}
+
+llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
+                                  const llvm::StringMap<Tensor> &datasets, Communicator *comm,
+                                  RankProgram program) {
+  const TrainingManifest &t = *plan.training;
+  if (opts_.device != RunDevice::Cpu)
+    return fail("training runs on --device cpu only for now");
+  if ((opts_.epochs > 0) == (opts_.steps > 0))
+    return fail("--train needs exactly one of --epochs and --steps");
+  if (opts_.batch < 1)
+    return fail("--batch must be at least 1");
+  for (const TrainingManifest::State &s : t.state)
+    if (auto err = program.makeState(s.name))
+      return fail("training state '" + s.name + "': " + llvm::toString(std::move(err)));
+  KernelRegistry kernels;
+  registerCpuKernels(kernels);
+  auto ex = Executor::create(std::move(program), kernels, comm);
+  if (!ex)
+    return ex.takeError();
+  Executor &run = **ex;
+  const auto &names = run.outputNames();
+  auto indexOf = [&](const std::string &n) -> int {
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] == n)
+        return static_cast<int>(i);
+    return -1;
+  };
+  int lossIdx = indexOf(t.loss);
+  if (lossIdx < 0)
+    return fail("the training plan has no output '" + t.loss + "' (the loss)");
+  std::vector<int> updateIdx;
+  std::vector<Tensor> stateBufs;
+  for (const TrainingManifest::State &s : t.state) {
+    int i = indexOf(s.update);
+    if (i < 0)
+      return fail("the training plan has no output '" + s.update + "' (the update of '" + s.name +
+                  "')");
+    auto buf = run.state(s.name);
+    if (!buf)
+      return buf.takeError();
+    updateIdx.push_back(i);
+    stateBufs.push_back(*buf);
+  }
+
+  const int64_t N = datasets.find(t.labels)->second.dim(0);
+  const int64_t B = opts_.batch;
+  const int64_t perEpoch = (N + B - 1) / B;
+  const int64_t total = opts_.steps > 0 ? opts_.steps : opts_.epochs * perEpoch;
+  const int64_t epochs = (total + perEpoch - 1) / perEpoch;
+  std::vector<int64_t> order(N);
+
+  std::unique_ptr<llvm::raw_fd_ostream> lossLog;
+  if (rank == 0 && !opts_.lossLog.empty()) {
+    std::error_code ec;
+    lossLog = std::make_unique<llvm::raw_fd_ostream>(opts_.lossLog, ec);
+    if (ec)
+      return fail("--loss-log '" + opts_.lossLog + "': " + ec.message());
+    *lossLog << "step,loss\n";
+  }
+  auto say = [&](const llvm::Twine &msg) {
+    if (rank != 0 || opts_.quiet)
+      return;
+    std::lock_guard<std::mutex> lock(printMu_);
+    llvm::errs() << "qn-run: " << msg << "\n";
+  };
+  // Replicated state must stay bitwise equal on every rank.
+  auto checkReplicas = [&](int64_t step) -> llvm::Error {
+    if (!comm || world < 2)
+      return llvm::Error::success();
+    std::string mine;
+    for (size_t i = 0; i < t.state.size(); ++i) {
+      bool replicated = false;
+      for (const PlanValue &pv : plan.outputs)
+        if (pv.name == t.state[i].update)
+          replicated = pv.replicated();
+      if (replicated)
+        mine += digestOf(stateBufs[i]) + ";";
+    }
+    auto all = comm->exchange("qn/train/replicas/" + std::to_string(step), mine);
+    if (!all)
+      return all.takeError();
+    for (int r = 1; r < world; ++r)
+      if ((*all)[r] != (*all)[0])
+        return fail("after step " + llvm::Twine(step) +
+                    ": replicated parameters differ between rank 0 and rank " + llvm::Twine(r) +
+                    " (a bug: please report it)");
+    return llvm::Error::success();
+  };
+
+  say(llvm::formatv("training: {0} samples, batch {1}, {2} steps ({3} per epoch), {4} {5}, "
+                    "{6} ranks",
+                    N, B, total, perEpoch, t.optimizer, t.schedule, world));
+  auto start = std::chrono::steady_clock::now();
+  auto lastPrint = start;
+  double epochLoss = 0;
+  int64_t epochSteps = 0, samplesDone = 0;
+  for (int64_t step = 0; step < total; ++step) {
+    int64_t epoch = step / perEpoch, pos = step % perEpoch;
+    if (pos == 0) {
+      std::iota(order.begin(), order.end(), 0);
+      if (opts_.shuffleSeed >= 0) {
+        // Seeded by (seed, epoch) alone: a resumed run draws the same order.
+        std::mt19937_64 rng(static_cast<uint64_t>(opts_.shuffleSeed) * 1000003u +
+                            static_cast<uint64_t>(epoch));
+        for (int64_t i = N - 1; i > 0; --i)
+          std::swap(order[i], order[std::uniform_int_distribution<int64_t>(0, i)(rng)]);
+      }
+      epochLoss = 0;
+      epochSteps = 0;
+    }
+    int64_t begin = pos * B, end = std::min(N, begin + B);
+    llvm::ArrayRef<int64_t> rows(order.data() + begin, order.data() + end);
+    llvm::StringMap<Tensor> inputs;
+    for (const auto &kv : datasets)
+      inputs[kv.getKey()] = gatherRows(kv.getValue(), rows);
+    inputs[t.lrInput] = scalarFloat(t.lrAt(step + 1, total));
+    if (!t.stepInput.empty())
+      inputs[t.stepInput] = scalarFloat(static_cast<double>(step + 1));
+    auto outs = run.run(inputs);
+    if (!outs)
+      return fail("step " + llvm::Twine(step + 1) + ": " + llvm::toString(outs.takeError()));
+    const Tensor &lossT = (*outs)[lossIdx];
+    double loss = lossT.numel() == 1 ? *lossT.data<float>() : NAN;
+    if (!std::isfinite(loss))
+      return fail("step " + llvm::Twine(step + 1) + " (epoch " + llvm::Twine(epoch + 1) +
+                  "): the loss is " + (std::isnan(loss) ? "NaN" : "infinite") +
+                  "; the parameters were not updated (try a lower --lr, or --clip-grad-norm)");
+    for (size_t i = 0; i < stateBufs.size(); ++i) {
+      const Tensor &u = (*outs)[updateIdx[i]];
+      if (u.nbytes() != stateBufs[i].nbytes())
+        return fail("step " + llvm::Twine(step + 1) + ": the update of '" + t.state[i].name +
+                    "' is " + u.describe() + " but the state is " + stateBufs[i].describe());
+      std::memcpy(stateBufs[i].raw(), u.raw(), u.nbytes());
+    }
+    epochLoss += loss;
+    ++epochSteps;
+    samplesDone += end - begin;
+    if (lossLog)
+      *lossLog << (step + 1) << "," << llvm::format("%.9g", loss) << "\n";
+    auto now = std::chrono::steady_clock::now();
+    bool epochEnd = pos == perEpoch - 1 || step == total - 1;
+    if (epochEnd || now - lastPrint > std::chrono::seconds(2)) {
+      lastPrint = now;
+      double secs = std::chrono::duration<double>(now - start).count();
+      double rate = secs > 0 ? samplesDone / secs : 0;
+      double eta = step + 1 < total ? secs / (step + 1) * (total - step - 1) : 0;
+      say(llvm::formatv("epoch {0}/{1} step {2}/{3} loss {4:F4} (epoch mean {5:F4}) "
+                        "{6:F0} samples/s ETA {7:F0} s",
+                        epoch + 1, epochs, step + 1, total, loss, epochLoss / epochSteps, rate,
+                        eta));
+    }
+    if (epochEnd)
+      if (auto err = checkReplicas(step + 1))
+        return err;
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  say(llvm::formatv("trained {0} steps in {1:F2} s ({2:F0} samples/s)", total, secs,
+                    secs > 0 ? samplesDone / secs : 0));
+  if (lossLog) {
+    lossLog->close();
+    if (lossLog->has_error())
+      return fail("--loss-log '" + opts_.lossLog + "': write failed");
+  }
+  return llvm::Error::success();
+}
+
+} // namespace qn::rt
