@@ -4,7 +4,8 @@
 # emulator, test/cudaemu/) (LLVM 14, GoogleTest, CUDA are preinstalled
 # on our machines but are listed too so a bare Debian 12 gets them).
 # Python (pyenv's python3): onnx, onnxruntime, numpy for the model generator, the
-# end-to-end reference and the benchmarks; lit for the regression suite.
+# end-to-end reference and the benchmarks; lit for the regression suite; torch,
+# training's oracle.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -21,8 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import onnx, onnxruntime, numpy, lit" 2>/dev/null; then
-  echo "[install-deps] pip install onnx onnxruntime numpy lit"
+if ! "$PY" -c "import onnx, onnxruntime, numpy, lit, torch" 2>/dev/null; then
+  echo "[install-deps] pip install onnx onnxruntime numpy lit torch"
   "$PY" -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/requirements.txt"
 fi
 echo "[install-deps] ok"

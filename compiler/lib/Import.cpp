@@ -130,7 +130,7 @@ llvm::Error loadExternalData(onnx::TensorProto &t, llvm::StringRef modelPath,
 
 /// Constant nodes become initializers so that every constant is found the
 /// same way.
-llvm::Error foldConstantNodes(onnx::GraphProto &g) {
+llvm::Error foldConstantNodes(onnx::GraphProto &g, std::vector<std::string> &copies) {
   auto *nodes = g.mutable_node();
   for (int i = 0; i < nodes->size();) {
     const onnx::NodeProto &n = nodes->Get(i);
@@ -145,6 +145,7 @@ llvm::Error foldConstantNodes(onnx::GraphProto &g) {
       if (src) {
         onnx::TensorProto copy = *src;
         copy.set_name(n.output(0));
+        copies.push_back(n.output(0));
         *g.add_initializer() = std::move(copy);
         nodes->DeleteSubrange(i, 1);
         continue;
@@ -322,7 +323,9 @@ llvm::Expected<std::unique_ptr<Graph>> importModelFromBuffer(llvm::StringRef byt
     return fail("'" + path + "': " + llvm::toString(std::move(err)));
   for (const auto &init : gp.initializer())
     g->sourceInitializers.push_back(init.name());
-  if (auto err = foldConstantNodes(gp))
+  // The exporter's Identity copies of equal initializers (two LayerNorms
+  // initialised alike) are distinct parameters of the source module.
+  if (auto err = foldConstantNodes(gp, g->sourceInitializers))
     return err;
   for (auto &init : *gp.mutable_initializer())
     if (auto err = normalizeToRawData(init))

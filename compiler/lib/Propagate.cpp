@@ -35,19 +35,32 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
     linearOf[li.node] = &li;
   // Placements of node outputs so far (graph inputs and constants are R).
   llvm::DenseMap<const Value *, Placement> placed;
-  for (const auto &[name, pin] : opts.constantPlacements)
-    if (const Value *v = g.lookup(name); v && v->constant)
-      placed[v] = pin;
+  // What the rules see: `placed`, except that a partial value which some
+  // consumer needs whole anyway is shown whole to all of its consumers (a
+  // ReduceSum of it would otherwise stay partial and need an AllReduce of
+  // its own: training's LayerNorm bias gradient beside the input gradient).
+  llvm::DenseMap<const Value *, Placement> seen;
+  llvm::DenseSet<const Value *> reducedAnyway;
   auto of = [&](const Value *v) { return rules::placementIn(placed, v); };
   // In a dry run: the values derived from the group, up to its row partners.
   llvm::DenseSet<const Value *> tainted;
+  // A real run walks twice: the first walk finds reducedAnyway and makes no
+  // rewrites.
+  auto walk = [&](bool final) -> llvm::Error {
+  placed.clear();
+  seen.clear();
+  tainted.clear();
+  out.clear();
+  for (const auto &[name, pin] : opts.constantPlacements)
+    if (const Value *v = g.lookup(name); v && v->constant)
+      placed[v] = seen[v] = pin;
   for (auto &np : g.nodes) {
     const Node *n = np.get();
     rules::RuleResult result;
     if (auto it = state.fixed.find(n); it != state.fixed.end()) {
       result.placements = it->second;
     } else {
-      rules::RuleContext ctx{g, opts.tp, g.opsetVersion(), nullptr, dry, placed};
+      rules::RuleContext ctx{g, opts.tp, g.opsetVersion(), nullptr, dry, seen};
       if (auto it = linearOf.find(n); it != linearOf.end())
         ctx.linear = it->second;
       const rules::RuleRegistry::Entry *rule = nullptr;
@@ -61,7 +74,7 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
     NodePlacements &p = result.placements;
     // A dry run only observes: its rewrites are not made.
     for (rules::ConstantRewrite &rw : result.rewrites) {
-      if (dry)
+      if (dry || !final)
         break;
       std::string name = g.uniqueName(rw.source + "__qn_local");
       rw.tensor.set_name(name);
@@ -105,10 +118,26 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
             tainted.insert(v);
     }
     for (unsigned i = 0; i < np->outputs.size(); ++i)
-      if (const Value *v = np->outputs[i])
+      if (const Value *v = np->outputs[i]) {
         placed[v] = p.out[i];
+        seen[v] = reducedAnyway.count(v) ? Placement::R() : p.out[i];
+      }
     out[n] = std::move(p);
   }
+  return llvm::Error::success();
+  };
+  if (!dry) {
+    if (auto err = walk(false))
+      return err;
+    for (auto &np : g.nodes) {
+      const NodePlacements &p = out[np.get()];
+      for (unsigned i = 0; i < np->inputs.size() && i < p.in.size(); ++i)
+        if (const Value *v = np->inputs[i]; v && of(v).isPartial() && p.in[i].isReplicated())
+          reducedAnyway.insert(v);
+    }
+  }
+  if (auto err = walk(true))
+    return err;
   if (dry) {
     for (const Value *v : g.outputs)
       if (dry->ungatherable.empty() && of(v).isShard() && of(v).blocks != 1)

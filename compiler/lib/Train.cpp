@@ -325,6 +325,30 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     return fail("nothing to train: no float initializer reaches the logits '" + L + "'" +
                 (topts.freeze.empty() ? "" : " (all are frozen)"));
 
+  // Pins: what the forward consumers of each parameter need (R where they
+  // disagree); its gradient and optimizer state will be placed alike.
+  llvm::StringMap<Placement> pinOf;
+  for (const auto &[p, gpName] : grads) {
+    std::optional<Placement> pin;
+    bool agree = true;
+    for (const auto &[user, idx] : p->uses) {
+      auto it = fplaced.find(user);
+      if (it == fplaced.end() || idx >= it->second.in.size())
+        continue;
+      Placement need = it->second.in[idx];
+      if (pin && *pin != need)
+        agree = false;
+      pin = need;
+    }
+    Placement pl = pin && agree ? *pin : Placement::R();
+    if (pl.isShard() && pl.blocks != 1)
+      return fail("training: parameter '" + p->name + "' would be sharded head-wise (" +
+                  pl.str() + "), which training plans do not support yet; --tp 1 works");
+    if (pl.isPartial())
+      pl = Placement::R();
+    pinOf[p->name] = pl;
+  }
+
   // 4. The optimizer.
   e.setScope("qn/optimizer");
   const TrainOptions &o = topts;
@@ -333,10 +357,18 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   info->options.weightDecay = wd;
   if (o.clipGradNorm > 0) {
     // torch.nn.utils.clip_grad_norm_: coef = min(1, max / (norm + 1e-6)).
-    std::vector<std::string> sq;
+    // Sharded squares summed while partial, then reduced once with the
+    // replicated ones added after: each replicated gradient counts once.
+    std::vector<std::string> sharded, whole;
     for (auto &[p, gp] : grads)
-      sq.push_back(e.reduceSum(e.op("Mul", {gp, gp}, p->name + "_grad_sq"), {}, false,
-                               p->name + "_grad_sqsum"));
+      (pinOf[p->name].isShard() ? sharded : whole)
+          .push_back(e.reduceSum(e.op("Mul", {gp, gp}, p->name + "_grad_sq"), {}, false,
+                                 p->name + "_grad_sqsum"));
+    std::vector<std::string> sq;
+    if (!sharded.empty())
+      sq.push_back(ad.sum(sharded, "grad_sqsum_sharded"));
+    if (!whole.empty())
+      sq.push_back(ad.sum(whole, "grad_sqsum_whole"));
     std::string norm = e.op("Sqrt", {ad.sum(sq, "grad_sqsum")}, "grad_norm");
     std::string coef = e.op(
         "Min",
@@ -522,31 +554,11 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     li.whyNotPaired = f.whyNotPaired;
     tlinears.push_back(li);
   }
-  // Pins: what the forward consumers of each parameter need.
   PartitionOptions topts2 = popts;
-  for (const auto &[p, gpName] : grads) {
-    std::optional<Placement> pin;
-    bool agree = true;
-    for (const auto &[user, idx] : p->uses) {
-      auto it = fplaced.find(user);
-      if (it == fplaced.end() || idx >= it->second.in.size())
-        continue;
-      Placement need = it->second.in[idx];
-      if (pin && *pin != need)
-        agree = false;
-      pin = need;
-    }
-    Placement pl = pin && agree ? *pin : Placement::R();
-    if (pl.isShard() && pl.blocks != 1)
-      return fail("training: parameter '" + p->name + "' would be sharded head-wise (" +
-                  pl.str() + "), which training plans do not support yet; --tp 1 works");
-    if (pl.isPartial())
-      pl = Placement::R();
-    for (const TrainState &s : info->state)
-      if (s.param == p->name) {
-        topts2.constantPlacements[s.name] = pl;
-        topts2.outputPlacements[s.update] = pl;
-      }
+  for (const TrainState &st : info->state) {
+    Placement pl = pinOf[st.param];
+    topts2.constantPlacements[st.name] = pl;
+    topts2.outputPlacements[st.update] = pl;
   }
   RewriteState tstate;
   llvm::DenseMap<const Node *, NodePlacements> tplaced;

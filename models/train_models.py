@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""PyTorch modules for QuintNet's training plans, and their ONNX exports.
+
+`MLP` is the original library's MNIST model shape; `Block` a pre-LN
+transformer block (4 heads, erf GELU) mean-pooled into a classifier head;
+both are the oracles of test/e2e/test_train.py. Running this script writes
+the bundled exports (TorchScript exporter, opset 17, dynamic batch):
+
+    models/train/mlp_mnist.onnx        784-256-256-10 MLP (the README example)
+    test/lit/Inputs/train_block.onnx   Block(hidden 16, 2 heads, 4 classes)
+
+    python3 models/train_models.py
+"""
+import os
+
+import torch
+import torch.nn as nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in=784, hidden=256, classes=10):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    def __init__(self, hidden=64, heads=4, classes=10):
+        super().__init__()
+        self.h, self.nh = hidden, heads
+        self.ln1 = nn.LayerNorm(hidden)
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.up = nn.Linear(hidden, 4 * hidden)
+        self.down = nn.Linear(4 * hidden, hidden)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        B, T = x.shape[0], x.shape[1]
+        H, hd = self.h, self.h // self.nh
+        a = self.ln1(x)
+        q = self.q(a).view(B, T, self.nh, hd).transpose(1, 2)
+        k = self.k(a).view(B, T, self.nh, hd).transpose(1, 2)
+        v = self.v(a).view(B, T, self.nh, hd).transpose(1, 2)
+        s = torch.softmax(q @ k.transpose(-1, -2) / hd**0.5, dim=-1)
+        o = (s @ v).transpose(1, 2).reshape(B, T, H)
+        x = x + self.proj(o)
+        x = x + self.down(nn.functional.gelu(self.up(self.ln2(x))))
+        return self.head(x.mean(dim=1))
+
+
+def export(module, example, path):
+    module.eval()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.onnx.export(module, (example,), path, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+
+
+def main():
+    torch.manual_seed(0)
+    export(MLP(), torch.zeros(2, 784), os.path.join(ROOT, "models/train/mlp_mnist.onnx"))
+    torch.manual_seed(0)
+    export(Block(hidden=16, heads=2, classes=4), torch.zeros(2, 3, 16),
+           os.path.join(ROOT, "test/lit/Inputs/train_block.onnx"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Training plans against PyTorch (the oracle).
+
+Each case defines a small model in PyTorch, exports it with the TorchScript
+exporter, compiles it with `qn-compile --train` at tp 1, 2 and 4, trains it
+with `qn-run --train` on fixed batches and trains the same module (same
+initial weights: the ones in the ONNX file) with the same optimizer in
+PyTorch. The per-step losses must agree within 1e-4 relative (float32
+throughout; PyTorch sums in another order).
+
+    python3 test/e2e/test_train.py --bin build/bin [-k NAME] [--keep DIR]
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn as nn
+except ImportError:  # pragma: no cover
+    print("test_train: PyTorch is not installed (scripts/install-deps.sh installs it)")
+    sys.exit(1)
+
+RTOL = 1e-4
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models"))
+from train_models import MLP, Block, export  # noqa: E402
+
+
+def torch_losses(module, x, y, batch, steps, opt_args):
+    torch.manual_seed(0)
+    module.train()
+    kind = opt_args["optimizer"]
+    if kind == "sgd":
+        opt = torch.optim.SGD(module.parameters(), lr=opt_args["lr"],
+                              momentum=opt_args.get("momentum", 0.0),
+                              weight_decay=opt_args.get("weight_decay", 0.0))
+    else:
+        opt = torch.optim.AdamW(module.parameters(), lr=opt_args["lr"],
+                                weight_decay=opt_args.get("weight_decay", 0.01))
+    losses = []
+    n = x.shape[0]
+    per_epoch = (n + batch - 1) // batch
+    for step in range(steps):
+        pos = step % per_epoch
+        xb = torch.from_numpy(x[pos * batch:(pos + 1) * batch])
+        yb = torch.from_numpy(y[pos * batch:(pos + 1) * batch])
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(module(xb), yb)
+        loss.backward()
+        if opt_args.get("clip"):
+            torch.nn.utils.clip_grad_norm_(module.parameters(), opt_args["clip"])
+        opt.step()
+        losses.append(loss.item())
+    return np.array(losses)
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("command failed: " + " ".join(cmd) + "\n" + p.stdout + p.stderr)
+    return p
+
+
+def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args):
+    plan = os.path.join(work, f"plan_tp{tp}")
+    cmd = [os.path.join(bin_dir, "qn-compile"), onnx_path, "--tp", str(tp), "--train", "-o", plan,
+           "--quiet", "--optimizer", opt_args["optimizer"], "--lr", str(opt_args["lr"])]
+    if "momentum" in opt_args:
+        cmd += ["--momentum", str(opt_args["momentum"])]
+    if "weight_decay" in opt_args:
+        cmd += ["--weight-decay", str(opt_args["weight_decay"])]
+    if opt_args.get("clip"):
+        cmd += ["--clip-grad-norm", str(opt_args["clip"])]
+    run(cmd)
+    xs, ys = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
+    np.save(xs, x)
+    np.save(ys, y)
+    log = os.path.join(work, f"loss_tp{tp}.csv")
+    run([os.path.join(bin_dir, "qn-run"), plan, "--train", "--nproc", str(tp), "--input",
+         f"input={xs}", "--input", f"labels={ys}", "--batch", str(batch), "--steps", str(steps),
+         "--loss-log", log, "--quiet"])
+    data = np.loadtxt(log, delimiter=",", skiprows=1, ndmin=2)
+    return data[:, 1]
+
+
+def make_case(name):
+    rng = np.random.default_rng(1)
+    if name.startswith("mlp"):
+        torch.manual_seed(1)
+        module = MLP()
+        x = rng.standard_normal((192, 784)).astype(np.float32)
+    else:
+        torch.manual_seed(2)
+        module = Block()
+        x = rng.standard_normal((96, 6, 64)).astype(np.float32)
+    y = rng.integers(0, 10, x.shape[0]).astype(np.int64)
+    return module, x, y
+
+
+CASES = {
+    # name: (optimizer args, steps, batch, tps)
+    "mlp_sgd_momentum": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+                         50, 32, (1, 2, 4)),
+    "mlp_adamw": ({"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01}, 50, 32, (1, 2, 4)),
+    "mlp_sgd_clip": ({"optimizer": "sgd", "lr": 0.1, "clip": 0.5}, 20, 32, (1, 2)),
+    "block_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
+    "block_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2, 4)),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("-k", default="")
+    ap.add_argument("--keep", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    failures = 0
+    ran = 0
+    for name, (opt_args, steps, batch, tps) in CASES.items():
+        if args.k not in name:
+            continue
+        work = args.keep or tempfile.mkdtemp(prefix="qn_train_")
+        os.makedirs(work, exist_ok=True)
+        try:
+            module, x, y = make_case(name)
+            onnx_path = os.path.join(work, name + ".onnx")
+            export(module, torch.from_numpy(x[:2]), onnx_path)
+            ref = torch_losses(module, x, y, batch, steps, opt_args)
+            for tp in tps:
+                ran += 1
+                got = qn_losses(args.bin, onnx_path, work, tp, x, y, batch, steps, opt_args)
+                rel = np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-6))
+                ok = got.shape == ref.shape and rel <= RTOL
+                print(f"{'PASS' if ok else 'FAIL'} {name} tp={tp}: {steps} steps, loss "
+                      f"{ref[0]:.4f} -> {ref[-1]:.4f}, max rel diff vs PyTorch {rel:.2e}")
+                if not ok:
+                    failures += 1
+                    for i, (a, b) in enumerate(zip(ref, got)):
+                        print(f"  step {i + 1}: torch {a:.7f} qn {b:.7f}")
+                        if i > 5:
+                            break
+        except RuntimeError as e:
+            failures += 1
+            print(f"FAIL {name}: {e}")
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    if ran == 0:
+        print(f"no case matches -k '{args.k}'")
+        return 1
+    print(f"test_train: {ran - failures if failures <= ran else 0} of {ran} passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
