@@ -117,6 +117,11 @@ cl::opt<int64_t> shuffle("shuffle",
                          cl::desc("Shuffle the samples every epoch with this seed (default: "
                                   "file order); every rank draws the same order"),
                          cl::init(-1), cl::value_desc("SEED"), cl::cat(trainCategory));
+cl::opt<std::string> saveModel("save",
+                               cl::desc("After training, write the source model with the trained "
+                                        "parameters (unsharded) to this file: ONNX Runtime runs "
+                                        "it and qn-compile partitions it at any tp"),
+                               cl::value_desc("trained.onnx"), cl::cat(trainCategory));
 cl::opt<std::string> lossLog("loss-log", cl::desc("Write step,loss per step to this CSV file"),
                              cl::value_desc("FILE.csv"), cl::cat(trainCategory));
 
@@ -151,6 +156,7 @@ qn::rt::RunOptions runOptions(CommEngine comm) {
   o.steps = steps;
   o.shuffleSeed = shuffle;
   o.lossLog = lossLog;
+  o.saveModel = saveModel;
   return o;
 }
 
@@ -210,8 +216,8 @@ int main(int argc, char **argv) {
     return error("--timeout must be positive");
   if (!train && (batch.getNumOccurrences() || epochs.getNumOccurrences() ||
                  steps.getNumOccurrences() || shuffle.getNumOccurrences() ||
-                 lossLog.getNumOccurrences()))
-    return error("--batch, --epochs, --steps, --shuffle and --loss-log need --train");
+                 lossLog.getNumOccurrences() || saveModel.getNumOccurrences()))
+    return error("--batch, --epochs, --steps, --shuffle, --loss-log and --save need --train");
   if (train) {
     if ((epochs > 0) == (steps > 0) || epochs < 0 || steps < 0)
       return error("--train needs exactly one of --epochs N and --steps N (positive)");

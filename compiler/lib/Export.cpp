@@ -187,11 +187,14 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
   for (const RankConstant &rc : plan.constants)
     if (rc.source && rc.shardAxis < 0 && !rc.generate)
       summary.replicatedParamBytes += static_cast<int64_t>(rc.source->raw_data().size());
+  // Absolute, so qn-run --save finds the source model from anywhere.
+  llvm::SmallString<256> absoluteSource(g.sourcePath);
+  llvm::sys::fs::make_absolute(absoluteSource);
   llvm::json::Object manifest{{"format", "quintnet-plan"},
                               {"format_version", 1},
                               {"tp", plan.tp},
                               {"plan_id", summary.planId},
-                              {"source_model", g.sourcePath},
+                              {"source_model", absoluteSource},
                               {"source_sha256", g.sourceSha256},
                               {"model_param_bytes", summary.modelParamBytes},
                               {"ranks", std::move(rankEntries)},

@@ -138,6 +138,7 @@ llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef
     return outs.takeError();
   m.inputs = std::move(*ins);
   m.outputs = std::move(*outs);
+  m.sourceModel = o->getString("source_model").getValueOr("").str();
   if (const llvm::json::Object *t = o->getObject("training")) {
     auto tm = std::make_shared<TrainingManifest>();
     auto str = [&](llvm::StringRef key) { return t->getString(key).getValueOr("").str(); };

@@ -14,6 +14,11 @@
 #include "qn/runtime/Communicator.h"
 #include "qn/runtime/Dataset.h"
 #include "qn/runtime/Executor.h"
+#include "qn/runtime/TensorProto.h"
+
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include <onnx/onnx_pb.h>
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -23,6 +28,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -44,6 +50,111 @@ Tensor scalarFloat(double v) {
 std::string digestOf(const Tensor &t) {
   return llvm::toHex(llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
       static_cast<const uint8_t *>(t.raw()), t.nbytes())));
+}
+
+/// The axis of an "S(d)" placement, -1 for "R".
+int shardAxisOf(const PlanManifest &plan, const std::string &output) {
+  for (const PlanValue &pv : plan.outputs)
+    if (pv.name == output && !pv.replicated()) {
+      int d = -1;
+      if (sscanf(pv.placement.c_str(), "S(%d)", &d) == 1)
+        return d;
+    }
+  return -1;
+}
+
+/// --save: every rank takes part in gathering the sharded parameters; rank 0
+/// writes the source model with them (unsharded, unscaled), atomically.
+llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
+                        const std::vector<Tensor> &bufs, const std::string &path) {
+  const TrainingManifest &t = *plan.training;
+  llvm::StringMap<Tensor> full;
+  for (size_t i = 0; i < t.state.size(); ++i) {
+    const TrainingManifest::State &s = t.state[i];
+    if (s.kind != "param")
+      continue;
+    int axis = shardAxisOf(plan, s.update);
+    Tensor whole = bufs[i];
+    if (axis >= 0) {
+      if (!comm)
+        return fail("internal: a sharded parameter without a communicator");
+      if (auto err = comm->allGather(bufs[i], whole, axis))
+        return err;
+    }
+    whole = whole.clone();
+    if (s.sourceScale != 1.0)
+      for (int64_t k = 0; k < whole.numel(); ++k)
+        whole.data<float>()[k] = static_cast<float>(whole.data<float>()[k] / s.sourceScale);
+    full[s.source.empty() ? s.param : s.source] = std::move(whole);
+  }
+  if (rank != 0)
+    return llvm::Error::success();
+  auto bytes = llvm::MemoryBuffer::getFile(plan.sourceModel);
+  if (!bytes)
+    return fail("--save: cannot read the source model '" + plan.sourceModel +
+                "' (plan.json source_model): " + bytes.getError().message());
+  onnx::ModelProto m;
+  if ((*bytes)->getBufferSize() > size_t(INT32_MAX) ||
+      !m.ParseFromArray((*bytes)->getBufferStart(), static_cast<int>((*bytes)->getBufferSize())))
+    return fail("--save: the source model '" + plan.sourceModel +
+                "' is not a binary ONNX model (an .onnxtext source cannot be saved into)");
+  onnx::GraphProto &g = *m.mutable_graph();
+  llvm::StringSet<> done;
+  for (auto &init : *g.mutable_initializer()) {
+    auto it = full.find(init.name());
+    if (it == full.end())
+      continue;
+    if (init.data_location() == onnx::TensorProto::EXTERNAL)
+      return fail("--save: parameter '" + init.name() +
+                  "' of the source model is external data; saving into such models is not "
+                  "supported yet");
+    onnx::TensorProto fresh = tensorToProto(it->second, init.name());
+    bool sameDims = fresh.dims_size() == init.dims_size() &&
+                    std::equal(fresh.dims().begin(), fresh.dims().end(), init.dims().begin());
+    if (fresh.data_type() != init.data_type() || !sameDims)
+      return fail("--save: parameter '" + init.name() + "' does not match the source model's");
+    init = std::move(fresh);
+    done.insert(init.name());
+  }
+  // Parameters the exporter wrote as Identity copies of an equal
+  // initializer: trained apart, they become initializers of their own.
+  auto *nodes = g.mutable_node();
+  for (int i = nodes->size() - 1; i >= 0; --i) {
+    const onnx::NodeProto &n = nodes->Get(i);
+    if (n.op_type() != "Identity" || n.output_size() != 1)
+      continue;
+    auto it = full.find(n.output(0));
+    if (it == full.end() || done.contains(n.output(0)))
+      continue;
+    *g.add_initializer() = tensorToProto(it->second, n.output(0));
+    done.insert(n.output(0));
+    nodes->DeleteSubrange(i, 1);
+  }
+  for (const auto &kv : full)
+    if (!done.contains(kv.getKey()))
+      return fail("--save: parameter '" + kv.getKey() + "' is not in the source model '" +
+                  plan.sourceModel + "'");
+  std::string out;
+  if (!m.SerializeToString(&out))
+    return fail("--save: the trained model does not serialize (over 2 GiB?)");
+  std::string tmp = path + ".qn-tmp";
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(tmp, ec);
+    if (ec)
+      return fail("--save '" + path + "': " + ec.message());
+    os << out;
+    os.close();
+    if (os.has_error()) {
+      llvm::sys::fs::remove(tmp);
+      return fail("--save '" + path + "': write failed");
+    }
+  }
+  if (auto ec = llvm::sys::fs::rename(tmp, path)) {
+    llvm::sys::fs::remove(tmp);
+    return fail("--save '" + path + "': " + ec.message());
+  }
+  return llvm::Error::success();
 }
 
 } // namespace
@@ -285,6 +396,11 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   say(llvm::formatv("trained {0} steps in {1:F2} s ({2:F0} samples/s)", total, secs,
                     secs > 0 ? samplesDone / secs : 0));
+  if (!opts_.saveModel.empty()) {
+    if (auto err = saveTrained(plan, rank, comm, stateBufs, opts_.saveModel))
+      return err;
+    say("wrote the trained model to " + opts_.saveModel);
+  }
   if (lossLog) {
     lossLog->close();
     if (lossLog->has_error())

@@ -6,7 +6,9 @@ exporter, compiles it with `qn-compile --train` at tp 1, 2 and 4, trains it
 with `qn-run --train` on fixed batches and trains the same module (same
 initial weights: the ones in the ONNX file) with the same optimizer in
 PyTorch. The per-step losses must agree within 1e-4 relative (float32
-throughout; PyTorch sums in another order).
+throughout; PyTorch sums in another order), and the model `qn-run --save`
+writes, run by ONNX Runtime, must give the trained module's outputs within
+1e-4 of the largest.
 
     python3 test/e2e/test_train.py --bin build/bin [-k NAME] [--keep DIR]
 """
@@ -18,6 +20,7 @@ import sys
 import tempfile
 
 import numpy as np
+import onnxruntime as ort
 
 try:
     import torch
@@ -44,6 +47,9 @@ def torch_losses(module, x, y, batch, steps, opt_args):
     else:
         opt = torch.optim.AdamW(module.parameters(), lr=opt_args["lr"],
                                 weight_decay=opt_args.get("weight_decay", 0.01))
+    for pname, param in module.named_parameters():
+        if pname in opt_args.get("freeze", ()):
+            param.requires_grad_(False)
     losses = []
     n = x.shape[0]
     per_epoch = (n + batch - 1) // batch
@@ -68,7 +74,7 @@ def run(cmd):
     return p
 
 
-def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args):
+def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=None):
     plan = os.path.join(work, f"plan_tp{tp}")
     cmd = [os.path.join(bin_dir, "qn-compile"), onnx_path, "--tp", str(tp), "--train", "-o", plan,
            "--quiet", "--optimizer", opt_args["optimizer"], "--lr", str(opt_args["lr"])]
@@ -78,14 +84,30 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args):
         cmd += ["--weight-decay", str(opt_args["weight_decay"])]
     if opt_args.get("clip"):
         cmd += ["--clip-grad-norm", str(opt_args["clip"])]
+    if opt_args.get("freeze"):
+        cmd += ["--freeze", ",".join(opt_args["freeze"])]
     run(cmd)
     xs, ys = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
     np.save(xs, x)
     np.save(ys, y)
     log = os.path.join(work, f"loss_tp{tp}.csv")
-    run([os.path.join(bin_dir, "qn-run"), plan, "--train", "--nproc", str(tp), "--input",
-         f"input={xs}", "--input", f"labels={ys}", "--batch", str(batch), "--steps", str(steps),
-         "--loss-log", log, "--quiet"])
+    args = [plan, "--train", "--input", f"input={xs}", "--input", f"labels={ys}", "--batch",
+            str(batch), "--steps", str(steps), "--loss-log", log, "--quiet"]
+    args += ["--save", save] if save else []
+    qn_run = os.path.join(bin_dir, "qn-run")
+    if opt_args.get("torchrun") and tp > 1:
+        # Launched as torchrun does: one process per rank, RANK / WORLD_SIZE /
+        # MASTER_ADDR / MASTER_PORT in the environment.
+        port = str(29500 + os.getpid() % 20000)
+        procs = [subprocess.Popen([qn_run] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, env=dict(os.environ, RANK=str(r), WORLD_SIZE=str(tp),
+                                                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+                 for r in range(tp)]
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError("torchrun-style ranks failed:\n" + "\n".join(outs))
+    else:
+        run([qn_run, "--nproc", str(tp)] + args)
     data = np.loadtxt(log, delimiter=",", skiprows=1, ndmin=2)
     return data[:, 1]
 
@@ -110,6 +132,10 @@ CASES = {
                          50, 32, (1, 2, 4)),
     "mlp_adamw": ({"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01}, 50, 32, (1, 2, 4)),
     "mlp_sgd_clip": ({"optimizer": "sgd", "lr": 0.1, "clip": 0.5}, 20, 32, (1, 2)),
+    "mlp_sgd_frozen": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
+                        "freeze": ["fc1.weight", "fc1.bias"]}, 20, 32, (1, 2)),
+    "mlp_torchrun": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "torchrun": True},
+                     10, 32, (2,)),
     "block_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
     "block_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2, 4)),
 }
@@ -134,13 +160,22 @@ def main():
             onnx_path = os.path.join(work, name + ".onnx")
             export(module, torch.from_numpy(x[:2]), onnx_path)
             ref = torch_losses(module, x, y, batch, steps, opt_args)
+            # The trained module's outputs: what --save's file must give.
+            module.eval()
+            with torch.no_grad():
+                want = module(torch.from_numpy(x[:8])).numpy()
             for tp in tps:
                 ran += 1
-                got = qn_losses(args.bin, onnx_path, work, tp, x, y, batch, steps, opt_args)
+                saved = os.path.join(work, f"trained_tp{tp}.onnx")
+                got = qn_losses(args.bin, onnx_path, work, tp, x, y, batch, steps, opt_args, saved)
                 rel = np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-6))
-                ok = got.shape == ref.shape and rel <= RTOL
+                sess = ort.InferenceSession(saved, providers=["CPUExecutionProvider"])
+                out = sess.run(None, {"input": x[:8]})[0]
+                wrel = float(np.max(np.abs(out - want)) / np.max(np.abs(want)))
+                ok = got.shape == ref.shape and rel <= RTOL and wrel <= RTOL
                 print(f"{'PASS' if ok else 'FAIL'} {name} tp={tp}: {steps} steps, loss "
-                      f"{ref[0]:.4f} -> {ref[-1]:.4f}, max rel diff vs PyTorch {rel:.2e}")
+                      f"{ref[0]:.4f} -> {ref[-1]:.4f}, max rel diff vs PyTorch {rel:.2e}; "
+                      f"--save's model vs the trained module {wrel:.2e}")
                 if not ok:
                     failures += 1
                     for i, (a, b) in enumerate(zip(ref, got)):

@@ -51,6 +51,8 @@ struct PlanManifest {
   std::string planId;
   std::vector<std::string> rankModels, rankWeights;
   std::vector<PlanValue> inputs, outputs;
+  /// The model qn-compile read (an absolute path; may be gone by now).
+  std::string sourceModel;
   /// Set for a training plan.
   std::shared_ptr<TrainingManifest> training;
 };

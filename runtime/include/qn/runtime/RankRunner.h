@@ -78,6 +78,9 @@ struct RunOptions {
   int64_t shuffleSeed = -1;
   /// CSV of "step,loss" per step (rank 0).
   std::string lossLog;
+  /// After training: the source model (plan.json's source_model) with the
+  /// trained parameters, unsharded, written here by rank 0.
+  std::string saveModel;
 };
 
 /// Where a rank process meets its peers (torchrun's RANK, WORLD_SIZE,
