@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what QuintNet needs on a fresh Debian 12 machine (idempotent).
 # Debian packages: ONNX, Protobuf, Gloo, OpenBLAS, Boost.Context (the fibers of the CUDA
-# emulator, test/cudaemu/) (LLVM 14, GoogleTest, CUDA are preinstalled
+# emulator, test/cudaemu/), Fashion-MNIST (training's real data) (LLVM 14, GoogleTest, CUDA are preinstalled
 # on our machines but are listed too so a bare Debian 12 gets them).
 # Python (pyenv's python3): onnx, onnxruntime, numpy for the model generator, the
 # end-to-end reference and the benchmarks; lit for the regression suite; torch,
@@ -11,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 pkgs=(cmake g++ make libonnx-dev libprotobuf-dev protobuf-compiler libgloo-dev
       libopenblas-dev libdnnl-dev llvm-14-dev llvm-14-tools libgtest-dev pkg-config
-      libboost-context-dev)
+      libboost-context-dev dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -117,6 +117,11 @@ cl::opt<int64_t> shuffle("shuffle",
                          cl::desc("Shuffle the samples every epoch with this seed (default: "
                                   "file order); every rank draws the same order"),
                          cl::init(-1), cl::value_desc("SEED"), cl::cat(trainCategory));
+cl::list<std::string> evalArgs("eval",
+                               cl::desc("An evaluation dataset for a data input or the labels, as "
+                                        "--input; after every epoch the loss and accuracy on it "
+                                        "are printed. Repeatable"),
+                               cl::value_desc("NAME=FILE"), cl::cat(trainCategory));
 cl::opt<std::string> saveModel("save",
                                cl::desc("After training, write the source model with the trained "
                                         "parameters (unsharded) to this file: ONNX Runtime runs "
@@ -157,6 +162,7 @@ qn::rt::RunOptions runOptions(CommEngine comm) {
   o.shuffleSeed = shuffle;
   o.lossLog = lossLog;
   o.saveModel = saveModel;
+  o.evalInputs.assign(evalArgs.begin(), evalArgs.end());
   return o;
 }
 
@@ -216,8 +222,10 @@ int main(int argc, char **argv) {
     return error("--timeout must be positive");
   if (!train && (batch.getNumOccurrences() || epochs.getNumOccurrences() ||
                  steps.getNumOccurrences() || shuffle.getNumOccurrences() ||
-                 lossLog.getNumOccurrences() || saveModel.getNumOccurrences()))
-    return error("--batch, --epochs, --steps, --shuffle, --loss-log and --save need --train");
+                 lossLog.getNumOccurrences() || saveModel.getNumOccurrences() ||
+                 evalArgs.getNumOccurrences()))
+    return error("--batch, --epochs, --steps, --shuffle, --eval, --loss-log and --save need "
+                 "--train");
   if (train) {
     if ((epochs > 0) == (steps > 0) || epochs < 0 || steps < 0)
       return error("--train needs exactly one of --epochs N and --steps N (positive)");

@@ -217,6 +217,7 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                                          {"source_scale", s.sourceScale}});
     manifest["training"] = llvm::json::Object{
         {"loss", t->loss},
+        {"correct", t->correct},
         {"labels", t->labels},
         {"logits", t->logits},
         {"classes", t->classes},

@@ -300,6 +300,14 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   info->loss = e.op("Div", {e.op("Neg", {e.reduceSum(picked, {}, false, "loss_sum")}, "loss_neg"),
                             count},
                     "loss");
+  // Accuracy: samples whose target logit is the largest (ties count).
+  std::string best = e.reduce("ReduceMax", L, {-1}, false, L + "_max");
+  std::string target =
+      e.reduceSum(e.op("Mul", {onehot, L}, "target_logit_all"), {-1}, false, "target_logit");
+  info->correct = e.reduceSum(
+      e.op("Mul", {toFloat(e.op("Equal", {target, best}, "target_is_max"), "target_is_max_f"), valid},
+           "correct_each"),
+      {}, false, "correct");
   // d loss / d logits = (softmax * valid - onehot) / count
   std::string probs = e.op("Softmax", {L}, L + "_probs", {grad::iattr("axis", -1)});
   std::string dlogits = e.op(
@@ -502,6 +510,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
       *gp.add_input() = scalarInput(info->stepInput, onnx::TensorProto::FLOAT);
   }
   *gp.add_output() = scalarInput(info->loss, onnx::TensorProto::FLOAT);
+  *gp.add_output() = scalarInput(info->correct, onnx::TensorProto::FLOAT);
   for (const TrainState &s : info->state) {
     onnx::ValueInfoProto vi;
     vi.set_name(s.update);

@@ -144,6 +144,7 @@ llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef
     auto str = [&](llvm::StringRef key) { return t->getString(key).getValueOr("").str(); };
     auto num = [&](llvm::StringRef key) { return t->getNumber(key).getValueOr(0.0); };
     tm->loss = str("loss");
+    tm->correct = str("correct");
     tm->labels = str("labels");
     tm->logits = str("logits");
     tm->lrInput = str("lr_input");

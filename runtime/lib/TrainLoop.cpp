@@ -166,12 +166,26 @@ llvm::Expected<llvm::StringMap<Tensor>> RankRunner::readDatasets(const PlanManif
   if (!opts_.train)
     return fail("the plan in '" + opts_.planDir +
                 "' is a training plan: run it with --train (and --epochs or --steps)");
+  auto data = readDatasetList(plan, opts_.inputs, "--input");
+  if (!data || opts_.evalInputs.empty())
+    return data;
+  auto eval = readDatasetList(plan, opts_.evalInputs, "--eval");
+  if (!eval)
+    return eval.takeError();
+  for (auto &kv : *eval)
+    (*data)["eval/" + kv.getKey().str()] = std::move(kv.getValue());
+  return data;
+}
+
+llvm::Expected<llvm::StringMap<Tensor>>
+RankRunner::readDatasetList(const PlanManifest &plan, llvm::ArrayRef<std::string> args,
+                            llvm::StringRef flag) const {
   const TrainingManifest &t = *plan.training;
   llvm::StringMap<Tensor> data;
-  for (const std::string &arg : opts_.inputs) {
+  for (const std::string &arg : args) {
     auto [name, file] = llvm::StringRef(arg).split('=');
     if (name.empty() || file.empty())
-      return fail("--input '" + arg + "' is not NAME=FILE");
+      return fail(flag + " '" + arg + "' is not NAME=FILE");
     if (data.count(name))
       return fail("input '" + name + "' is given twice");
     auto d = loadDataset(file);
@@ -186,7 +200,7 @@ llvm::Expected<llvm::StringMap<Tensor>> RankRunner::readDatasets(const PlanManif
       continue;
     auto it = data.find(v.name);
     if (it == data.end())
-      return fail("missing --input " + v.name + "=FILE (" + v.describe() + " per sample" +
+      return fail("missing " + flag + " " + v.name + "=FILE (" + v.describe() + " per sample" +
                   (v.name == t.labels ? ", the labels" : "") +
                   "); a training plan takes a dataset file per data input and one for the labels");
     Tensor &d = it->second;
@@ -282,7 +296,19 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     stateBufs.push_back(*buf);
   }
 
-  const int64_t N = datasets.find(t.labels)->second.dim(0);
+  llvm::StringMap<Tensor> train, eval;
+  for (const auto &kv : datasets) {
+    llvm::StringRef key = kv.getKey();
+    if (key.consume_front("eval/"))
+      eval[key] = kv.getValue();
+    else
+      train[key] = kv.getValue();
+  }
+  int correctIdx = indexOf(t.correct);
+  if (!eval.empty() && correctIdx < 0)
+    return fail("--eval: the training plan has no accuracy output (recompile it with this "
+                "qn-compile)");
+  const int64_t N = train.find(t.labels)->second.dim(0);
   const int64_t B = opts_.batch;
   const int64_t perEpoch = (N + B - 1) / B;
   const int64_t total = opts_.steps > 0 ? opts_.steps : opts_.epochs * perEpoch;
@@ -327,6 +353,42 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     return llvm::Error::success();
   };
 
+  // Evaluation: the same step with a learning rate of 0 whose updates are
+  // not kept; loss weighted by each batch's counted labels.
+  auto evaluate = [&](int64_t step, int64_t epoch) -> llvm::Error {
+    const Tensor &labels = eval.find(t.labels)->second;
+    int64_t n = labels.dim(0), perSample = labels.numel() / n;
+    double lossSum = 0, correct = 0, counted = 0;
+    std::vector<int64_t> rows;
+    for (int64_t begin = 0; begin < n; begin += B) {
+      rows.clear();
+      for (int64_t i = begin; i < std::min(n, begin + B); ++i)
+        rows.push_back(i);
+      llvm::StringMap<Tensor> inputs;
+      for (const auto &kv : eval)
+        inputs[kv.getKey()] = gatherRows(kv.getValue(), rows);
+      inputs[t.lrInput] = scalarFloat(0.0);
+      if (!t.stepInput.empty())
+        inputs[t.stepInput] = scalarFloat(static_cast<double>(std::max<int64_t>(1, step)));
+      auto outs = run.run(inputs);
+      if (!outs)
+        return fail("--eval: " + llvm::toString(outs.takeError()));
+      const int64_t *l = labels.data<int64_t>() + begin * perSample;
+      double c = 0;
+      for (int64_t i = 0; i < static_cast<int64_t>(rows.size()) * perSample; ++i)
+        c += l[i] != t.ignoreIndex;
+      if (c > 0)
+        lossSum += *(*outs)[lossIdx].data<float>() * c;
+      correct += *(*outs)[correctIdx].data<float>();
+      counted += c;
+    }
+    say(llvm::formatv("eval after epoch {0} (step {1}): loss {2:F4}, accuracy {3:F2}% "
+                      "({4} samples)",
+                      epoch, step, counted ? lossSum / counted : NAN,
+                      counted ? 100.0 * correct / counted : NAN, n));
+    return llvm::Error::success();
+  };
+
   say(llvm::formatv("training: {0} samples, batch {1}, {2} steps ({3} per epoch), {4} {5}, "
                     "{6} ranks",
                     N, B, total, perEpoch, t.optimizer, t.schedule, world));
@@ -351,7 +413,7 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     int64_t begin = pos * B, end = std::min(N, begin + B);
     llvm::ArrayRef<int64_t> rows(order.data() + begin, order.data() + end);
     llvm::StringMap<Tensor> inputs;
-    for (const auto &kv : datasets)
+    for (const auto &kv : train)
       inputs[kv.getKey()] = gatherRows(kv.getValue(), rows);
     inputs[t.lrInput] = scalarFloat(t.lrAt(step + 1, total));
     if (!t.stepInput.empty())
@@ -389,9 +451,13 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
                         epoch + 1, epochs, step + 1, total, loss, epochLoss / epochSteps, rate,
                         eta));
     }
-    if (epochEnd)
+    if (epochEnd) {
       if (auto err = checkReplicas(step + 1))
         return err;
+      if (!eval.empty())
+        if (auto err = evaluate(step + 1, epoch + 1))
+          return err;
+    }
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   say(llvm::formatv("trained {0} steps in {1:F2} s ({2:F0} samples/s)", total, secs,

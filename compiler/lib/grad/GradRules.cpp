@@ -123,9 +123,16 @@ std::string Emitter::reduceSum(const std::string &x, llvm::ArrayRef<int64_t> axe
 
 std::string Emitter::reduceMean(const std::string &x, llvm::ArrayRef<int64_t> axes, bool keepdims,
                                 llvm::StringRef base) {
+  return reduce("ReduceMean", x, axes, keepdims, base);
+}
+
+std::string Emitter::reduce(llvm::StringRef opType, const std::string &x,
+                            llvm::ArrayRef<int64_t> axes, bool keepdims, llvm::StringRef base) {
+  if (opType == "ReduceSum")
+    return reduceSum(x, axes, keepdims, base);
   if (opset() >= 18)
-    return op("ReduceMean", {x, ints("axes", axes)}, base, {iattr("keepdims", keepdims)});
-  return op("ReduceMean", {x}, base, {iattr("keepdims", keepdims), iattrs("axes", axes)});
+    return op(opType, {x, ints("axes", axes)}, base, {iattr("keepdims", keepdims)});
+  return op(opType, {x}, base, {iattr("keepdims", keepdims), iattrs("axes", axes)});
 }
 
 std::string Emitter::unsqueeze(const std::string &x, llvm::ArrayRef<int64_t> axes,

@@ -46,6 +46,9 @@ public:
                         llvm::StringRef base);
   std::string reduceMean(const std::string &x, llvm::ArrayRef<int64_t> axes, bool keepdims,
                          llvm::StringRef base);
+  /// ReduceMean, ReduceMax, ...: axes an attribute before opset 18.
+  std::string reduce(llvm::StringRef op, const std::string &x, llvm::ArrayRef<int64_t> axes,
+                     bool keepdims, llvm::StringRef base);
   std::string unsqueeze(const std::string &x, llvm::ArrayRef<int64_t> axes, llvm::StringRef base);
   std::string squeeze(const std::string &x, llvm::ArrayRef<int64_t> axes, llvm::StringRef base);
   std::string transpose(const std::string &x, llvm::ArrayRef<int64_t> perm, llvm::StringRef base);

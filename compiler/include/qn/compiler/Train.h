@@ -56,6 +56,8 @@ struct TrainState {
 /// What the runtime needs of a training plan (plan.json "training").
 struct TrainingInfo {
   std::string loss, labels, logits, lrInput, stepInput;
+  /// Output: how many samples' target logit is the largest (accuracy).
+  std::string correct;
   int64_t classes = 0, ignoreIndex = -100;
   TrainOptions options;
   std::vector<TrainState> state;

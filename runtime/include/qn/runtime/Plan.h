@@ -37,6 +37,8 @@ struct TrainingManifest {
     double sourceScale = 1.0;
   };
   std::string loss, labels, logits, lrInput, stepInput, optimizer, schedule;
+  /// Output: the batch's correctly classified samples (for --eval).
+  std::string correct;
   int64_t classes = 0, ignoreIndex = -100, warmupSteps = 0;
   double lr = 0, momentum = 0, weightDecay = 0, clipGradNorm = 0;
   std::vector<State> state;

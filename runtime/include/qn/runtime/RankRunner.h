@@ -76,6 +76,9 @@ struct RunOptions {
   int64_t epochs = 0, steps = 0;
   /// Shuffle the samples every epoch with this seed (-1: in file order).
   int64_t shuffleSeed = -1;
+  /// Evaluation datasets ("NAME=FILE", as `inputs`): after every epoch (and
+  /// at the end) rank 0 prints their mean loss and accuracy.
+  std::vector<std::string> evalInputs;
   /// CSV of "step,loss" per step (rank 0).
   std::string lossLog;
   /// After training: the source model (plan.json's source_model) with the
@@ -123,7 +126,11 @@ private:
   llvm::Error trainRank(int rank, int world, const PlanManifest &plan,
                         const llvm::StringMap<Tensor> &datasets, Communicator *comm,
                         RankProgram program);
+  /// The training datasets, and the evaluation ones under "eval/NAME".
   llvm::Expected<llvm::StringMap<Tensor>> readDatasets(const PlanManifest &plan) const;
+  llvm::Expected<llvm::StringMap<Tensor>> readDatasetList(const PlanManifest &plan,
+                                                          llvm::ArrayRef<std::string> args,
+                                                          llvm::StringRef flag) const;
   llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vector<Tensor> &outs,
                            const std::vector<bool> &which, const std::vector<std::string> &suffix);
   int gpuOf(int rank) const;
