@@ -122,6 +122,20 @@ cl::list<std::string> evalArgs("eval",
                                         "--input; after every epoch the loss and accuracy on it "
                                         "are printed. Repeatable"),
                                cl::value_desc("NAME=FILE"), cl::cat(trainCategory));
+cl::opt<std::string> checkpointDir(
+    "checkpoint",
+    cl::desc("Write checkpoints here (each rank's parameters and optimizer state, and the "
+             "step), every --checkpoint-every steps and after the last"),
+    cl::value_desc("DIR"), cl::cat(trainCategory));
+cl::opt<int64_t> checkpointEvery("checkpoint-every",
+                                 cl::desc("Steps between checkpoints (default: only after the "
+                                          "last step)"),
+                                 cl::init(0), cl::value_desc("K"), cl::cat(trainCategory));
+cl::opt<std::string> resumeDir("resume",
+                               cl::desc("Continue from the latest checkpoint in DIR (same plan, "
+                                        "--batch and --shuffle); the loss trace continues as "
+                                        "if never interrupted"),
+                               cl::value_desc("DIR"), cl::cat(trainCategory));
 cl::opt<std::string> saveModel("save",
                                cl::desc("After training, write the source model with the trained "
                                         "parameters (unsharded) to this file: ONNX Runtime runs "
@@ -162,6 +176,9 @@ qn::rt::RunOptions runOptions(CommEngine comm) {
   o.shuffleSeed = shuffle;
   o.lossLog = lossLog;
   o.saveModel = saveModel;
+  o.checkpointDir = checkpointDir;
+  o.checkpointEvery = checkpointEvery;
+  o.resumeDir = resumeDir;
   o.evalInputs.assign(evalArgs.begin(), evalArgs.end());
   return o;
 }
@@ -223,9 +240,12 @@ int main(int argc, char **argv) {
   if (!train && (batch.getNumOccurrences() || epochs.getNumOccurrences() ||
                  steps.getNumOccurrences() || shuffle.getNumOccurrences() ||
                  lossLog.getNumOccurrences() || saveModel.getNumOccurrences() ||
-                 evalArgs.getNumOccurrences()))
-    return error("--batch, --epochs, --steps, --shuffle, --eval, --loss-log and --save need "
-                 "--train");
+                 evalArgs.getNumOccurrences() || checkpointDir.getNumOccurrences() ||
+                 checkpointEvery.getNumOccurrences() || resumeDir.getNumOccurrences()))
+    return error("--batch, --epochs, --steps, --shuffle, --eval, --loss-log, --save, "
+                 "--checkpoint, --checkpoint-every and --resume need --train");
+  if (checkpointEvery < 0 || (checkpointEvery > 0 && checkpointDir.empty()))
+    return error("--checkpoint-every needs --checkpoint DIR and a positive number of steps");
   if (train) {
     if ((epochs > 0) == (steps > 0) || epochs < 0 || steps < 0)
       return error("--train needs exactly one of --epochs N and --steps N (positive)");

@@ -118,6 +118,9 @@ struct Autodiff {
                     llvm::join(rules.ops(), ", "));
       llvm::SmallVector<bool, 4> wants(wantsStore.begin(), wantsStore.end());
       e.setScope(n.label());
+      if (const Value *o = n.outputs.empty() ? nullptr : n.outputs[0];
+          o && (o->elemType == onnx::TensorProto::FLOAT || o->elemType == onnx::TensorProto::DOUBLE))
+        e.setType(o->elemType);
       grad::GradContext ctx{g, outGrads, wants, e};
       grad::GradResult res;
       if (auto err = rule->rule(ctx, n, res))
@@ -221,10 +224,12 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
                   llvm::join(names, ", "));
     }
   }
-  if (logits->elemType != onnx::TensorProto::FLOAT || !logits->hasShape || logits->rank() < 2 ||
-      logits->dimSize(-1) <= 0)
+  bool floatLogits = logits->elemType == onnx::TensorProto::FLOAT ||
+                     logits->elemType == onnx::TensorProto::DOUBLE;
+  if (!floatLogits || !logits->hasShape || logits->rank() < 2 || logits->dimSize(-1) <= 0)
     return fail("logits '" + logits->name +
-                "' must be float32 of rank >= 2 with a static class axis (last); got " +
+                "' must be float32 or float64 of rank >= 2 with a static class axis (last); "
+                "got " +
                 elemTypeName(logits->elemType) +
                 (logits->hasShape ? " of rank " + std::to_string(logits->rank()) : ""));
   const int64_t C = logits->dimSize(-1);
@@ -242,7 +247,9 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   llvm::DenseSet<const Value *> seen;
   for (const auto &np : g.nodes)
     for (const Value *v : np->inputs) {
-      if (!v || !v->constant || v->elemType != onnx::TensorProto::FLOAT || !seen.insert(v).second)
+      if (!v || !v->constant ||
+          (v->elemType != onnx::TensorProto::FLOAT && v->elemType != onnx::TensorProto::DOUBLE) ||
+          !seen.insert(v).second)
         continue;
       bool isSource = source.contains(v->name) || paramSource.count(v->name);
       std::string src = paramSource.count(v->name) ? paramSource[v->name].first : v->name;
@@ -260,6 +267,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   info->logits = logits->name;
   grad::Emitter e(g, "");
   e.setScope("qn/loss");
+  e.setType(logits->elemType);
   auto freshInput = [&](llvm::StringRef base) {
     std::string name = g.uniqueName(base);
     g.getOrCreate(name);
@@ -275,7 +283,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     return fail("--train needs a model of opset 13 or newer (this one is opset " +
                 llvm::Twine(opset) + ")");
   auto toFloat = [&](const std::string &x, llvm::StringRef base) {
-    return e.op("Cast", {x}, base, {grad::iattr("to", onnx::TensorProto::FLOAT)});
+    return e.op("Cast", {x}, base, {grad::iattr("to", logits->elemType)});
   };
   std::string logp = e.op("LogSoftmax", {L}, L + "_logp", {grad::iattr("axis", -1)});
   std::string valid = toFloat(
@@ -357,8 +365,21 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     pinOf[p->name] = pl;
   }
 
-  // 4. The optimizer.
+  // 4. The optimizer, in the parameters' element type (the lr and step
+  // inputs are float32, cast where the parameters are float64).
   e.setScope("qn/optimizer");
+  const int32_t ptype = grads[0].first->elemType;
+  for (const auto &[p, gpName] : grads)
+    if (p->elemType != ptype)
+      return fail("training: parameters '" + grads[0].first->name + "' (" +
+                  elemTypeName(ptype) + ") and '" + p->name + "' (" + elemTypeName(p->elemType) +
+                  ") differ in element type; mixed precision is not supported yet");
+  e.setType(ptype);
+  auto asParamType = [&](const std::string &x) {
+    return ptype == onnx::TensorProto::FLOAT
+               ? x
+               : e.op("Cast", {x}, x + "_cast", {grad::iattr("to", ptype)});
+  };
   const TrainOptions &o = topts;
   double wd = std::isnan(o.weightDecay) ? (o.optimizer == OptimizerKind::AdamW ? 1e-2 : 0.0)
                                         : o.weightDecay;
@@ -388,7 +409,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     for (auto &[p, gp] : grads)
       gp = e.op("Mul", {gp, coef}, p->name + "_grad_clipped");
   }
-  const std::string &lr = info->lrInput;
+  const std::string lr = asParamType(info->lrInput);
   std::vector<onnx::TensorProto> stateInits;
   auto addState = [&](const Value *p, llvm::StringRef kind) {
     std::string name = g.uniqueName(p->name + "__" + kind.str());
@@ -416,7 +437,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     std::string decay, stepSize, bc2Sqrt;
   } adam;
   if (o.optimizer == OptimizerKind::AdamW) {
-    const std::string &step = info->stepInput;
+    const std::string step = asParamType(info->stepInput);
     std::string one = e.scalar("one", 1.0);
     adam.decay = e.op("Sub", {one, e.op("Mul", {lr, e.scalar("weight_decay", wd)}, "lr_wd")},
                       "decay_factor");
@@ -509,13 +530,13 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     if (!info->stepInput.empty())
       *gp.add_input() = scalarInput(info->stepInput, onnx::TensorProto::FLOAT);
   }
-  *gp.add_output() = scalarInput(info->loss, onnx::TensorProto::FLOAT);
-  *gp.add_output() = scalarInput(info->correct, onnx::TensorProto::FLOAT);
+  *gp.add_output() = scalarInput(info->loss, logits->elemType);
+  *gp.add_output() = scalarInput(info->correct, logits->elemType);
   for (const TrainState &s : info->state) {
     onnx::ValueInfoProto vi;
     vi.set_name(s.update);
     auto *tt = vi.mutable_type()->mutable_tensor_type();
-    tt->set_elem_type(onnx::TensorProto::FLOAT);
+    tt->set_elem_type(g.lookup(s.param)->elemType);
     auto *shape = tt->mutable_shape();
     for (int64_t d : g.lookup(s.param)->constant->dims())
       shape->add_dim()->set_dim_value(d);

@@ -22,6 +22,8 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SHA256.h"
@@ -155,6 +157,143 @@ llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
     return fail("--save '" + path + "': " + ec.message());
   }
   return llvm::Error::success();
+}
+
+std::string joinPath(llvm::StringRef a, llvm::StringRef b) {
+  llvm::SmallString<256> p(a);
+  llvm::sys::path::append(p, b);
+  return std::string(p);
+}
+
+llvm::Error writeFileAtomically(const std::string &path, llvm::StringRef bytes) {
+  std::string tmp = path + ".qn-tmp";
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(tmp, ec);
+    if (ec)
+      return fail("cannot write '" + tmp + "': " + ec.message());
+    os << bytes;
+    os.close();
+    if (os.has_error())
+      return fail("cannot write '" + tmp + "'");
+  }
+  if (auto ec = llvm::sys::fs::rename(tmp, path))
+    return fail("cannot rename '" + tmp + "': " + ec.message());
+  return llvm::Error::success();
+}
+
+/// What a checkpoint records besides the state (the data position is the
+/// step: batches and order follow from it, the batch size and the seed).
+struct CheckpointInfo {
+  std::string planId;
+  int64_t step = 0, batch = 0, shuffleSeed = -1;
+  std::vector<std::pair<std::string, int64_t>> state; // name, bytes per rank
+};
+
+/// Every rank writes DIR/step-S.tmp/rankK.bin (its state buffers in plan
+/// order); after all have (a barrier), rank 0 writes the manifest, renames
+/// the folder to DIR/step-S and points DIR/latest at it. A rank killed
+/// before the rename leaves the previous checkpoint the latest.
+llvm::Error writeCheckpoint(const std::string &dir, int rank, int world, Communicator *comm,
+                            const CheckpointInfo &info, const std::vector<Tensor> &bufs) {
+  std::string name = "step-" + std::to_string(info.step);
+  std::string tmpDir = joinPath(dir, name + ".tmp"), finalDir = joinPath(dir, name);
+  if (auto ec = llvm::sys::fs::create_directories(tmpDir))
+    return fail("--checkpoint '" + dir + "': " + ec.message());
+  std::string bytes;
+  for (const Tensor &t : bufs)
+    bytes.append(static_cast<const char *>(t.raw()), t.nbytes());
+  if (auto err = writeFileAtomically(joinPath(tmpDir, "rank" + std::to_string(rank) + ".bin"),
+                                     bytes))
+    return fail("--checkpoint: " + llvm::toString(std::move(err)));
+  auto barrier = [&](llvm::StringRef what) -> llvm::Error {
+    if (!comm || world < 2)
+      return llvm::Error::success();
+    auto all = comm->exchange(("qn/ckpt/" + what + "/" + name).str(), "ok");
+    return all ? llvm::Error::success() : all.takeError();
+  };
+  if (auto err = barrier("written"))
+    return err;
+  if (rank == 0) {
+    llvm::json::Array state;
+    for (const auto &[n, b] : info.state)
+      state.push_back(llvm::json::Object{{"name", n}, {"bytes", b}});
+    llvm::json::Object m{{"format", "quintnet-checkpoint"},
+                         {"plan_id", info.planId},
+                         {"step", info.step},
+                         {"batch", info.batch},
+                         {"shuffle_seed", info.shuffleSeed},
+                         {"world_size", world},
+                         {"state", std::move(state)}};
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << llvm::formatv("{0:2}", llvm::json::Value(std::move(m))) << "\n";
+    os.flush();
+    if (auto err = writeFileAtomically(joinPath(tmpDir, "checkpoint.json"), text))
+      return fail("--checkpoint: " + llvm::toString(std::move(err)));
+    llvm::sys::fs::remove_directories(finalDir); // a stale one from an earlier run
+    if (auto ec = llvm::sys::fs::rename(tmpDir, finalDir))
+      return fail("--checkpoint: cannot rename '" + tmpDir + "': " + ec.message());
+    if (auto err = writeFileAtomically(joinPath(dir, "latest"), name + "\n"))
+      return fail("--checkpoint: " + llvm::toString(std::move(err)));
+  }
+  return barrier("renamed");
+}
+
+/// Reads this rank's state from the latest checkpoint in `dir` into `bufs`
+/// after checking it belongs to this plan and run; returns its step.
+llvm::Expected<int64_t> readCheckpoint(const std::string &dir, int rank, int world,
+                                       const CheckpointInfo &want,
+                                       std::vector<Tensor> &bufs) {
+  auto latest = llvm::MemoryBuffer::getFile(joinPath(dir, "latest"));
+  if (!latest)
+    return fail("--resume '" + dir + "': no checkpoint there (no 'latest' file)");
+  std::string name = llvm::StringRef((*latest)->getBuffer()).trim().str();
+  if (name.empty() || name.find('/') != std::string::npos || name.find("..") != std::string::npos)
+    return fail("--resume '" + dir + "': 'latest' does not name a checkpoint folder");
+  std::string ck = joinPath(dir, name);
+  auto text = llvm::MemoryBuffer::getFile(joinPath(ck, "checkpoint.json"));
+  if (!text)
+    return fail("--resume: cannot read '" + joinPath(ck, "checkpoint.json") + "'");
+  auto json = llvm::json::parse((*text)->getBuffer());
+  const llvm::json::Object *o = json ? json->getAsObject() : nullptr;
+  if (!json)
+    llvm::consumeError(json.takeError());
+  if (!o || o->getString("format") != llvm::Optional<llvm::StringRef>("quintnet-checkpoint"))
+    return fail("--resume: '" + ck + "' is not a QuintNet checkpoint");
+  std::string planId = o->getString("plan_id").getValueOr("").str();
+  if (planId != want.planId)
+    return fail("--resume: the checkpoint '" + ck + "' belongs to plan " +
+                planId.substr(0, 12) + ", not to this plan " + want.planId.substr(0, 12));
+  if (o->getInteger("world_size").getValueOr(-1) != world)
+    return fail("--resume: the checkpoint '" + ck + "' was written by " +
+                llvm::Twine(o->getInteger("world_size").getValueOr(-1)) + " ranks, not " +
+                llvm::Twine(world));
+  if (o->getInteger("batch").getValueOr(-1) != want.batch ||
+      o->getInteger("shuffle_seed").getValueOr(-2) != want.shuffleSeed)
+    return fail("--resume: the checkpoint '" + ck + "' was written with --batch " +
+                llvm::Twine(o->getInteger("batch").getValueOr(-1)) + " and --shuffle " +
+                llvm::Twine(o->getInteger("shuffle_seed").getValueOr(-2)) +
+                "; resume with the same to continue exactly");
+  int64_t step = o->getInteger("step").getValueOr(-1);
+  const llvm::json::Array *state = o->getArray("state");
+  if (step < 0 || !state || state->size() != want.state.size())
+    return fail("--resume: '" + ck + "' does not hold this plan's training state");
+  auto bin = llvm::MemoryBuffer::getFile(joinPath(ck, "rank" + std::to_string(rank) + ".bin"));
+  if (!bin)
+    return fail("--resume: '" + ck + "' has no file for rank " + llvm::Twine(rank));
+  size_t off = 0;
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    size_t n = bufs[i].nbytes();
+    if (off + n > (*bin)->getBufferSize())
+      return fail("--resume: '" + ck + "/rank" + llvm::Twine(rank) + ".bin' is truncated");
+    std::memcpy(bufs[i].raw(), (*bin)->getBufferStart() + off, n);
+    off += n;
+  }
+  if (off != (*bin)->getBufferSize())
+    return fail("--resume: '" + ck + "/rank" + llvm::Twine(rank) +
+                ".bin' does not match this plan's state sizes");
+  return step;
 }
 
 } // namespace
@@ -396,9 +535,26 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
   auto lastPrint = start;
   double epochLoss = 0;
   int64_t epochSteps = 0, samplesDone = 0;
-  for (int64_t step = 0; step < total; ++step) {
+  CheckpointInfo ckInfo;
+  ckInfo.planId = plan.planId;
+  ckInfo.batch = B;
+  ckInfo.shuffleSeed = opts_.shuffleSeed;
+  for (const TrainingManifest::State &st : t.state)
+    ckInfo.state.push_back({st.name, 0});
+  int64_t firstStep = 0;
+  if (!opts_.resumeDir.empty()) {
+    auto resumed = readCheckpoint(opts_.resumeDir, rank, world, ckInfo, stateBufs);
+    if (!resumed)
+      return resumed.takeError();
+    firstStep = *resumed;
+    if (firstStep >= total)
+      return fail("--resume: the checkpoint is at step " + llvm::Twine(firstStep) +
+                  ", not before the last step " + llvm::Twine(total));
+    say(llvm::formatv("resumed from step {0} ({1})", firstStep, opts_.resumeDir));
+  }
+  for (int64_t step = firstStep; step < total; ++step) {
     int64_t epoch = step / perEpoch, pos = step % perEpoch;
-    if (pos == 0) {
+    if (pos == 0 || step == firstStep) {
       std::iota(order.begin(), order.end(), 0);
       if (opts_.shuffleSeed >= 0) {
         // Seeded by (seed, epoch) alone: a resumed run draws the same order.
@@ -451,9 +607,18 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
                         epoch + 1, epochs, step + 1, total, loss, epochLoss / epochSteps, rate,
                         eta));
     }
-    if (epochEnd) {
+    bool checkpoint = !opts_.checkpointDir.empty() &&
+                      ((opts_.checkpointEvery > 0 && (step + 1) % opts_.checkpointEvery == 0) ||
+                       step + 1 == total);
+    if (epochEnd || checkpoint)
       if (auto err = checkReplicas(step + 1))
         return err;
+    if (checkpoint) {
+      ckInfo.step = step + 1;
+      if (auto err = writeCheckpoint(opts_.checkpointDir, rank, world, comm, ckInfo, stateBufs))
+        return err;
+    }
+    if (epochEnd) {
       if (!eval.empty())
         if (auto err = evaluate(step + 1, epoch + 1))
           return err;

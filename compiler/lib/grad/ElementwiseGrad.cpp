@@ -85,7 +85,7 @@ llvm::Error relu(const GradContext &ctx, const Node &n, GradResult &r) {
   Emitter &e = ctx.e;
   const std::string &y = n.outputs[0]->name;
   std::string mask = e.op("Greater", {y, e.scalar("zero", 0.0)}, y + "_positive");
-  return scaleBy(ctx, n, r, e.op("Cast", {mask}, y + "_mask", {iattr("to", onnx::TensorProto::FLOAT)}));
+  return scaleBy(ctx, n, r, e.op("Cast", {mask}, y + "_mask", {iattr("to", e.type())}));
 }
 
 llvm::Error tanh(const GradContext &ctx, const Node &n, GradResult &r) {
@@ -150,8 +150,13 @@ llvm::Error erf(const GradContext &ctx, const Node &n, GradResult &r) {
 llvm::Error pow(const GradContext &ctx, const Node &n, GradResult &r) {
   Emitter &e = ctx.e;
   const Value *x = n.inputs[0], *p = n.inputs[1];
-  if (ctx.want(1))
-    return fail("Pow '" + n.label() + "': the gradient of a trainable exponent is not supported");
+  if (ctx.want(1)) // d x^p / dp = x^p ln x
+    r.set(1,
+          e.op("Mul", {gyOf(ctx), e.op("Mul", {n.outputs[0]->name,
+                                               e.op("Log", {x->name}, x->name + "_log")},
+                                       x->name + "_dpow_dp")},
+               p->name + "_grad"),
+          true);
   if (!ctx.want(0))
     return llvm::Error::success();
   // d x^p = p x^(p-1)

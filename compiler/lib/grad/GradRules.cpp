@@ -95,6 +95,8 @@ std::string Emitter::ints(llvm::StringRef base, llvm::ArrayRef<int64_t> values) 
 }
 
 std::string Emitter::scalar(llvm::StringRef base, double value, int32_t type) {
+  if (type == 0)
+    type = type_;
   onnx::TensorProto t;
   t.set_name(base.str());
   t.set_data_type(type);

@@ -36,8 +36,12 @@ public:
                  llvm::StringRef outBase, std::vector<onnx::AttributeProto> attrs = {});
   /// Constants: an int64 vector, a 0-d float of the element type `type`.
   std::string ints(llvm::StringRef base, llvm::ArrayRef<int64_t> values);
-  std::string scalar(llvm::StringRef base, double value,
-                     int32_t type = onnx::TensorProto::FLOAT);
+  /// A 0-d constant of element type `type` (0: the current type, below).
+  std::string scalar(llvm::StringRef base, double value, int32_t type = 0);
+  /// The element type of the values being differentiated (float or double):
+  /// the type of scalar() constants and casts of masks.
+  void setType(int32_t type) { type_ = type; }
+  int32_t type() const { return type_; }
   /// Adds a ready-made constant (its name is made fresh); returns the name.
   std::string constant(onnx::TensorProto t);
 
@@ -62,6 +66,7 @@ private:
   Graph &g_;
   std::string prefix_, scope_;
   unsigned counter_ = 0;
+  int32_t type_ = onnx::TensorProto::FLOAT;
 };
 
 onnx::AttributeProto iattr(llvm::StringRef name, int64_t v);

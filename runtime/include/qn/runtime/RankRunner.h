@@ -81,6 +81,13 @@ struct RunOptions {
   std::vector<std::string> evalInputs;
   /// CSV of "step,loss" per step (rank 0).
   std::string lossLog;
+  /// Checkpoints: every `checkpointEvery` steps (and after the last) each
+  /// rank writes its state to DIR/step-S/rankK.bin and rank 0 a manifest,
+  /// written aside and renamed, then DIR/latest names it.
+  std::string checkpointDir;
+  int64_t checkpointEvery = 0;
+  /// Continue from the latest checkpoint in this folder.
+  std::string resumeDir;
   /// After training: the source model (plan.json's source_model) with the
   /// trained parameters, unsharded, written here by rank 0.
   std::string saveModel;

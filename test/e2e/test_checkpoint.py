@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Checkpoints of qn-run --train: exact resume, a killed rank, refusals.
+
+1. Exact resume: a 2-rank run of 24 steps writes checkpoints every 8 steps;
+   `latest` is pointed back at step 8 (what a run stopped after step 8
+   leaves: checkpoints are written aside and renamed) and a second run
+   resumes from it. Its loss trace must equal the uninterrupted one's steps
+   9..24 bit for bit, and both --save files must be byte-identical.
+2. A killed rank: rank 1 of a long torchrun-style run is killed after the
+   first checkpoints; rank 0 must stop with an error, and the latest
+   checkpoint must be complete and resumable.
+3. Refusals: a checkpoint of another plan, another --batch.
+
+    python3 test/e2e/test_checkpoint.py --bin build/bin
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL = os.path.join(ROOT, "models", "train", "mlp_mnist.onnx")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin", required=True)
+    args = ap.parse_args()
+    qc, qr = os.path.join(args.bin, "qn-compile"), os.path.join(args.bin, "qn-run")
+    failures = []
+
+    def check(ok, what):
+        print(f"{'PASS' if ok else 'FAIL'} {what}")
+        if not ok:
+            failures.append(what)
+
+    with tempfile.TemporaryDirectory(prefix="qn_ckpt_") as w:
+        rng = np.random.default_rng(0)
+        np.save(f"{w}/x.npy", rng.standard_normal((200, 784)).astype(np.float32))
+        np.save(f"{w}/y.npy", rng.integers(0, 10, 200).astype(np.int64))
+        subprocess.run([qc, MODEL, "--tp", "2", "--train", "--optimizer", "adamw", "--lr", "1e-3",
+                        "-o", f"{w}/plan", "--quiet"], check=True)
+        common = [f"{w}/plan", "--train", "--nproc", "2", "--input", f"input={w}/x.npy", "--input",
+                  f"labels={w}/y.npy", "--batch", "32", "--steps", "24", "--shuffle", "5", "--quiet"]
+
+        # 1. Exact resume.
+        subprocess.run([qr] + common + ["--checkpoint", f"{w}/ck", "--checkpoint-every", "8",
+                                        "--loss-log", f"{w}/full.csv", "--save", f"{w}/full.onnx"],
+                       check=True)
+        with open(f"{w}/ck/latest") as f:
+            check(f.read().strip() == "step-24", "the last checkpoint is the latest")
+        with open(f"{w}/ck/latest", "w") as f:
+            f.write("step-8\n")
+        p = subprocess.run([qr] + common + ["--resume", f"{w}/ck", "--loss-log", f"{w}/resumed.csv",
+                                            "--save", f"{w}/resumed.onnx"],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, "resume from step 8 runs" + ("" if p.returncode == 0 else ": " + p.stderr))
+        full = open(f"{w}/full.csv").read().splitlines()[1:]
+        resumed = open(f"{w}/resumed.csv").read().splitlines()[1:] if p.returncode == 0 else []
+        check(resumed == full[8:] and len(resumed) == 16,
+              "the loss trace after the resume equals the uninterrupted one bit for bit (steps 9-24)")
+        same = p.returncode == 0 and open(f"{w}/full.onnx", "rb").read() == open(f"{w}/resumed.onnx", "rb").read()
+        check(same, "--save after the resume is byte-identical to the uninterrupted run's")
+
+        # 3. Refusals.
+        subprocess.run([qc, MODEL, "--tp", "2", "--train", "--lr", "0.5", "-o", f"{w}/other",
+                        "--quiet"], check=True)
+        p = subprocess.run([qr, f"{w}/other"] + common[1:] + ["--resume", f"{w}/ck"],
+                           capture_output=True, text=True)
+        line = lambda text, key: next((x for x in text.splitlines() if key in x), "(no message)")  # noqa: E731
+        check(p.returncode != 0 and "belongs to plan" in p.stderr,
+              "a checkpoint of another plan is refused: " + line(p.stderr, "belongs to plan"))
+        bad = [a if a != "32" else "16" for a in common]
+        p = subprocess.run([qr] + bad + ["--resume", f"{w}/ck"], capture_output=True, text=True)
+        check(p.returncode != 0 and "--batch 32" in p.stderr,
+              "another --batch is refused: " + line(p.stderr, "--batch 32"))
+
+        # 2. A killed rank (torchrun-style processes, so one can be killed).
+        long = [a if a != "24" else "200000" for a in common if a not in ("--nproc", "2")]
+        env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(31000 + os.getpid() % 20000))
+        procs = [subprocess.Popen([qr] + long + ["--checkpoint", f"{w}/ck2", "--checkpoint-every", "50",
+                                                 "--timeout", "10"],
+                                  env=dict(env, RANK=str(r)), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in range(2)]
+        deadline = time.time() + 60
+        while time.time() < deadline and not os.path.exists(f"{w}/ck2/step-150"):
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGKILL)
+        t0 = time.time()
+        try:
+            _, err0 = procs[0].communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            procs[0].kill()
+            err0 = "(rank 0 did not stop within 60 s)"
+        stopped = time.time() - t0
+        check(procs[0].returncode not in (0, None),
+              f"rank 0 stops with an error {stopped:.1f} s after rank 1 was killed: "
+              + (err0.strip().splitlines() or ["(no message)"])[-1])
+        latest = open(f"{w}/ck2/latest").read().strip()
+        files = sorted(os.listdir(f"{w}/ck2/{latest}"))
+        check(files == ["checkpoint.json", "rank0.bin", "rank1.bin"],
+              f"the latest checkpoint ({latest}) is complete: {files}")
+        short = [a if a != "200000" else str(int(latest.split('-')[1]) + 10) for a in long]
+        p = subprocess.run([qr, "--nproc", "2"] + short + ["--resume", f"{w}/ck2"],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, "the run resumes from it" + ("" if p.returncode == 0 else ": " + p.stderr))
+    print(f"test_checkpoint: {'all passed' if not failures else str(len(failures)) + ' failed'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
