@@ -33,10 +33,13 @@ def rnd(rng, *shape, positive=False):
     return np.abs(a) + 0.5 if positive else a
 
 
-def case(name, nodes, params, x_shape, extra_inits=(), opset=17, x_positive=False, dtype=D):
+def case(name, nodes, params, x_shape, extra_inits=(), opset=17, x_positive=False, dtype=D,
+         x_int=False):
     """nodes produce 'logits' from input 'x' and the params (name -> array).
-    dtype float32 only where ONNX Runtime has no float64 kernel (Erf)."""
-    return name, nodes, params, x_shape, list(extra_inits), opset, x_positive, dtype
+    dtype float32 only where ONNX Runtime has no float64 kernel (Erf);
+    x_int: x holds small integers (ids for a Gather, cast in the graph)."""
+    return (name, nodes, params, x_shape, list(extra_inits), opset,
+            "int" if x_int else x_positive, dtype)
 
 
 def ints(name, vals):
@@ -124,6 +127,25 @@ def cases(rng):
              {"p": r(B, 2, 2)}, (B, 2, 2), [ints("shp", [B, C])]),
         case("flatten", [mk("Mul", ["x", "p"], ["a"]), mk("Flatten", ["a"], ["logits"], axis=1)],
              {"p": r(B, 2, 2)}, (B, 2, 2)),
+        case("gather_embedding", [mk("Cast", ["x"], ["xi"], to=TensorProto.INT64),
+                                  mk("Gather", ["E", "xi"], ["logits"], axis=0)],
+             {"E": r(5, C)}, (B,), x_int=True),
+        case("gather_embedding_3d_negative", [mk("Cast", ["x"], ["xi"], to=TensorProto.INT64),
+                                              mk("Sub", ["xi", "five"], ["xn"]),
+                                              mk("Gather", ["E", "xn"], ["g"], axis=0),
+                                              mk("ReduceSum", ["g", "ax1"], ["logits"], keepdims=0)],
+             {"E": r(5, C)}, (B, 2), [ints("five", [5]), ints("ax1", [1])], x_int=True),
+        case("gather_class_token", [mk("Mul", ["x", "p"], ["a"]), mk("Gather", ["a", "one"], ["logits"], axis=1)],
+             {"p": r(B, 3, C)}, (B, 3, C), [numpy_helper.from_array(np.array(1, dtype=np.int64), "one")]),
+        case("split_concat", [mk("Mul", ["x", "p"], ["a"]),
+                              mk("Split", ["a", "sp"], ["s1", "s2"], axis=1),
+                              mk("Tanh", ["s2"], ["t2"]),
+                              mk("Concat", ["t2", "s1", "q"], ["logits"], axis=1)],
+             {"p": r(B, 3), "q": r(B, 1)}, (B, 3), [ints("sp", [1, 2])]),
+        case("split_unused_output", [mk("Mul", ["x", "p"], ["a"]),
+                                     mk("Split", ["a", "sp"], ["s1", "s2"], axis=1),
+                                     mk("Concat", ["s2", "s2"], ["logits"], axis=1)],
+             {"p": r(B, 3)}, (B, 3), [ints("sp", [1, 2])]),
         case("squeeze_unsqueeze", [mk("Unsqueeze", ["p", "ax0"], ["u"]), mk("Mul", ["x", "u"], ["a"]),
                                    mk("Squeeze", ["a", "ax1"], ["logits"])],
              {"p": r(C)}, (B, 1, C), [ints("ax0", [0]), ints("ax1", [1])]),
@@ -166,7 +188,9 @@ def main():
                 print(f"FAIL {name}: qn-compile: {p.stderr.strip()}")
                 continue
             rank = onnx.load(os.path.join(plan, "rank0.onnx"))
-            feeds = {"x": rnd(rng, *x_shape, positive=x_pos).astype(npt),
+            xv = (rng.integers(0, 5, x_shape).astype(npt) if x_pos == "int" else
+                  rnd(rng, *x_shape, positive=x_pos).astype(npt))
+            feeds = {"x": xv,
                      "labels": rng.integers(0, C, B).astype(np.int64),
                      "qn_lr": np.array(1.0, dtype=np.float32)}
             outs = [o.name for o in rank.graph.output]

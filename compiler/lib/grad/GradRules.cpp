@@ -32,6 +32,7 @@ const GradRuleRegistry &gradRules() {
     registerElementwiseGradRules(r);
     registerShapeGradRules(r);
     registerNormGradRules(r);
+    registerIndexGradRules(r);
     return r;
   }();
   return registry;
@@ -59,6 +60,14 @@ onnx::AttributeProto fattr(llvm::StringRef name, float v) {
   a.set_name(name.str());
   a.set_type(onnx::AttributeProto::FLOAT);
   a.set_f(v);
+  return a;
+}
+
+onnx::AttributeProto sattr(llvm::StringRef name, llvm::StringRef v) {
+  onnx::AttributeProto a;
+  a.set_name(name.str());
+  a.set_type(onnx::AttributeProto::STRING);
+  a.set_s(v.str());
   return a;
 }
 

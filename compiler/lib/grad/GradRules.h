@@ -72,6 +72,7 @@ private:
 onnx::AttributeProto iattr(llvm::StringRef name, int64_t v);
 onnx::AttributeProto iattrs(llvm::StringRef name, llvm::ArrayRef<int64_t> v);
 onnx::AttributeProto fattr(llvm::StringRef name, float v);
+onnx::AttributeProto sattr(llvm::StringRef name, llvm::StringRef v);
 
 /// What a gradient rule may read: the forward graph, the gradients of the
 /// node's outputs ("" where an output has none) and which inputs need one.
@@ -123,5 +124,6 @@ void registerLinearGradRules(GradRuleRegistry &r);
 void registerElementwiseGradRules(GradRuleRegistry &r);
 void registerShapeGradRules(GradRuleRegistry &r);
 void registerNormGradRules(GradRuleRegistry &r);
+void registerIndexGradRules(GradRuleRegistry &r);
 
 } // namespace qn::grad

@@ -1,0 +1,144 @@
+//===- IndexGrad.cpp - Gradients of Gather, Split, Concat -----------------===//
+//
+// An embedding lookup Gather(table, ids) on axis 0 scatters its gradient
+// back with ScatterND(reduction = add) into zeros shaped like the table
+// (ids wrapped like Gather's negative ids); a Gather of one constant index
+// on another axis (a class-token pick) broadcasts the gradient against a
+// one-hot vector along that axis. Split's input gradient is the Concat of
+// its outputs' gradients (zeros for an unused output); Concat's are Slices
+// of its output's gradient along the axis, at the inputs' static offsets.
+//
+//===----------------------------------------------------------------------===//
+#include "GradRules.h"
+
+namespace qn::grad {
+namespace {
+
+int64_t normAxis(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
+
+/// Zeros of the run-time shape of `like`, of the emitter's element type.
+std::string zerosLike(Emitter &e, const std::string &like, llvm::StringRef base) {
+  onnx::AttributeProto value;
+  value.set_name("value");
+  value.set_type(onnx::AttributeProto::TENSOR);
+  onnx::TensorProto *t = value.mutable_t();
+  t->set_data_type(e.type());
+  t->add_dims(1);
+  if (e.type() == onnx::TensorProto::DOUBLE) {
+    double z = 0;
+    t->set_raw_data(std::string(reinterpret_cast<const char *>(&z), sizeof z));
+  } else {
+    float z = 0;
+    t->set_raw_data(std::string(reinterpret_cast<const char *>(&z), sizeof z));
+  }
+  std::string shape = e.op("Shape", {like}, like + "_shape");
+  return e.op("ConstantOfShape", {shape}, base, {value});
+}
+
+llvm::Error gather(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (!ctx.want(0))
+    return llvm::Error::success();
+  Emitter &e = ctx.e;
+  const Value *data = n.inputs[0], *ids = n.inputs[1];
+  const std::string &gy = ctx.outputGrads[0];
+  if (!data->hasShape)
+    return fail("Gather '" + n.label() + "': the rank of '" + data->name + "' is not known");
+  int64_t axis = normAxis(attrInt(n.proto, "axis", 0), data->rank());
+  int64_t index = 0;
+  if (axis != 0) {
+    // One constant index along `axis`: gy broadcast against a one-hot.
+    int64_t L = data->dimSize(axis);
+    if (!constantScalar(ids, index) || L <= 0 || (ids->hasShape && ids->rank() != 0))
+      return fail("Gather '" + n.label() +
+                  "': gradients of a Gather on an axis other than 0 need one constant scalar "
+                  "index and a static axis size");
+    if (index < 0)
+      index += L;
+    std::vector<int64_t> shape(data->rank(), 1);
+    shape[axis] = L;
+    onnx::TensorProto hot;
+    hot.set_name("onehot");
+    hot.set_data_type(e.type());
+    for (int64_t d : shape)
+      hot.add_dims(d);
+    if (e.type() == onnx::TensorProto::DOUBLE) {
+      std::vector<double> v(L, 0.0);
+      v[index] = 1.0;
+      hot.set_raw_data(std::string(reinterpret_cast<const char *>(v.data()), v.size() * 8));
+    } else {
+      std::vector<float> v(L, 0.0f);
+      v[index] = 1.0f;
+      hot.set_raw_data(std::string(reinterpret_cast<const char *>(v.data()), v.size() * 4));
+    }
+    std::string g = e.unsqueeze(gy, {axis}, gy + "_unsq");
+    r.set(0, e.op("Mul", {g, e.constant(std::move(hot))}, data->name + "_grad"));
+    return llvm::Error::success();
+  }
+  if (ctx.g.opsetVersion() < 16)
+    return fail("Gather '" + n.label() +
+                "': the embedding gradient needs ScatterND with reduction (opset 16 or newer)");
+  // Negative ids count from the end, as Gather reads them.
+  std::string rows = e.op("Gather", {e.op("Shape", {data->name}, data->name + "_shape"),
+                                     e.ints("axis0", {0})},
+                          data->name + "_rows");
+  std::string neg = e.op("Less", {ids->name, e.ints("zero", {0})}, ids->name + "_negative");
+  std::string wrapped = e.op("Add", {ids->name, rows}, ids->name + "_wrapped");
+  std::string norm = e.op("Where", {neg, wrapped, ids->name}, ids->name + "_norm");
+  std::string idx = e.unsqueeze(norm, {-1}, ids->name + "_nd");
+  r.set(0, e.op("ScatterND", {zerosLike(e, data->name, data->name + "_zeros"), idx, gy},
+                data->name + "_grad", {sattr("reduction", "add")}));
+  return llvm::Error::success();
+}
+
+llvm::Error split(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (!ctx.want(0))
+    return llvm::Error::success();
+  Emitter &e = ctx.e;
+  const Value *x = n.inputs[0];
+  if (!x->hasShape)
+    return fail("Split '" + n.label() + "': the rank of '" + x->name + "' is not known");
+  int64_t axis = normAxis(attrInt(n.proto, "axis", 0), x->rank());
+  std::vector<std::string> parts;
+  for (unsigned i = 0; i < n.outputs.size(); ++i) {
+    if (!ctx.outputGrads[i].empty())
+      parts.push_back(ctx.outputGrads[i]);
+    else if (n.outputs[i])
+      parts.push_back(zerosLike(e, n.outputs[i]->name, n.outputs[i]->name + "_zero_grad"));
+    else
+      return fail("Split '" + n.label() + "': an omitted output needs its gradient");
+  }
+  r.set(0, e.op("Concat", parts, x->name + "_grad", {iattr("axis", axis)}));
+  return llvm::Error::success();
+}
+
+llvm::Error concat(const GradContext &ctx, const Node &n, GradResult &r) {
+  Emitter &e = ctx.e;
+  const Value *y = n.outputs[0];
+  if (!y->hasShape)
+    return fail("Concat '" + n.label() + "': the rank of its output is not known");
+  int64_t axis = normAxis(attrInt(n.proto, "axis", 0), y->rank());
+  int64_t offset = 0;
+  for (unsigned i = 0; i < n.inputs.size(); ++i) {
+    const Value *x = n.inputs[i];
+    int64_t size = x && x->hasShape ? x->dimSize(axis) : -1;
+    if ((size < 0 || offset < 0) && ctx.want(i))
+      return fail("Concat '" + n.label() + "': the gradient needs the size of input '" +
+                  x->name + "' along the axis at compile time");
+    if (ctx.want(i))
+      r.set(i, e.op("Slice", {ctx.outputGrads[0], e.ints("starts", {offset}),
+                              e.ints("ends", {offset + size}), e.ints("axes", {axis})},
+                    x->name + "_grad"));
+    offset = size < 0 || offset < 0 ? -1 : offset + size;
+  }
+  return llvm::Error::success();
+}
+
+} // namespace
+
+void registerIndexGradRules(GradRuleRegistry &r) {
+  r.add("Gather", gather, "index");
+  r.add("Split", split, "index");
+  r.add("Concat", concat, "index");
+}
+
+} // namespace qn::grad
