@@ -58,11 +58,28 @@ class Block(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+class GPT2Logits(nn.Module):
+    """A tiny Hugging Face GPT-2 (transformers 4.41.2, random weights, tied
+    token embedding and LM head) returning the logits [B, T, V]."""
+
+    def __init__(self, layers=2, hidden=64, heads=4, vocab=96, positions=32):
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+        cfg = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, vocab_size=vocab,
+                         n_positions=positions, resid_pdrop=0.0, embd_pdrop=0.0,
+                         attn_pdrop=0.0, use_cache=False)
+        self.m = GPT2LMHeadModel(cfg)
+
+    def forward(self, ids):
+        return self.m(input_ids=ids, use_cache=False).logits
+
+
 def export(module, example, path):
     module.eval()
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    dynamic = {0: "batch", 1: "seq"} if example.dtype == torch.int64 else {0: "batch"}
     torch.onnx.export(module, (example,), path, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      dynamic_axes={"input": dynamic, "logits": dynamic},
                       opset_version=17, dynamo=False)
 
 

@@ -22,8 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import onnx, onnxruntime, numpy, lit, torch" 2>/dev/null; then
-  echo "[install-deps] pip install onnx onnxruntime numpy lit torch"
+if ! "$PY" -c "import onnx, onnxruntime, numpy, lit, torch, transformers" 2>/dev/null; then
+  echo "[install-deps] pip install onnx onnxruntime numpy lit torch transformers"
   "$PY" -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/requirements.txt"
 fi
 echo "[install-deps] ok"

@@ -215,6 +215,9 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                                          {"kind", s.kind},
                                          {"source", s.source},
                                          {"source_scale", s.sourceScale}});
+    llvm::json::Array tied;
+    for (const auto &[copy, of] : t->ties)
+      tied.push_back(llvm::json::Object{{"copy", copy}, {"transpose_of", of}});
     manifest["training"] = llvm::json::Object{
         {"loss", t->loss},
         {"correct", t->correct},
@@ -234,7 +237,8 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
         {"lr_schedule", o.schedule == LrSchedule::Cosine ? "cosine" : "constant"},
         {"warmup_steps", o.warmupSteps},
         {"clip_grad_norm", o.clipGradNorm},
-        {"state", std::move(state)}};
+        {"state", std::move(state)},
+        {"tied", std::move(tied)}};
   }
   std::string json;
   llvm::raw_string_ostream js(json);

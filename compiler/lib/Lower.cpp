@@ -214,9 +214,9 @@ struct Lowering {
         return fail("a placement is required of '" + name + "', which is not a graph output");
       if (v->constant && !want.isReplicated())
         return fail("graph output '" + name + "' is a constant: it can only be R");
-      if (want.isPartial() || (want.isShard() && want.blocks != 1))
-        return fail("graph output '" + name + "': only R or S(d) can be required, not " +
-                    want.str());
+      if (want.isPartial() || want.isMerged())
+        return fail("graph output '" + name + "': only R, S(d) or a blocked S(d)xk can be "
+                    "required, not " + want.str());
       if (want.isShard()) {
         int64_t extent = v->hasShape && want.axis >= 0 && want.axis < v->rank()
                              ? v->dimSize(want.axis)

@@ -169,6 +169,58 @@ onnx::ValueInfoProto scalarInput(const std::string &name, int32_t type) {
   return vi;
 }
 
+/// Replaces each source initializer B that equals the transpose of another
+/// source initializer A (2-D, same type) by Transpose(A); returns (B, A).
+std::vector<std::pair<std::string, std::string>> untieTransposedCopies(Graph &g) {
+  std::vector<std::pair<std::string, std::string>> ties;
+  std::vector<Value *> mats;
+  for (const std::string &name : g.sourceInitializers)
+    if (Value *v = g.lookup(name); v && v->constant && v->rank() == 2 &&
+                                   (v->elemType == onnx::TensorProto::FLOAT ||
+                                    v->elemType == onnx::TensorProto::DOUBLE) &&
+                                   !v->uses.empty())
+      mats.push_back(v);
+  llvm::DenseSet<const Value *> replaced;
+  for (Value *b : mats) {
+    for (Value *a : mats) {
+      if (a == b || replaced.count(a) || a->elemType != b->elemType ||
+          a->dimSize(0) != b->dimSize(1) || a->dimSize(1) != b->dimSize(0) ||
+          a->dimSize(0) == a->dimSize(1))
+        continue;
+      const std::string &ra = a->constant->raw_data(), &rb = b->constant->raw_data();
+      size_t es = elemTypeSize(a->elemType);
+      int64_t R = a->dimSize(0), Cc = a->dimSize(1);
+      if (ra.size() != rb.size() || ra.size() != size_t(R * Cc) * es)
+        continue;
+      bool equal = true;
+      for (int64_t i = 0; equal && i < R; ++i)
+        for (int64_t j = 0; equal && j < Cc; ++j)
+          equal = std::memcmp(ra.data() + (i * Cc + j) * es, rb.data() + (j * R + i) * es, es) == 0;
+      if (!equal)
+        continue;
+      std::string out = g.uniqueName(b->name + "__tied");
+      auto uses = b->uses;
+      Node *t = g.insertNode(0, makeNodeProto("Transpose", "qn/tied/" + b->name, {a->name}, out));
+      auto *perm = t->proto.add_attribute();
+      perm->set_name("perm");
+      perm->set_type(onnx::AttributeProto::INTS);
+      perm->add_ints(1);
+      perm->add_ints(0);
+      Value *tv = g.lookup(out);
+      tv->elemType = b->elemType;
+      tv->hasShape = true;
+      tv->shape = b->shape;
+      for (auto [user, idx] : uses)
+        user->inputs[idx] = tv;
+      g.rebuildUses();
+      replaced.insert(b);
+      ties.push_back({b->name, a->name});
+      break;
+    }
+  }
+  return ties;
+}
+
 } // namespace
 
 llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
@@ -176,6 +228,11 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
                                        std::unique_ptr<Graph> &trainGraph) {
   if (popts.tp < 1)
     return fail("--tp must be at least 1 (got " + llvm::Twine(popts.tp) + ")");
+  // 0. Tied weights: the exporter folds the Transpose of a shared weight (GPT-2's
+  // token embedding used by its LM head) into an initializer of its own. A
+  // source initializer equal to the transpose of another is read as that
+  // Transpose again, so the shared weight gets one gradient (both uses').
+  std::vector<std::pair<std::string, std::string>> ties = untieTransposedCopies(g);
   // 1. The forward plan.
   if (popts.tp > 1) {
     if (auto err = defuseUnequalProjections(g))
@@ -357,9 +414,8 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
       pin = need;
     }
     Placement pl = pin && agree ? *pin : Placement::R();
-    if (pl.isShard() && pl.blocks != 1)
-      return fail("training: parameter '" + p->name + "' would be sharded head-wise (" +
-                  pl.str() + "), which training plans do not support yet; --tp 1 works");
+    if (pl.isMerged())
+      pl = Placement::R();
     if (pl.isPartial())
       pl = Placement::R();
     pinOf[p->name] = pl;
@@ -597,6 +653,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   auto plan = lower(t, std::move(tlinears), {}, tplaced, tstate, topts2);
   if (!plan)
     return plan.takeError();
+  info->ties = ties;
   plan->training = info;
   return plan;
 }

@@ -176,6 +176,11 @@ llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef
       st.sourceScale = so->getNumber("source_scale").getValueOr(1.0);
       tm->state.push_back(std::move(st));
     }
+    if (const llvm::json::Array *tied = t->getArray("tied"))
+      for (const llvm::json::Value &v : *tied)
+        if (const llvm::json::Object *to = v.getAsObject())
+          if (auto copy = to->getString("copy"), of = to->getString("transpose_of"); copy && of)
+            tm->tied.push_back({copy->str(), of->str()});
     m.training = std::move(tm);
   }
   return m;

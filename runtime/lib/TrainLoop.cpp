@@ -54,15 +54,41 @@ std::string digestOf(const Tensor &t) {
       static_cast<const uint8_t *>(t.raw()), t.nbytes())));
 }
 
-/// The axis of an "S(d)" placement, -1 for "R".
-int shardAxisOf(const PlanManifest &plan, const std::string &output) {
+/// The axis of an "S(d)" or blocked "S(d)xk" placement (-1 for "R") and its
+/// block count.
+std::pair<int, int> shardOf(const PlanManifest &plan, const std::string &output) {
   for (const PlanValue &pv : plan.outputs)
     if (pv.name == output && !pv.replicated()) {
-      int d = -1;
-      if (sscanf(pv.placement.c_str(), "S(%d)", &d) == 1)
-        return d;
+      int d = -1, k = 1;
+      if (sscanf(pv.placement.c_str(), "S(%d)x%d", &d, &k) >= 1)
+        return {d, k};
     }
-  return -1;
+  return {-1, 1};
+}
+
+/// An all-gathered blocked tensor holds, per rank, its slice of each of `k`
+/// blocks along `axis`; puts each block's slices back together.
+Tensor unblock(const Tensor &g, int axis, int k, int world) {
+  if (k <= 1)
+    return g;
+  int64_t outer = 1, inner = 1, A = g.dim(axis);
+  for (int64_t i = 0; i < axis; ++i)
+    outer *= g.dim(i);
+  for (int64_t i = axis + 1; i < g.rank(); ++i)
+    inner *= g.dim(i);
+  size_t es = dtypeSize(g.dtype());
+  int64_t piece = A / (int64_t(world) * k); // one rank's slice of one block
+  Tensor out = Tensor::empty(g.dtype(), g.shape());
+  const char *src = static_cast<const char *>(g.raw());
+  char *dst = static_cast<char *>(out.raw());
+  for (int64_t o = 0; o < outer; ++o)
+    for (int r = 0; r < world; ++r)
+      for (int j = 0; j < k; ++j) {
+        int64_t from = r * (A / world) + j * piece, to = j * (A / k) + r * piece;
+        std::memcpy(dst + ((o * A + to) * inner) * es, src + ((o * A + from) * inner) * es,
+                    size_t(piece * inner) * es);
+      }
+  return out;
 }
 
 /// --save: every rank takes part in gathering the sharded parameters; rank 0
@@ -75,13 +101,14 @@ llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
     const TrainingManifest::State &s = t.state[i];
     if (s.kind != "param")
       continue;
-    int axis = shardAxisOf(plan, s.update);
+    auto [axis, blocks] = shardOf(plan, s.update);
     Tensor whole = bufs[i];
     if (axis >= 0) {
       if (!comm)
         return fail("internal: a sharded parameter without a communicator");
       if (auto err = comm->allGather(bufs[i], whole, axis))
         return err;
+      whole = unblock(whole, axis, blocks, comm->size());
     }
     whole = whole.clone();
     if (s.sourceScale != 1.0)
@@ -91,6 +118,19 @@ llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
   }
   if (rank != 0)
     return llvm::Error::success();
+  for (const auto &[copy, of] : t.tied) {
+    auto it = full.find(of);
+    if (it == full.end() || it->second.rank() != 2)
+      continue;
+    const Tensor &a = it->second;
+    Tensor b = Tensor::empty(a.dtype(), {a.dim(1), a.dim(0)});
+    size_t es = dtypeSize(a.dtype());
+    for (int64_t i = 0; i < a.dim(0); ++i)
+      for (int64_t j = 0; j < a.dim(1); ++j)
+        std::memcpy(static_cast<char *>(b.raw()) + (j * a.dim(0) + i) * es,
+                    static_cast<const char *>(a.raw()) + (i * a.dim(1) + j) * es, es);
+    full[copy] = std::move(b);
+  }
   auto bytes = llvm::MemoryBuffer::getFile(plan.sourceModel);
   if (!bytes)
     return fail("--save: cannot read the source model '" + plan.sourceModel +

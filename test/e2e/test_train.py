@@ -33,7 +33,7 @@ RTOL = 1e-4
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models"))
-from train_models import MLP, Block, export  # noqa: E402
+from train_models import MLP, Block, GPT2Logits, export  # noqa: E402
 
 
 def torch_losses(module, x, y, batch, steps, opt_args):
@@ -58,7 +58,8 @@ def torch_losses(module, x, y, batch, steps, opt_args):
         xb = torch.from_numpy(x[pos * batch:(pos + 1) * batch])
         yb = torch.from_numpy(y[pos * batch:(pos + 1) * batch])
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(module(xb), yb)
+        out = module(xb)
+        loss = nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), yb.reshape(-1))
         loss.backward()
         if opt_args.get("clip"):
             torch.nn.utils.clip_grad_norm_(module.parameters(), opt_args["clip"])
@@ -114,6 +115,12 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
 
 def make_case(name):
     rng = np.random.default_rng(1)
+    if name.startswith("gpt2"):
+        torch.manual_seed(3)
+        module = GPT2Logits()
+        x = rng.integers(0, 96, (64, 8)).astype(np.int64)
+        y = rng.integers(0, 96, (64, 8)).astype(np.int64)
+        return module, x, y
     if name.startswith("mlp"):
         torch.manual_seed(1)
         module = MLP()
@@ -136,6 +143,9 @@ CASES = {
                         "freeze": ["fc1.weight", "fc1.bias"]}, 20, 32, (1, 2)),
     "mlp_torchrun": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "torchrun": True},
                      10, 32, (2,)),
+    # 2-layer GPT-2, tied embedding and LM head (exported as a transposed
+    # copy: qn-compile ties them again), fused Q|K|V sharded head-wise.
+    "gpt2_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 20, 8, (1, 2, 4)),
     "block_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
     "block_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2, 4)),
 }

@@ -33,8 +33,26 @@ std::string reshapeBack(const GradContext &ctx, const Value *x, const Value *y,
   }
   if (ok && unknown <= 1)
     return e.op("Reshape", {gy, e.ints("shape", target)}, x->name + "_grad");
+  if (!ok) {
+    std::string shape = e.op("Shape", {x->name}, x->name + "_shape");
+    return e.op("Reshape", {gy, shape}, x->name + "_grad");
+  }
+  // Several run-time dims: the exporters' idiom, one entry per dim (a
+  // Gather of Shape(x) where unknown, a constant where known), so the
+  // sharding rules can localise a constant entry of a sharded axis.
   std::string shape = e.op("Shape", {x->name}, x->name + "_shape");
-  return e.op("Reshape", {gy, shape}, x->name + "_grad");
+  std::vector<std::string> entries;
+  for (int64_t i = 0; i < x->rank(); ++i) {
+    if (x->shape[i].known()) {
+      entries.push_back(e.ints("dim", {x->shape[i].size}));
+      continue;
+    }
+    std::string d = e.op("Gather", {shape, e.ints("index", {i})}, x->name + "_dim",
+                         {iattr("axis", 0)});
+    entries.push_back(d);
+  }
+  std::string runtimeTarget = e.op("Concat", entries, x->name + "_target", {iattr("axis", 0)});
+  return e.op("Reshape", {gy, runtimeTarget}, x->name + "_grad");
 }
 
 llvm::Error reshape(const GradContext &ctx, const Node &n, GradResult &r) {

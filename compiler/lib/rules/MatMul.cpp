@@ -81,8 +81,25 @@ llvm::Error activations(const RuleContext &ctx, const Node &n, RuleResult &r) {
     }
     return llvm::Error::success();
   }
-  if (pa.blocks != 1 || pb.blocks != 1)
+  if (pa.blocks != 1 || pb.blocks != 1) {
+    // Head-wise blocked operands (a fused Q|K|V's gradient, training): the
+    // blocked N or M axis passes; blocked alike on the contracted axis: P.
+    if (pa.blocks < 0 || pb.blocks < 0)
+      return llvm::Error::success();
+    if (pb.isShard() && pb.axis == rb - 1 && pa.isReplicated()) {
+      np.in[1] = pb;
+      np.out[0] = Placement::S(static_cast<int>(rr - 1), pb.blocks);
+    } else if (pa.isShard() && pa.axis == ra - 2 && pb.isReplicated()) {
+      np.in[0] = pa;
+      np.out[0] = Placement::S(static_cast<int>(rr - 2), pa.blocks);
+    } else if (pa.isShard() && pb.isShard() && pa.blocks == pb.blocks && pa.axis == ra - 1 &&
+               pb.axis == rb - 2) {
+      np.in[0] = pa;
+      np.in[1] = pb;
+      np.out[0] = Placement::P();
+    }
     return llvm::Error::success();
+  }
   if (pa.isShard() && pb.isShard() && pa.axis < ra - 2 && pb.axis < rb - 2 &&
       outBatch(pa.axis, ra) == outBatch(pb.axis, rb) && a->dimSize(pa.axis) != 1 &&
       b->dimSize(pb.axis) != 1) {

@@ -1,7 +1,7 @@
 //===- Reduction.cpp - Sharding rules of reductions -----------------------===//
 //
 // Reductions (every OK_Reduce op of the table) over axes that do not hold
-// the shard keep it (the axis renumbered when keepdims=0 drops reduced axes
+// the shard keep it (blocked too: the gradient of a fused Q|K|V bias) (the axis renumbered when keepdims=0 drops reduced axes
 // before it). ReduceSum over the sharded axis gives P (each rank sums its
 // slice; training's bias gradients and gradient norms). ReduceSum and
 // ReduceMean of P stay P (they are linear). Anything else needs the input
@@ -27,7 +27,7 @@ llvm::Error reduce(const RuleContext &ctx, const Node &n, RuleResult &r) {
     }
     return llvm::Error::success();
   }
-  if (!p.isShard() || p.blocks != 1)
+  if (!p.isShard() || p.isMerged())
     return llvm::Error::success();
   std::vector<int64_t> axes;
   bool constantAxes = nodeAxes(n, 1, axes);
@@ -62,7 +62,7 @@ llvm::Error reduce(const RuleContext &ctx, const Node &n, RuleResult &r) {
     return llvm::Error::success();
   }
   r.placements.in[0] = p;
-  r.placements.out[0] = Placement::S(keep ? p.axis : p.axis - dropped);
+  r.placements.out[0] = Placement::S(keep ? p.axis : p.axis - dropped, p.blocks);
   return llvm::Error::success();
 }
 

@@ -164,6 +164,26 @@ llvm::Error concat(const RuleContext &ctx, const Node &n, RuleResult &r) {
   if (axis < 0)
     axis += y->rank();
   Placement shard = Placement::R();
+  // k equal inputs each sharded on the concatenated axis (the gradients of
+  // a fused projection's parts): rank r holds its slice of every block, the
+  // blocked layout S(axis)xk.
+  if (n.inputs.size() > 1) {
+    int64_t size = -1;
+    bool blocked = true;
+    for (const Value *v : n.inputs) {
+      Placement p = v ? ctx.of(v) : Placement::R();
+      int64_t s = v && v->hasShape ? v->dimSize(axis) : -1;
+      blocked &= p.isShard() && p.blocks == 1 && p.axis == axis && s > 0 &&
+                 (size < 0 || s == size);
+      size = s;
+    }
+    if (blocked) {
+      for (unsigned i = 0; i < n.inputs.size(); ++i)
+        np.in[i] = Placement::S(static_cast<int>(axis));
+      np.out[0] = Placement::S(static_cast<int>(axis), static_cast<int>(n.inputs.size()));
+      return llvm::Error::success();
+    }
+  }
   for (const Value *v : n.inputs) {
     if (!v || v->constant)
       continue;

@@ -61,6 +61,9 @@ struct TrainingInfo {
   int64_t classes = 0, ignoreIndex = -100;
   TrainOptions options;
   std::vector<TrainState> state;
+  /// Source initializers that are the transpose of a trained parameter (a
+  /// tied weight the exporter folded into a copy): (copy, parameter).
+  std::vector<std::pair<std::string, std::string>> ties;
 };
 
 /// The training step of `g` partitioned over popts.tp ranks. The training

@@ -42,6 +42,9 @@ struct TrainingManifest {
   int64_t classes = 0, ignoreIndex = -100, warmupSteps = 0;
   double lr = 0, momentum = 0, weightDecay = 0, clipGradNorm = 0;
   std::vector<State> state;
+  /// Source initializers that are the transpose of a trained parameter
+  /// (tied weights): (copy, parameter); --save writes them too.
+  std::vector<std::pair<std::string, std::string>> tied;
   /// The learning rate of update `step` (1-based) of `total`: linear
   /// warm-up from 0 over warmupSteps, then constant or cosine decay to 0.
   double lrAt(int64_t step, int64_t total) const;
