@@ -8,6 +8,7 @@ the bundled exports (TorchScript exporter, opset 17, dynamic batch):
 
     models/train/mlp_mnist.onnx        784-256-256-10 MLP (the README example)
     test/lit/Inputs/train_block.onnx   Block(hidden 16, 2 heads, 4 classes)
+    test/lit/Inputs/train_gpt2.onnx    GPT2Logits(2 layers, hidden 32, 4 heads, vocab 64)
 
     python3 models/train_models.py
 """
@@ -89,6 +90,9 @@ def main():
     torch.manual_seed(0)
     export(Block(hidden=16, heads=2, classes=4), torch.zeros(2, 3, 16),
            os.path.join(ROOT, "test/lit/Inputs/train_block.onnx"))
+    torch.manual_seed(0)
+    export(GPT2Logits(layers=2, hidden=32, heads=4, vocab=64, positions=16),
+           torch.zeros(2, 4, dtype=torch.int64), os.path.join(ROOT, "test/lit/Inputs/train_gpt2.onnx"))
 
 
 if __name__ == "__main__":

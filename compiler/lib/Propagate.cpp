@@ -60,7 +60,8 @@ llvm::Error propagatePlacements(Graph &g, const std::vector<LinearInfo> &linears
     if (auto it = state.fixed.find(n); it != state.fixed.end()) {
       result.placements = it->second;
     } else {
-      rules::RuleContext ctx{g, opts.tp, g.opsetVersion(), nullptr, dry, seen};
+      rules::RuleContext ctx{g, opts.tp, g.opsetVersion(), nullptr, dry, seen,
+                             opts.blockedConcat};
       if (auto it = linearOf.find(n); it != linearOf.end())
         ctx.linear = it->second;
       const rules::RuleRegistry::Entry *rule = nullptr;

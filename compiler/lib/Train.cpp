@@ -641,6 +641,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     tlinears.push_back(li);
   }
   PartitionOptions topts2 = popts;
+  topts2.blockedConcat = true;
   for (const TrainState &st : info->state) {
     Placement pl = pinOf[st.param];
     topts2.constantPlacements[st.name] = pl;

@@ -72,6 +72,8 @@ struct RuleContext {
 
   /// The placements given so far (graph inputs and constants are R).
   const llvm::DenseMap<const Value *, Placement> &placements;
+  /// PartitionOptions::blockedConcat.
+  bool blockedConcat = false;
 
   /// The placement of v so far (constants and omitted inputs: R).
   Placement of(const Value *v) const { return placementIn(placements, v); }

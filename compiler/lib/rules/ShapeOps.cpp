@@ -167,7 +167,7 @@ llvm::Error concat(const RuleContext &ctx, const Node &n, RuleResult &r) {
   // k equal inputs each sharded on the concatenated axis (the gradients of
   // a fused projection's parts): rank r holds its slice of every block, the
   // blocked layout S(axis)xk.
-  if (n.inputs.size() > 1) {
+  if (ctx.blockedConcat && n.inputs.size() > 1) {
     int64_t size = -1;
     bool blocked = true;
     for (const Value *v : n.inputs) {

@@ -51,6 +51,11 @@ struct PartitionOptions {
   /// update writes the same shard every consumer reads). A consumer that
   /// needs another placement gets a redistribution of it.
   std::map<std::string, Placement> constantPlacements = {};
+  /// A Concat of k equal inputs sharded on the concatenated axis gives the
+  /// blocked S(axis)xk instead of gathering them (training: the gradient of
+  /// a fused Q|K|V projection, which its weight's blocked gradient reads).
+  /// Off for inference, where no collective could gather such a value.
+  bool blockedConcat = false;
 };
 
 enum class LinearStrategy { Replicate, Column, Row };
