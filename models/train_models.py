@@ -7,6 +7,7 @@ both are the oracles of test/e2e/test_train.py. Running this script writes
 the bundled exports (TorchScript exporter, opset 17, dynamic batch):
 
     models/train/mlp_mnist.onnx        784-256-256-10 MLP (the README example)
+    models/train/vit_mnist.onnx        ViT(hidden 64, 4 heads, 4 blocks) on 28x28 images
     test/lit/Inputs/train_block.onnx   Block(hidden 16, 2 heads, 4 classes)
     test/lit/Inputs/train_gpt2.onnx    GPT2Logits(2 layers, hidden 32, 4 heads, vocab 64)
 
@@ -59,6 +60,62 @@ class Block(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+class Attention(nn.Module):
+    def __init__(self, hidden, heads):
+        super().__init__()
+        self.h, self.nh = hidden, heads
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.proj = nn.Linear(hidden, hidden)
+
+    def forward(self, a):
+        B, T = a.shape[0], a.shape[1]
+        H, hd = self.h, self.h // self.nh
+        q = self.q(a).view(B, T, self.nh, hd).transpose(1, 2)
+        k = self.k(a).view(B, T, self.nh, hd).transpose(1, 2)
+        v = self.v(a).view(B, T, self.nh, hd).transpose(1, 2)
+        s = torch.softmax(q @ k.transpose(-1, -2) / hd**0.5, dim=-1)
+        return self.proj((s @ v).transpose(1, 2).reshape(B, T, H))
+
+
+class ViTBlock(nn.Module):
+    def __init__(self, hidden, heads):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(hidden)
+        self.attn = Attention(hidden, heads)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.up = nn.Linear(hidden, 4 * hidden)
+        self.down = nn.Linear(4 * hidden, hidden)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.down(nn.functional.gelu(self.up(self.ln2(x))))
+
+
+class ViT(nn.Module):
+    """The original library's MNIST model shape: a small ViT on 28x28 images
+    (7x7 patches by a Conv of stride 7, a class token, learned positions,
+    `blocks` pre-LN blocks of `heads`-head attention + MLP, a 10-way head)."""
+
+    def __init__(self, hidden=64, heads=4, blocks=4, classes=10, patch=7, image=28):
+        super().__init__()
+        n = (image // patch) ** 2
+        self.patch = nn.Conv2d(1, hidden, patch, stride=patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, n + 1, hidden) * 0.02)
+        self.blocks = nn.ModuleList([ViTBlock(hidden, heads) for _ in range(blocks)])
+        self.ln = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        p = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(p.shape[0], -1, -1), p], dim=1) + self.pos
+        for b in self.blocks:
+            x = b(x)
+        return self.head(self.ln(x)[:, 0])
+
+
 class GPT2Logits(nn.Module):
     """A tiny Hugging Face GPT-2 (transformers 4.41.2, random weights, tied
     token embedding and LM head) returning the logits [B, T, V]."""
@@ -90,6 +147,8 @@ def main():
     torch.manual_seed(0)
     export(Block(hidden=16, heads=2, classes=4), torch.zeros(2, 3, 16),
            os.path.join(ROOT, "test/lit/Inputs/train_block.onnx"))
+    torch.manual_seed(0)
+    export(ViT(), torch.zeros(2, 1, 28, 28), os.path.join(ROOT, "models/train/vit_mnist.onnx"))
     torch.manual_seed(0)
     export(GPT2Logits(layers=2, hidden=32, heads=4, vocab=64, positions=16),
            torch.zeros(2, 4, dtype=torch.int64), os.path.join(ROOT, "test/lit/Inputs/train_gpt2.onnx"))

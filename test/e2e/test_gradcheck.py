@@ -36,7 +36,7 @@ def rnd(rng, *shape, positive=False):
 def case(name, nodes, params, x_shape, extra_inits=(), opset=17, x_positive=False, dtype=D,
          x_int=False):
     """nodes produce 'logits' from input 'x' and the params (name -> array).
-    dtype float32 only where ONNX Runtime has no float64 kernel (Erf);
+    dtype float32 only where ONNX Runtime has no float64 kernel (Erf, Conv);
     x_int: x holds small integers (ids for a Gather, cast in the graph)."""
     return (name, nodes, params, x_shape, list(extra_inits), opset,
             "int" if x_int else x_positive, dtype)
@@ -146,6 +146,13 @@ def cases(rng):
                                      mk("Split", ["a", "sp"], ["s1", "s2"], axis=1),
                                      mk("Concat", ["s2", "s2"], ["logits"], axis=1)],
              {"p": r(B, 3)}, (B, 3), [ints("sp", [1, 2])]),
+        case("conv_patch_embedding", [mk("Add", ["x", "p"], ["xp"]),
+                                      mk("Conv", ["xp", "W", "b"], ["c"], kernel_shape=[2, 2], strides=[2, 2]),
+                                      mk("Reshape", ["c", "shp"], ["logits"])],
+             {"p": r(B, 2, 4, 2), "W": r(2, 2, 2, 2), "b": r(2)}, (B, 2, 4, 2), [ints("shp", [B, C])],
+             dtype=TensorProto.FLOAT),
+        case("expand_class_token", [mk("Expand", ["p", "shp"], ["e"]), mk("Mul", ["x", "e"], ["logits"])],
+             {"p": r(1, C)}, (B, C), [ints("shp", [B, C])]),
         case("squeeze_unsqueeze", [mk("Unsqueeze", ["p", "ax0"], ["u"]), mk("Mul", ["x", "u"], ["a"]),
                                    mk("Squeeze", ["a", "ax1"], ["logits"])],
              {"p": r(C)}, (B, 1, C), [ints("ax0", [0]), ints("ax1", [1])]),

@@ -33,7 +33,7 @@ RTOL = 1e-4
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models"))
-from train_models import MLP, Block, GPT2Logits, export  # noqa: E402
+from train_models import MLP, Block, GPT2Logits, ViT, export  # noqa: E402
 
 
 def torch_losses(module, x, y, batch, steps, opt_args):
@@ -121,6 +121,11 @@ def make_case(name):
         x = rng.integers(0, 96, (64, 8)).astype(np.int64)
         y = rng.integers(0, 96, (64, 8)).astype(np.int64)
         return module, x, y
+    if name.startswith("vit"):
+        torch.manual_seed(4)
+        module = ViT(hidden=32, heads=4, blocks=2)
+        x = rng.random((64, 1, 28, 28)).astype(np.float32)
+        return module, x, rng.integers(0, 10, 64).astype(np.int64)
     if name.startswith("mlp"):
         torch.manual_seed(1)
         module = MLP()
@@ -146,6 +151,9 @@ CASES = {
     # 2-layer GPT-2, tied embedding and LM head (exported as a transposed
     # copy: qn-compile ties them again), fused Q|K|V sharded head-wise.
     "gpt2_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 20, 8, (1, 2, 4)),
+    # The MNIST-shaped ViT: patch-embedding Conv, class token, positions.
+    "vit_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
+    "vit_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2)),
     "block_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
     "block_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2, 4)),
 }

@@ -33,6 +33,7 @@ const GradRuleRegistry &gradRules() {
     registerShapeGradRules(r);
     registerNormGradRules(r);
     registerIndexGradRules(r);
+    registerConvGradRules(r);
     return r;
   }();
   return registry;

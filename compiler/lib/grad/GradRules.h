@@ -125,5 +125,6 @@ void registerElementwiseGradRules(GradRuleRegistry &r);
 void registerShapeGradRules(GradRuleRegistry &r);
 void registerNormGradRules(GradRuleRegistry &r);
 void registerIndexGradRules(GradRuleRegistry &r);
+void registerConvGradRules(GradRuleRegistry &r);
 
 } // namespace qn::grad

@@ -6,7 +6,8 @@
 // on another axis (a class-token pick) broadcasts the gradient against a
 // one-hot vector along that axis. Split's input gradient is the Concat of
 // its outputs' gradients (zeros for an unused output); Concat's are Slices
-// of its output's gradient along the axis, at the inputs' static offsets.
+// of its output's gradient along the axis, at the inputs' offsets (static,
+// or summed at run time from the inputs' shapes).
 //
 //===----------------------------------------------------------------------===//
 #include "GradRules.h"
@@ -117,18 +118,33 @@ llvm::Error concat(const GradContext &ctx, const Node &n, GradResult &r) {
   if (!y->hasShape)
     return fail("Concat '" + n.label() + "': the rank of its output is not known");
   int64_t axis = normAxis(attrInt(n.proto, "axis", 0), y->rank());
+  // Offsets along the axis: constants while the sizes are static, else
+  // run-time sums of the inputs' sizes (a class token's Expand whose shape
+  // is computed at run time).
   int64_t offset = 0;
+  std::string runtimeOffset; // set once a size is only known at run time
   for (unsigned i = 0; i < n.inputs.size(); ++i) {
     const Value *x = n.inputs[i];
-    int64_t size = x && x->hasShape ? x->dimSize(axis) : -1;
-    if ((size < 0 || offset < 0) && ctx.want(i))
-      return fail("Concat '" + n.label() + "': the gradient needs the size of input '" +
-                  x->name + "' along the axis at compile time");
+    if (!x)
+      continue;
+    int64_t size = x->hasShape ? x->dimSize(axis) : -1;
+    std::string start, end;
+    if (runtimeOffset.empty() && size >= 0) {
+      start = e.ints("starts", {offset});
+      end = e.ints("ends", {offset + size});
+      offset += size;
+    } else {
+      std::string sz =
+          size >= 0 ? e.ints("size", {size})
+                    : e.op("Gather", {e.op("Shape", {x->name}, x->name + "_shape"), e.ints("axis", {axis})},
+                           x->name + "_size", {iattr("axis", 0)});
+      start = runtimeOffset.empty() ? e.ints("starts", {offset}) : runtimeOffset;
+      end = e.op("Add", {start, sz}, x->name + "_end");
+      runtimeOffset = end;
+    }
     if (ctx.want(i))
-      r.set(i, e.op("Slice", {ctx.outputGrads[0], e.ints("starts", {offset}),
-                              e.ints("ends", {offset + size}), e.ints("axes", {axis})},
+      r.set(i, e.op("Slice", {ctx.outputGrads[0], start, end, e.ints("axes", {axis})},
                     x->name + "_grad"));
-    offset = size < 0 || offset < 0 ? -1 : offset + size;
   }
   return llvm::Error::success();
 }

@@ -81,6 +81,14 @@ llvm::Error transpose(const GradContext &ctx, const Node &n, GradResult &r) {
   return llvm::Error::success();
 }
 
+/// Expand: the output's gradient summed over the expanded axes (the
+/// engine's unbroadcast).
+llvm::Error expand(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (ctx.want(0))
+    r.set(0, ctx.outputGrads[0], /*broadcast=*/true);
+  return llvm::Error::success();
+}
+
 } // namespace
 
 void registerShapeGradRules(GradRuleRegistry &r) {
@@ -89,6 +97,7 @@ void registerShapeGradRules(GradRuleRegistry &r) {
   r.add("Squeeze", reshape, "shape");
   r.add("Unsqueeze", reshape, "shape");
   r.add("Transpose", transpose, "shape");
+  r.add("Expand", expand, "shape");
 }
 
 } // namespace qn::grad
