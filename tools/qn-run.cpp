@@ -253,8 +253,8 @@ int main(int argc, char **argv) {
       return error("--batch must be at least 1");
     if (device != RunDevice::Cpu)
       return error("--train runs on --device cpu only for now");
-    if (benchRuns > 0 || profileRuns > 0 || !profileTrace.empty())
-      return error("--bench and --profile time inference runs; not with --train");
+    if (benchRuns > 0)
+      return error("--bench times inference runs; with --train, --profile K times K steps");
   }
   auto envInt = [](const char *name, int &out) -> bool {
     const char *v = std::getenv(name);

@@ -105,6 +105,9 @@ llvm::Error bench(Runner &runner, const llvm::StringMap<Tensor> &inputs, int ran
   return llvm::Error::success();
 }
 
+
+} // namespace
+
 /// --profile: `runs` more runs timed node by node. Each rank summarises its
 /// own (the median of each node over the runs); the collectives' medians are
 /// exchanged, so that a collective's transfer time is the shortest any rank
@@ -299,8 +302,6 @@ llvm::Error profile(Runner &runner, const llvm::StringMap<Tensor> &inputs, int r
   }
   return llvm::Error::success();
 }
-
-} // namespace
 
 /// Spinning pays only when no two ranks of this host share a CPU.
 bool RankRunner::shouldBusyPoll(int world) const {

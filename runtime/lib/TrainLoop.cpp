@@ -665,6 +665,21 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     }
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (opts_.profileRuns > 0) {
+    // The step on the first batch, its updates dropped: where a step's time goes.
+    llvm::StringMap<Tensor> inputs;
+    std::vector<int64_t> rows;
+    for (int64_t i = 0; i < std::min(N, B); ++i)
+      rows.push_back(i);
+    for (const auto &kv : train)
+      inputs[kv.getKey()] = gatherRows(kv.getValue(), rows);
+    inputs[t.lrInput] = scalarFloat(0.0);
+    if (!t.stepInput.empty())
+      inputs[t.stepInput] = scalarFloat(1.0);
+    if (auto err = profile(run, inputs, rank, world, comm, opts_.profileRuns, opts_.profileTrace,
+                           printMu_))
+      return err;
+  }
   say(llvm::formatv("trained {0} steps in {1:F2} s ({2:F0} samples/s)", total, secs,
                     secs > 0 ? samplesDone / secs : 0));
   if (!opts_.saveModel.empty()) {

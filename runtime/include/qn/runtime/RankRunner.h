@@ -22,6 +22,14 @@
 namespace qn::rt {
 
 class Communicator;
+class Runner;
+
+/// --profile's work (RankRunner.cpp): `runs` more runs of `runner` on
+/// `inputs` timed node by node; rank 0 prints every rank's summary and
+/// writes `tracePath` (a Chrome trace) when not empty.
+llvm::Error profile(Runner &runner, const llvm::StringMap<Tensor> &inputs, int rank, int world,
+                    Communicator *comm, int runs, const std::string &tracePath,
+                    std::mutex &printMu);
 
 /// The device every rank runs on.
 enum class RunDevice { Cpu, Cuda };
