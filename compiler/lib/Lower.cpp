@@ -221,7 +221,7 @@ struct Lowering {
         int64_t extent = v->hasShape && want.axis >= 0 && want.axis < v->rank()
                              ? v->dimSize(want.axis)
                              : -1;
-        if (extent <= 0 || extent % opts.tp)
+        if (extent <= 0 || extent % (opts.tp * std::max(1, want.blocks)))
           return fail("graph output '" + name + "' cannot be " + want.str() + " over --tp " +
                       llvm::Twine(opts.tp) + ": its axis " + llvm::Twine(want.axis) +
                       (extent < 0 ? " has no static size" : " has size " + llvm::Twine(extent)));

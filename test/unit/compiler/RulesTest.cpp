@@ -123,7 +123,8 @@ TEST(OutputPlacements, BadRequestsAreErrors) {
     const char *message;
   } cases[] = {
       {"nope", Placement::S(0), "'nope', which is not a graph output"},
-      {"y", Placement::P(), "only R or S(d) can be required, not P"},
+      {"y", Placement::P(), "only R, S(d) or a blocked S(d)xk can be required, not P"},
+      {"y", Placement::Merged(1, 2), "only R, S(d) or a blocked S(d)xk can be required, not S(1)/2"},
       {"w", Placement::S(1), "cannot be S(1) over --tp 4: its axis 1 has size 6"},
       {"y", Placement::S(0), "cannot be S(0) over --tp 4: its axis 0 has no static size"},
   };
