@@ -91,6 +91,34 @@ Tensor unblock(const Tensor &g, int axis, int k, int world) {
   return out;
 }
 
+std::string joinPath(llvm::StringRef a, llvm::StringRef b) {
+  llvm::SmallString<256> p(a);
+  llvm::sys::path::append(p, b);
+  return std::string(p);
+}
+
+llvm::Error writeFileAtomically(const std::string &path, llvm::StringRef bytes) {
+  std::string tmp = path + ".qn-tmp";
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(tmp, ec);
+    if (ec)
+      return fail("cannot write '" + tmp + "': " + ec.message());
+    os << bytes;
+    os.close();
+    if (os.has_error()) {
+      os.clear_error();
+      llvm::sys::fs::remove(tmp);
+      return fail("cannot write '" + tmp + "'");
+    }
+  }
+  if (auto ec = llvm::sys::fs::rename(tmp, path)) {
+    llvm::sys::fs::remove(tmp);
+    return fail("cannot rename '" + tmp + "': " + ec.message());
+  }
+  return llvm::Error::success();
+}
+
 /// --save: every rank takes part in gathering the sharded parameters; rank 0
 /// writes the source model with them (unsharded, unscaled), atomically.
 llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
@@ -179,46 +207,8 @@ llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
   std::string out;
   if (!m.SerializeToString(&out))
     return fail("--save: the trained model does not serialize (over 2 GiB?)");
-  std::string tmp = path + ".qn-tmp";
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(tmp, ec);
-    if (ec)
-      return fail("--save '" + path + "': " + ec.message());
-    os << out;
-    os.close();
-    if (os.has_error()) {
-      llvm::sys::fs::remove(tmp);
-      return fail("--save '" + path + "': write failed");
-    }
-  }
-  if (auto ec = llvm::sys::fs::rename(tmp, path)) {
-    llvm::sys::fs::remove(tmp);
-    return fail("--save '" + path + "': " + ec.message());
-  }
-  return llvm::Error::success();
-}
-
-std::string joinPath(llvm::StringRef a, llvm::StringRef b) {
-  llvm::SmallString<256> p(a);
-  llvm::sys::path::append(p, b);
-  return std::string(p);
-}
-
-llvm::Error writeFileAtomically(const std::string &path, llvm::StringRef bytes) {
-  std::string tmp = path + ".qn-tmp";
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(tmp, ec);
-    if (ec)
-      return fail("cannot write '" + tmp + "': " + ec.message());
-    os << bytes;
-    os.close();
-    if (os.has_error())
-      return fail("cannot write '" + tmp + "'");
-  }
-  if (auto ec = llvm::sys::fs::rename(tmp, path))
-    return fail("cannot rename '" + tmp + "': " + ec.message());
+  if (auto err = writeFileAtomically(path, out))
+    return fail("--save '" + path + "': " + llvm::toString(std::move(err)));
   return llvm::Error::success();
 }
 
