@@ -10,6 +10,8 @@
    first checkpoints; rank 0 must stop with an error, and the latest
    checkpoint must be complete and resumable.
 3. Refusals: a checkpoint of another plan, another --batch.
+4. Bad input: a label outside [0, C) names the sample; a loss that turns NaN
+   or infinite stops the run naming the step; --train's flags are checked.
 
     python3 test/e2e/test_checkpoint.py --bin build/bin
 """
@@ -110,6 +112,31 @@ def main():
         p = subprocess.run([qr, "--nproc", "2"] + short + ["--resume", f"{w}/ck2"],
                            capture_output=True, text=True)
         check(p.returncode == 0, "the run resumes from it" + ("" if p.returncode == 0 else ": " + p.stderr))
+        # 4. Bad input.
+        y = np.load(f"{w}/y.npy")
+        y[37] = 10
+        np.save(f"{w}/ybad.npy", y)
+        p = subprocess.run([qr] + [a if a != f"labels={w}/y.npy" else f"labels={w}/ybad.npy" for a in common],
+                           capture_output=True, text=True)
+        check(p.returncode != 0 and "sample 37 has label 10, outside [0, 10)" in p.stderr,
+              "a label outside [0, C) names the sample: " + line(p.stderr, "sample 37"))
+        subprocess.run([qc, MODEL, "--tp", "2", "--train", "--lr", "1e12", "--momentum", "0.9", "-o",
+                        f"{w}/wild", "--quiet"], check=True)
+        np.save(f"{w}/xbig.npy", np.load(f"{w}/x.npy") * 1e3)
+        p = subprocess.run([qr, f"{w}/wild"] + [a if a != f"input={w}/x.npy" else f"input={w}/xbig.npy"
+                                                for a in common[1:]],
+                           capture_output=True, text=True)
+        check(p.returncode != 0 and "the loss is" in p.stderr and "step" in p.stderr,
+              "a NaN or infinite loss stops the run naming the step: " + line(p.stderr, "the loss is"))
+        for flags, key in ((["--steps", "0"], "exactly one of --epochs"),
+                           (["--epochs", "1", "--steps", "3"], "exactly one of --epochs"),
+                           (["--batch", "0", "--steps", "3"], "--batch must be at least 1")):
+            base = [a for a in common if a not in ("--steps", "24", "--batch", "32")]
+            p = subprocess.run([qr] + base + flags, capture_output=True, text=True)
+            check(p.returncode != 0 and key in p.stderr, f"{' '.join(flags)} is refused: " + line(p.stderr, key))
+        p = subprocess.run([qr, f"{w}/plan", "--input", f"input={w}/x.npy"], capture_output=True, text=True)
+        check(p.returncode != 0 and "is a training plan: run it with --train" in p.stderr,
+              "a training plan without --train is refused")
     print(f"test_checkpoint: {'all passed' if not failures else str(len(failures)) + ' failed'}")
     return 1 if failures else 0
 

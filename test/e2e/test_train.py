@@ -50,6 +50,19 @@ def torch_losses(module, x, y, batch, steps, opt_args):
     for pname, param in module.named_parameters():
         if pname in opt_args.get("freeze", ()):
             param.requires_grad_(False)
+    sched = None
+    if opt_args.get("schedule") == "cosine":
+        # qn-run's schedule for update t (1-based) of `steps`: linear warm-up
+        # over w steps, then cosine decay to 0. LambdaLR counts from 0.
+        import math
+        w = opt_args.get("warmup", 0)
+
+        def factor(k):
+            t = k + 1
+            if w and t <= w:
+                return t / w
+            return 0.5 * (1 + math.cos(math.pi * (t - w) / (steps - w)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     losses = []
     n = x.shape[0]
     per_epoch = (n + batch - 1) // batch
@@ -64,6 +77,8 @@ def torch_losses(module, x, y, batch, steps, opt_args):
         if opt_args.get("clip"):
             torch.nn.utils.clip_grad_norm_(module.parameters(), opt_args["clip"])
         opt.step()
+        if sched:
+            sched.step()
         losses.append(loss.item())
     return np.array(losses)
 
@@ -87,6 +102,9 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
         cmd += ["--clip-grad-norm", str(opt_args["clip"])]
     if opt_args.get("freeze"):
         cmd += ["--freeze", ",".join(opt_args["freeze"])]
+    if opt_args.get("schedule"):
+        cmd += ["--lr-schedule", opt_args["schedule"], "--warmup-steps",
+                str(opt_args.get("warmup", 0))]
     run(cmd)
     xs, ys = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
     np.save(xs, x)
@@ -146,6 +164,8 @@ CASES = {
     "mlp_sgd_clip": ({"optimizer": "sgd", "lr": 0.1, "clip": 0.5}, 20, 32, (1, 2)),
     "mlp_sgd_frozen": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
                         "freeze": ["fc1.weight", "fc1.bias"]}, 20, 32, (1, 2)),
+    "mlp_adamw_cosine_warmup": ({"optimizer": "adamw", "lr": 2e-3, "schedule": "cosine",
+                                 "warmup": 5}, 20, 32, (1, 2)),
     "mlp_torchrun": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "torchrun": True},
                      10, 32, (2,)),
     # 2-layer GPT-2, tied embedding and LM head (exported as a transposed
