@@ -248,8 +248,41 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
   const std::vector<int64_t> &outShape = plan.outShape, &perm = plan.perm;
   int64_t rows = plan.rows, len = plan.len;
   Tensor xw = widen(x);
-  // Bring the reduced axes to the back (no copy when they already are).
+  // Sum or mean over leading axes (a bias gradient summed over the batch):
+  // accumulate whole rows, in the order the transposed row sums would use,
+  // instead of transposing (the same double sums, so the same results).
   bool inOrder = std::is_sorted(perm.begin(), perm.end());
+  int64_t lead = 0;
+  while (lead < r && plan.reduced[lead])
+    ++lead;
+  bool leadingOnly = lead > 0 && lead < r &&
+                     std::none_of(plan.reduced.begin() + lead, plan.reduced.end(),
+                                  [](bool b) { return b; });
+  if (!inOrder && leadingOnly && kind != RedKind::Max && rows > 0 && len > 0 &&
+      (xw.dtype() == DType::Float || xw.dtype() == DType::Double)) {
+    Tensor y = Tensor::empty(xw.dtype(), outShape);
+    std::vector<double> acc(static_cast<size_t>(rows), 0.0);
+    auto columns = [&](auto tag) {
+      using T = decltype(tag);
+      const T *px = xw.data<T>();
+      double *a = acc.data();
+      for (int64_t i = 0; i < len; ++i) {
+        const T *row = px + i * rows;
+        for (int64_t j = 0; j < rows; ++j)
+          a[j] += static_cast<double>(row[j]);
+      }
+      T *py = y.data<T>();
+      for (int64_t j = 0; j < rows; ++j)
+        py[j] = static_cast<T>(kind == RedKind::Mean ? a[j] / static_cast<double>(len) : a[j]);
+    };
+    if (xw.dtype() == DType::Float)
+      columns(float());
+    else
+      columns(double());
+    ctx.outputs[0] = narrow(y, dt);
+    return llvm::Error::success();
+  }
+  // Bring the reduced axes to the back (no copy when they already are).
   Tensor xp = xw;
   if (!inOrder && xw.numel() > 0) {
     auto cs = contiguousStrides(xw.shape());
