@@ -270,11 +270,11 @@ llvm::Error writeCheckpoint(const std::string &dir, int rank, int world, Communi
   return barrier("renamed");
 }
 
-/// Reads this rank's state from the latest checkpoint in `dir` into `bufs`
-/// after checking it belongs to this plan and run; returns its step.
-llvm::Expected<int64_t> readCheckpoint(const std::string &dir, int rank, int world,
-                                       const CheckpointInfo &want,
-                                       std::vector<Tensor> &bufs) {
+/// The latest checkpoint in `dir` (its folder and step), checked against
+/// this plan and run without reading the state: qn-run checks it before any
+/// rank starts.
+llvm::Expected<std::pair<std::string, int64_t>> findCheckpoint(const std::string &dir, int world,
+                                                               const CheckpointInfo &want) {
   auto latest = llvm::MemoryBuffer::getFile(joinPath(dir, "latest"));
   if (!latest)
     return fail("--resume '" + dir + "': no checkpoint there (no 'latest' file)");
@@ -309,6 +309,18 @@ llvm::Expected<int64_t> readCheckpoint(const std::string &dir, int rank, int wor
   const llvm::json::Array *state = o->getArray("state");
   if (step < 0 || !state || state->size() != want.state.size())
     return fail("--resume: '" + ck + "' does not hold this plan's training state");
+  return std::make_pair(ck, step);
+}
+
+/// Reads this rank's state from the latest checkpoint in `dir` into `bufs`
+/// after checking it belongs to this plan and run; returns its step.
+llvm::Expected<int64_t> readCheckpoint(const std::string &dir, int rank, int world,
+                                       const CheckpointInfo &want,
+                                       std::vector<Tensor> &bufs) {
+  auto found = findCheckpoint(dir, world, want);
+  if (!found)
+    return found.takeError();
+  const auto &[ck, step] = *found;
   auto bin = llvm::MemoryBuffer::getFile(joinPath(ck, "rank" + std::to_string(rank) + ".bin"));
   if (!bin)
     return fail("--resume: '" + ck + "' has no file for rank " + llvm::Twine(rank));
@@ -335,6 +347,15 @@ llvm::Expected<llvm::StringMap<Tensor>> RankRunner::readDatasets(const PlanManif
   if (!opts_.train)
     return fail("the plan in '" + opts_.planDir +
                 "' is a training plan: run it with --train (and --epochs or --steps)");
+  if (!opts_.resumeDir.empty()) {
+    CheckpointInfo want;
+    want.planId = plan.planId;
+    want.batch = opts_.batch;
+    want.shuffleSeed = opts_.shuffleSeed;
+    want.state.resize(plan.training->state.size());
+    if (auto found = findCheckpoint(opts_.resumeDir, plan.tp, want); !found)
+      return found.takeError();
+  }
   auto data = readDatasetList(plan, opts_.inputs, "--input");
   if (!data || opts_.evalInputs.empty())
     return data;
