@@ -78,17 +78,106 @@ llvm::Expected<Tensor> parseIdx(const std::string &bytes, llvm::StringRef path) 
   return t;
 }
 
+uint32_t le32(const unsigned char *p) {
+  return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
+uint16_t le16(const unsigned char *p) { return uint16_t(p[0] | (p[1] << 8)); }
+
+/// The members of a .npz (a zip of .npy files, stored or deflated), by name
+/// without ".npy", read through the central directory.
+llvm::Expected<std::vector<std::pair<std::string, std::string>>>
+npzMembers(const std::string &zip, llvm::StringRef path) {
+  const auto *b = reinterpret_cast<const unsigned char *>(zip.data());
+  size_t n = zip.size();
+  // End of central directory: the last "PK\5\6" (a comment may follow it).
+  size_t eocd = std::string::npos;
+  for (size_t i = n >= 22 ? n - 22 : 0; i + 22 <= n; --i) {
+    if (le32(b + i) == 0x06054b50) {
+      eocd = i;
+      break;
+    }
+    if (i == 0 || n - i > 22 + 65535)
+      break;
+  }
+  if (eocd == std::string::npos)
+    return fail("'" + path + "' is not a .npz file (no zip directory)");
+  uint16_t count = le16(b + eocd + 10);
+  size_t dir = le32(b + eocd + 16);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (uint16_t k = 0; k < count; ++k) {
+    if (dir + 46 > n || le32(b + dir) != 0x02014b50)
+      return fail("'" + path + "': damaged zip directory");
+    uint16_t method = le16(b + dir + 10), nameLen = le16(b + dir + 28),
+             extraLen = le16(b + dir + 30), commentLen = le16(b + dir + 32);
+    uint32_t csize = le32(b + dir + 20), usize = le32(b + dir + 24), local = le32(b + dir + 42);
+    if (csize == 0xffffffffu || usize == 0xffffffffu || local == 0xffffffffu)
+      return fail("'" + path + "': zip64 members (over 4 GiB) are not supported");
+    if (dir + 46 + nameLen > n)
+      return fail("'" + path + "': damaged zip directory");
+    std::string name(zip.data() + dir + 46, nameLen);
+    dir += 46 + nameLen + extraLen + commentLen;
+    if (size_t(local) + 30 > n || le32(b + local) != 0x04034b50)
+      return fail("'" + path + "': damaged zip member '" + name + "'");
+    size_t data = local + 30 + le16(b + local + 26) + le16(b + local + 28);
+    if (data + csize > n)
+      return fail("'" + path + "': member '" + name + "' is truncated");
+    std::string bytes;
+    if (method == 0) {
+      bytes.assign(zip.data() + data, csize);
+    } else if (method == 8) {
+      bytes.resize(usize);
+      z_stream zs{};
+      if (inflateInit2(&zs, -MAX_WBITS) != Z_OK)
+        return fail("'" + path + "': zlib failed");
+      zs.next_in = const_cast<Bytef *>(b + data);
+      zs.avail_in = csize;
+      zs.next_out = reinterpret_cast<Bytef *>(bytes.data());
+      zs.avail_out = usize;
+      int rc = inflate(&zs, Z_FINISH);
+      inflateEnd(&zs);
+      if (rc != Z_STREAM_END || zs.total_out != usize)
+        return fail("'" + path + "': member '" + name + "' does not inflate");
+    } else {
+      return fail("'" + path + "': member '" + name + "' uses zip method " +
+                  llvm::Twine(method) + " (stored and deflated are supported)");
+    }
+    llvm::StringRef key(name);
+    key.consume_back(".npy");
+    out.push_back({key.str(), std::move(bytes)});
+  }
+  return out;
+}
+
 } // namespace
 
-llvm::Expected<Tensor> loadDataset(llvm::StringRef path) {
+llvm::Expected<Tensor> loadDataset(llvm::StringRef spec) {
+  // FILE.npz:KEY picks an array of a .npz; FILE.npz alone needs exactly one.
+  llvm::StringRef path = spec, key;
+  if (size_t at = spec.rfind(".npz:"); at != llvm::StringRef::npos) {
+    path = spec.take_front(at + 4);
+    key = spec.drop_front(at + 5);
+  }
   auto bytes = readMaybeGzip(path);
   if (!bytes)
     return bytes.takeError();
+  if (bytes->size() >= 4 && bytes->compare(0, 4, "PK\x03\x04") == 0) {
+    auto members = npzMembers(*bytes, path);
+    if (!members)
+      return members.takeError();
+    std::string names;
+    for (auto &[name, data] : *members) {
+      names += (names.empty() ? "" : ", ") + name;
+      if (name == key || (key.empty() && members->size() == 1))
+        return parseNpy(data, (path + ":" + name).str());
+    }
+    return fail("'" + path + "' holds the arrays " + names + ": name one as " + path +
+                ":NAME" + (key.empty() ? "" : " ('" + key + "' is not among them)"));
+  }
   if (bytes->size() >= 6 && bytes->compare(0, 6, "\x93NUMPY") == 0)
     return parseNpy(*bytes, path);
   if (llvm::StringRef(path).contains("-idx") || (bytes->size() >= 2 && (*bytes)[0] == 0 && (*bytes)[1] == 0))
     return parseIdx(*bytes, path);
-  return fail("'" + path + "' is neither a .npy nor an IDX file");
+  return fail("'" + path + "' is neither a .npy, a .npz nor an IDX file");
 }
 
 Tensor gatherRows(const Tensor &data, llvm::ArrayRef<int64_t> rows) {

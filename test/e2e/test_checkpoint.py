@@ -12,6 +12,8 @@
 3. Refusals: a checkpoint of another plan, another --batch.
 4. Bad input: a label outside [0, C) names the sample; a loss that turns NaN
    or infinite stops the run naming the step; --train's flags are checked.
+5. Dataset formats: the same data as .npz (stored and deflated, NAME=F:KEY)
+   gives the .npy run's loss trace bit for bit; a missing key is named.
 
     python3 test/e2e/test_checkpoint.py --bin build/bin
 """
@@ -137,6 +139,24 @@ def main():
         p = subprocess.run([qr, f"{w}/plan", "--input", f"input={w}/x.npy"], capture_output=True, text=True)
         check(p.returncode != 0 and "is a training plan: run it with --train" in p.stderr,
               "a training plan without --train is refused")
+        # 5. .npz datasets.
+        x, y = np.load(f"{w}/x.npy"), np.load(f"{w}/y.npy")
+        np.savez(f"{w}/d.npz", x=x, y=y)
+        np.savez_compressed(f"{w}/dc.npz", x=x, y=y)
+        short = [a for a in common if a not in ("--steps", "24")] + ["--steps", "6"]
+        ref = subprocess.run([qr] + short + ["--loss-log", f"{w}/npy.csv"], capture_output=True, text=True)
+        for name in ("d", "dc"):
+            args2 = [a.replace(f"{w}/x.npy", f"{w}/{name}.npz:x").replace(f"{w}/y.npy", f"{w}/{name}.npz:y")
+                     for a in short]
+            p = subprocess.run([qr] + args2 + ["--loss-log", f"{w}/{name}.csv"], capture_output=True, text=True)
+            same = ref.returncode == 0 and p.returncode == 0 and \
+                open(f"{w}/{name}.csv").read() == open(f"{w}/npy.csv").read()
+            check(same, f".npz ({'deflated' if name == 'dc' else 'stored'}) trains exactly as .npy"
+                  + ("" if p.returncode == 0 else ": " + p.stderr.strip()))
+        p = subprocess.run([qr] + [a.replace(f"{w}/x.npy", f"{w}/d.npz:z") for a in short],
+                           capture_output=True, text=True)
+        check(p.returncode != 0 and "holds the arrays x, y" in p.stderr,
+              "a missing .npz key is named: " + line(p.stderr, "holds the arrays"))
     print(f"test_checkpoint: {'all passed' if not failures else str(len(failures)) + ' failed'}")
     return 1 if failures else 0
 

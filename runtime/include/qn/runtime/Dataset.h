@@ -6,11 +6,12 @@
 
 namespace qn::rt {
 
-/// A dataset file as one tensor whose axis 0 is the samples: a .npy file,
-/// or an MNIST IDX file (`*-idx3-ubyte` images become float32 in [0, 1],
-/// `*-idx1-ubyte` labels int64; any other IDX file keeps its type, uint8
-/// as float32), either optionally gzip-compressed (.gz).
-llvm::Expected<Tensor> loadDataset(llvm::StringRef path);
+/// A dataset file as one tensor whose axis 0 is the samples: a .npy file;
+/// an array of a .npz (`FILE.npz:NAME`, or `FILE.npz` holding one array;
+/// stored or deflated); or an MNIST IDX file (`*-idx3-ubyte` images become
+/// float32 in [0, 1], `*-idx1-ubyte` labels int64). .npy and IDX files may
+/// be gzip-compressed (.gz).
+llvm::Expected<Tensor> loadDataset(llvm::StringRef spec);
 
 /// Rows `rows` of `data` (axis 0), in that order, as a new tensor.
 Tensor gatherRows(const Tensor &data, llvm::ArrayRef<int64_t> rows);
