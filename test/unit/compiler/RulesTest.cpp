@@ -78,8 +78,18 @@ TEST(RuleRegistry, ShardsOnlyOpsEveryDeviceRuns) {
 }
 
 TEST(GradRuleRegistry, KnowsOnlyTableOps) {
-  for (const std::string &op : grad::gradRules().ops())
+  std::vector<std::string> ops = grad::gradRules().ops();
+  EXPECT_GT(ops.size(), 35u);
+  for (const std::string &op : ops) {
     EXPECT_NE(ops::findOp("", op), nullptr) << op;
+    EXPECT_FALSE(grad::gradRules().lookup(op)->family.empty()) << op;
+  }
+  // Every op of the MLP, the transformer blocks, the ViT and GPT-2.
+  for (const char *op : {"MatMul", "Gemm", "Add", "Mul", "Div", "Pow", "Relu", "Tanh", "Erf",
+                         "Softmax", "LayerNormalization", "Reshape", "Transpose", "Split",
+                         "Concat", "Gather", "Where", "Conv", "Expand", "ReduceMean"})
+    EXPECT_NE(grad::gradRules().lookup(op), nullptr) << op;
+  EXPECT_EQ(grad::gradRules().lookup("Abs"), nullptr);
 }
 
 TEST(OutputPlacements, RequiredShardKeepsColumnOutputSharded) {
