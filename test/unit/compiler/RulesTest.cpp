@@ -79,7 +79,7 @@ TEST(RuleRegistry, ShardsOnlyOpsEveryDeviceRuns) {
 
 TEST(GradRuleRegistry, KnowsOnlyTableOps) {
   std::vector<std::string> ops = grad::gradRules().ops();
-  EXPECT_GT(ops.size(), 35u);
+  EXPECT_GE(ops.size(), 35u);
   for (const std::string &op : ops) {
     EXPECT_NE(ops::findOp("", op), nullptr) << op;
     EXPECT_FALSE(grad::gradRules().lookup(op)->family.empty()) << op;
