@@ -20,6 +20,7 @@
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,12 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(ROOT, "models", "train", "mlp_mnist.onnx")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main():
@@ -87,14 +94,23 @@ def main():
         # 2. A killed rank (torchrun-style processes, so one can be killed).
         long = [a if a != "24" else "200000" for a in common if a not in ("--nproc", "2")]
         env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(31000 + os.getpid() % 20000))
+                   MASTER_PORT=str(free_port()), OPENBLAS_NUM_THREADS="1")
         procs = [subprocess.Popen([qr] + long + ["--checkpoint", f"{w}/ck2", "--checkpoint-every", "50",
                                                  "--timeout", "10"],
                                   env=dict(env, RANK=str(r)), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for r in range(2)]
-        deadline = time.time() + 60
-        while time.time() < deadline and not os.path.exists(f"{w}/ck2/step-150"):
+        deadline = time.time() + 120
+        while (time.time() < deadline and not os.path.exists(f"{w}/ck2/step-150") and
+               all(p.poll() is None for p in procs)):
             time.sleep(0.05)
+        if not os.path.exists(f"{w}/ck2/step-150"):
+            for p in procs:
+                p.kill()
+            outs = [p.communicate()[1] for p in procs]
+            check(False, "the long run reached its third checkpoint: " + " | ".join(
+                o.strip().splitlines()[-1] if o.strip() else "(no message)" for o in outs))
+            print(f"test_checkpoint: {len(failures)} failed")
+            return 1
         procs[1].send_signal(signal.SIGKILL)
         t0 = time.time()
         try:

@@ -15,6 +15,7 @@ writes, run by ONNX Runtime, must give the trained module's outputs within
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -117,7 +118,9 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
     if opt_args.get("torchrun") and tp > 1:
         # Launched as torchrun does: one process per rank, RANK / WORLD_SIZE /
         # MASTER_ADDR / MASTER_PORT in the environment.
-        port = str(29500 + os.getpid() % 20000)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
         procs = [subprocess.Popen([qn_run] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, env=dict(os.environ, RANK=str(r), WORLD_SIZE=str(tp),
                                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
