@@ -170,8 +170,9 @@ onnx::ValueInfoProto scalarInput(const std::string &name, int32_t type) {
 }
 
 /// Replaces each source initializer B that equals the transpose of another
-/// source initializer A (2-D, same type) by Transpose(A); returns (B, A).
-std::vector<std::pair<std::string, std::string>> untieTransposedCopies(Graph &g) {
+/// source initializer A (2-D, same type, not all one value) by Transpose(A);
+/// returns (B, A).
+std::vector<std::pair<std::string, std::string>> tieTransposedCopies(Graph &g) {
   std::vector<std::pair<std::string, std::string>> ties;
   std::vector<Value *> mats;
   for (const std::string &name : g.sourceInitializers)
@@ -191,6 +192,13 @@ std::vector<std::pair<std::string, std::string>> untieTransposedCopies(Graph &g)
       size_t es = elemTypeSize(a->elemType);
       int64_t R = a->dimSize(0), Cc = a->dimSize(1);
       if (ra.size() != rb.size() || ra.size() != size_t(R * Cc) * es)
+        continue;
+      // A constant matrix (all zeros, say) equals any transpose of its
+      // shape by coincidence: not a tie.
+      bool uniform = true;
+      for (size_t k = es; uniform && k < ra.size(); k += es)
+        uniform = std::memcmp(ra.data(), ra.data() + k, es) == 0;
+      if (uniform)
         continue;
       bool equal = true;
       for (int64_t i = 0; equal && i < R; ++i)
@@ -232,7 +240,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   // token embedding used by its LM head) into an initializer of its own. A
   // source initializer equal to the transpose of another is read as that
   // Transpose again, so the shared weight gets one gradient (both uses').
-  std::vector<std::pair<std::string, std::string>> ties = untieTransposedCopies(g);
+  std::vector<std::pair<std::string, std::string>> ties = tieTransposedCopies(g);
   // 1. The forward plan.
   if (popts.tp > 1) {
     if (auto err = defuseUnequalProjections(g))
