@@ -143,6 +143,21 @@ float attrFloat(const onnx::NodeProto &n, llvm::StringRef name, float dflt) {
   return dflt;
 }
 
+std::vector<int64_t> attrInts(const onnx::NodeProto &n, llvm::StringRef name) {
+  for (const auto &a : n.attribute())
+    if (a.name() == name)
+      return std::vector<int64_t>(a.ints().begin(), a.ints().end());
+  return {};
+}
+
+std::vector<int64_t> transposePerm(const Node &n, int64_t rank) {
+  std::vector<int64_t> perm = attrInts(n.proto, "perm");
+  if (perm.empty())
+    for (int64_t i = rank - 1; i >= 0; --i)
+      perm.push_back(i);
+  return perm;
+}
+
 bool constantInts(const Value *v, std::vector<int64_t> &out) {
   if (!v || !v->constant || v->constant->data_type() != onnx::TensorProto::INT64)
     return false;

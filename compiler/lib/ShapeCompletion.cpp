@@ -197,14 +197,8 @@ void transposeShape(Node &n, llvm::ArrayRef<const Value *> ins, bool allShaped) 
   Value *y = n.outputs[0];
   if (!ins[0]->hasShape)
     return;
-  std::vector<int64_t> perm;
-  for (const auto &a : n.proto.attribute())
-    if (a.name() == "perm")
-      perm.assign(a.ints().begin(), a.ints().end());
   int64_t r = ins[0]->rank();
-  if (perm.empty())
-    for (int64_t i = r - 1; i >= 0; --i)
-      perm.push_back(i);
+  std::vector<int64_t> perm = transposePerm(n, r);
   if (static_cast<int64_t>(perm.size()) != r)
     return;
   llvm::SmallVector<Dim, 4> out;

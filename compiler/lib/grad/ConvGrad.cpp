@@ -13,13 +13,6 @@
 namespace qn::grad {
 namespace {
 
-std::vector<int64_t> intsAttr(const Node &n, llvm::StringRef name) {
-  for (const auto &a : n.proto.attribute())
-    if (a.name() == name)
-      return std::vector<int64_t>(a.ints().begin(), a.ints().end());
-  return {};
-}
-
 llvm::Error conv(const GradContext &ctx, const Node &n, GradResult &r) {
   Emitter &e = ctx.e;
   const Value *x = n.inputs[0], *w = n.inputs[1], *b = n.input(2);
@@ -32,8 +25,9 @@ llvm::Error conv(const GradContext &ctx, const Node &n, GradResult &r) {
     return refuse("not a 2-D Conv of known rank");
   int64_t C = x->dimSize(1), H = x->dimSize(2), W = x->dimSize(3);
   int64_t O = w->dimSize(0), kh = w->dimSize(2), kw = w->dimSize(3);
-  std::vector<int64_t> kernel = intsAttr(n, "kernel_shape"), strides = intsAttr(n, "strides"),
-                       pads = intsAttr(n, "pads"), dil = intsAttr(n, "dilations");
+  std::vector<int64_t> kernel = attrInts(n.proto, "kernel_shape"),
+                       strides = attrInts(n.proto, "strides"), pads = attrInts(n.proto, "pads"),
+                       dil = attrInts(n.proto, "dilations");
   if (C <= 0 || H <= 0 || W <= 0 || O <= 0 || kh <= 0 || kw <= 0)
     return refuse("its channels, height and width must be static");
   if (attrInt(n.proto, "group", 1) != 1)

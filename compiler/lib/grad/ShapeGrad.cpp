@@ -67,13 +67,7 @@ llvm::Error transpose(const GradContext &ctx, const Node &n, GradResult &r) {
   const Value *x = n.inputs[0];
   if (!x->hasShape)
     return fail("Transpose '" + n.label() + "': its input's rank is not known");
-  std::vector<int64_t> perm;
-  for (const auto &a : n.proto.attribute())
-    if (a.name() == "perm")
-      perm.assign(a.ints().begin(), a.ints().end());
-  if (perm.empty())
-    for (int64_t i = x->rank() - 1; i >= 0; --i)
-      perm.push_back(i);
+  std::vector<int64_t> perm = transposePerm(n, x->rank());
   std::vector<int64_t> inverse(perm.size());
   for (size_t i = 0; i < perm.size(); ++i)
     inverse[perm[i]] = static_cast<int64_t>(i);

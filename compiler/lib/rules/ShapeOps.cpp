@@ -35,13 +35,7 @@ llvm::Error transpose(const RuleContext &ctx, const Node &n, RuleResult &r) {
   Placement p = ctx.of(x);
   if (p.isReplicated() || !x->hasShape)
     return llvm::Error::success();
-  std::vector<int64_t> perm;
-  for (const auto &a : n.proto.attribute())
-    if (a.name() == "perm")
-      perm.assign(a.ints().begin(), a.ints().end());
-  if (perm.empty())
-    for (int64_t i = x->rank() - 1; i >= 0; --i)
-      perm.push_back(i);
+  std::vector<int64_t> perm = transposePerm(n, x->rank());
   np.in[0] = p;
   if (p.isPartial()) {
     np.out[0] = p;

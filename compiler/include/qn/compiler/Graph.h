@@ -109,6 +109,11 @@ llvm::Error fail(const llvm::Twine &msg);
 /// Attribute `name` of `n`, or `dflt` when absent.
 int64_t attrInt(const onnx::NodeProto &n, llvm::StringRef name, int64_t dflt);
 float attrFloat(const onnx::NodeProto &n, llvm::StringRef name, float dflt);
+/// An int-list attribute `name` of `n`, empty when absent.
+std::vector<int64_t> attrInts(const onnx::NodeProto &n, llvm::StringRef name);
+/// A Transpose's permutation of a rank-`rank` input: its `perm`, or the
+/// reversal ONNX defaults to.
+std::vector<int64_t> transposePerm(const Node &n, int64_t rank);
 
 /// The values of an int64 constant; false if `v` is not one.
 bool constantInts(const Value *v, std::vector<int64_t> &out);
