@@ -357,6 +357,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
            "labels_kept"),
       "labels_valid");
   std::string count = e.reduceSum(valid, {}, false, "labels_count");
+  std::string validCol = e.unsqueeze(valid, {-1}, "labels_valid_col");
   std::vector<int64_t> classIds(C);
   for (int64_t i = 0; i < C; ++i)
     classIds[i] = i;
@@ -366,7 +367,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
                                    e.ints("classes", classIds)},
                          "labels_match"),
                     "labels_onehot_all"),
-            e.unsqueeze(valid, {-1}, "labels_valid_col")},
+            validCol},
            "labels_onehot");
   std::string picked =
       e.reduceSum(e.op("Mul", {onehot, logp}, "target_logp_all"), {-1}, false, "target_logp");
@@ -385,7 +386,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   std::string probs = e.op("Softmax", {L}, L + "_probs", {grad::iattr("axis", -1)});
   std::string dlogits = e.op(
       "Div",
-      {e.op("Sub", {e.op("Mul", {probs, e.unsqueeze(valid, {-1}, "labels_valid_col")}, "probs_kept"),
+      {e.op("Sub", {e.op("Mul", {probs, validCol}, "probs_kept"),
                     onehot},
             "probs_minus_onehot"),
        count},

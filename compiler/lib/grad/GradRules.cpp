@@ -104,20 +104,26 @@ std::string Emitter::ints(llvm::StringRef base, llvm::ArrayRef<int64_t> values) 
   return constant(int64Tensor(base.str(), values));
 }
 
-std::string Emitter::scalar(llvm::StringRef base, double value, int32_t type) {
-  if (type == 0)
-    type = type_;
+onnx::TensorProto Emitter::typed(llvm::StringRef name, llvm::ArrayRef<int64_t> dims,
+                                 llvm::ArrayRef<double> values, int32_t type) const {
   onnx::TensorProto t;
-  t.set_name(base.str());
-  t.set_data_type(type);
-  if (type == onnx::TensorProto::DOUBLE) {
-    t.set_raw_data(std::string(reinterpret_cast<const char *>(&value), sizeof value));
+  t.set_name(name.str());
+  for (int64_t d : dims)
+    t.add_dims(d);
+  if ((type ? type : type_) == onnx::TensorProto::DOUBLE) {
+    t.set_data_type(onnx::TensorProto::DOUBLE);
+    t.set_raw_data(std::string(reinterpret_cast<const char *>(values.data()),
+                               values.size() * sizeof(double)));
   } else {
-    float f = static_cast<float>(value);
+    std::vector<float> f(values.begin(), values.end());
     t.set_data_type(onnx::TensorProto::FLOAT);
-    t.set_raw_data(std::string(reinterpret_cast<const char *>(&f), sizeof f));
+    t.set_raw_data(std::string(reinterpret_cast<const char *>(f.data()), f.size() * sizeof(float)));
   }
-  return constant(std::move(t));
+  return t;
+}
+
+std::string Emitter::scalar(llvm::StringRef base, double value, int32_t type) {
+  return constant(typed(base, {}, {value}, type));
 }
 
 std::string Emitter::reduceSum(const std::string &x, llvm::ArrayRef<int64_t> axes, bool keepdims,

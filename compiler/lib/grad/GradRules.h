@@ -44,6 +44,10 @@ public:
   int32_t type() const { return type_; }
   /// Adds a ready-made constant (its name is made fresh); returns the name.
   std::string constant(onnx::TensorProto t);
+  /// A tensor of element type `type` (0: the current type; float or double)
+  /// with `dims` holding `values`, not yet added.
+  onnx::TensorProto typed(llvm::StringRef name, llvm::ArrayRef<int64_t> dims,
+                          llvm::ArrayRef<double> values, int32_t type = 0) const;
 
   // The opset-dependent forms.
   std::string reduceSum(const std::string &x, llvm::ArrayRef<int64_t> axes, bool keepdims,
@@ -126,5 +130,8 @@ void registerShapeGradRules(GradRuleRegistry &r);
 void registerNormGradRules(GradRuleRegistry &r);
 void registerIndexGradRules(GradRuleRegistry &r);
 void registerConvGradRules(GradRuleRegistry &r);
+
+/// `axis` counted from the front of a rank-`rank` tensor.
+inline int64_t normAxis(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
 
 } // namespace qn::grad

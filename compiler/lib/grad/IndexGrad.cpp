@@ -15,23 +15,12 @@
 namespace qn::grad {
 namespace {
 
-int64_t normAxis(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
-
 /// Zeros of the run-time shape of `like`, of the emitter's element type.
 std::string zerosLike(Emitter &e, const std::string &like, llvm::StringRef base) {
   onnx::AttributeProto value;
   value.set_name("value");
   value.set_type(onnx::AttributeProto::TENSOR);
-  onnx::TensorProto *t = value.mutable_t();
-  t->set_data_type(e.type());
-  t->add_dims(1);
-  if (e.type() == onnx::TensorProto::DOUBLE) {
-    double z = 0;
-    t->set_raw_data(std::string(reinterpret_cast<const char *>(&z), sizeof z));
-  } else {
-    float z = 0;
-    t->set_raw_data(std::string(reinterpret_cast<const char *>(&z), sizeof z));
-  }
+  *value.mutable_t() = e.typed("", {1}, {0.0});
   std::string shape = e.op("Shape", {like}, like + "_shape");
   return e.op("ConstantOfShape", {shape}, base, {value});
 }
@@ -57,22 +46,10 @@ llvm::Error gather(const GradContext &ctx, const Node &n, GradResult &r) {
       index += L;
     std::vector<int64_t> shape(data->rank(), 1);
     shape[axis] = L;
-    onnx::TensorProto hot;
-    hot.set_name("onehot");
-    hot.set_data_type(e.type());
-    for (int64_t d : shape)
-      hot.add_dims(d);
-    if (e.type() == onnx::TensorProto::DOUBLE) {
-      std::vector<double> v(L, 0.0);
-      v[index] = 1.0;
-      hot.set_raw_data(std::string(reinterpret_cast<const char *>(v.data()), v.size() * 8));
-    } else {
-      std::vector<float> v(L, 0.0f);
-      v[index] = 1.0f;
-      hot.set_raw_data(std::string(reinterpret_cast<const char *>(v.data()), v.size() * 4));
-    }
+    std::vector<double> hot(L, 0.0);
+    hot[index] = 1.0;
     std::string g = e.unsqueeze(gy, {axis}, gy + "_unsq");
-    r.set(0, e.op("Mul", {g, e.constant(std::move(hot))}, data->name + "_grad"));
+    r.set(0, e.op("Mul", {g, e.constant(e.typed("onehot", shape, hot))}, data->name + "_grad"));
     return llvm::Error::success();
   }
   if (ctx.g.opsetVersion() < 16)

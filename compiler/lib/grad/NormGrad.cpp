@@ -13,8 +13,6 @@
 namespace qn::grad {
 namespace {
 
-int64_t normAxis(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
-
 llvm::Error softmax(const GradContext &ctx, const Node &n, GradResult &r) {
   if (!ctx.want(0))
     return llvm::Error::success();
