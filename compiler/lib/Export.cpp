@@ -224,6 +224,7 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
         {"labels", t->labels},
         {"logits", t->logits},
         {"classes", t->classes},
+        {"class_groups", t->classGroups},
         {"ignore_index", t->ignoreIndex},
         {"lr_input", t->lrInput},
         {"step_input", t->stepInput},

@@ -368,7 +368,9 @@ std::vector<std::string> planWarnings(const Plan &plan, const PartitionOptions &
   for (const PaddedLinear &p : plan.padded)
     unpads.insert(p.node->label() + "/unpad");
   for (const PlannedNode &n : plan.nodes) {
-    if (n.role == "collective" || unpads.count(n.proto.name()))
+    // The training loss gathers each rank's (max, log-sum-exp) by design.
+    if (n.role == "collective" || unpads.count(n.proto.name()) ||
+        (plan.training && llvm::StringRef(n.proto.name()).startswith("qn/loss/")))
       continue;
     for (const std::string &in : n.proto.input())
       if (gathered.count(in)) {

@@ -169,9 +169,19 @@ onnx::ValueInfoProto scalarInput(const std::string &name, int32_t type) {
   return vi;
 }
 
+/// Whether `v` is the table of an embedding lookup (Gather on axis 0).
+bool isLookupTable(const Value *v) {
+  return llvm::any_of(v->uses, [](const auto &use) {
+    return use.second == 0 && use.first->opType() == "Gather" && use.first->domain().empty() &&
+           attrInt(use.first->proto, "axis", 0) == 0;
+  });
+}
+
 /// Replaces each source initializer B that equals the transpose of another
 /// source initializer A (2-D, same type, not all one value) by Transpose(A);
-/// returns (B, A).
+/// returns (B, A). An embedding table is never the copy: it stays the
+/// parameter, so it can be vocab-parallel (a lookup of a Transpose could
+/// not), and the LM head reads it transposed.
 std::vector<std::pair<std::string, std::string>> tieTransposedCopies(Graph &g) {
   std::vector<std::pair<std::string, std::string>> ties;
   std::vector<Value *> mats;
@@ -183,6 +193,8 @@ std::vector<std::pair<std::string, std::string>> tieTransposedCopies(Graph &g) {
       mats.push_back(v);
   llvm::DenseSet<const Value *> replaced;
   for (Value *b : mats) {
+    if (isLookupTable(b))
+      continue;
     for (Value *a : mats) {
       if (a == b || replaced.count(a) || a->elemType != b->elemType ||
           a->dimSize(0) != b->dimSize(1) || a->dimSize(1) != b->dimSize(0) ||
@@ -265,9 +277,23 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
       if (auto it = biasSource.find(owner); it != biasSource.end())
         paramSource[np->inputs[1]->name] = it->second;
     }
+  // Vocab-parallel lookups, chosen as for inference where tp divides the
+  // vocabulary (padded tables are inference-only so far): the table is
+  // pinned S(0), so a tied LM head reading it transposed is column-parallel
+  // and the logits arrive vocab-sharded.
+  PartitionOptions fopts = popts;
+  llvm::StringSet<> vocabLookups;
+  llvm::StringSet<> vocabTables;
+  for (const EmbeddingInfo &em : findEmbeddings(g, popts)) {
+    if (!em.vocabParallel || em.paddedV != em.V)
+      continue;
+    vocabLookups.insert(em.node->label());
+    vocabTables.insert(em.node->inputs[0]->name);
+    fopts.constantPlacements[em.node->inputs[0]->name] = Placement::S(0);
+  }
   RewriteState fstate;
   llvm::DenseMap<const Node *, NodePlacements> fplaced;
-  if (auto err = propagatePlacements(g, linears, popts, fstate, fplaced))
+  if (auto err = propagatePlacements(g, linears, fopts, fstate, fplaced))
     return err;
 
   // The logits and the parameters.
@@ -350,47 +376,91 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   auto toFloat = [&](const std::string &x, llvm::StringRef base) {
     return e.op("Cast", {x}, base, {grad::iattr("to", logits->elemType)});
   };
-  std::string logp = e.op("LogSoftmax", {L}, L + "_logp", {grad::iattr("axis", -1)});
+  // The class axis is split into G groups of C/G classes, G = tp where the
+  // logits arrive vocab-sharded (a tied or column-parallel LM head), else 1:
+  // each rank reduces its own group (max, log-sum-exp, target logit), the
+  // groups' (max, lse) pairs are gathered (one AllGather of 2G values per
+  // row, where Megatron's vocab-parallel cross-entropy spends a max and a
+  // sum AllReduce) and combined locally, the target logit is summed (one
+  // AllReduce), and the gradient softmax - onehot stays sharded. Written
+  // over the unsharded graph; propagation finds the two collectives.
+  const int64_t rank = logits->rank();
+  std::string classGroupIds;
+  const Placement lp = logits->placement;
+  const int64_t G = lp.isShard() && lp.blocks == 1 && lp.axis == rank - 1 && C % popts.tp == 0
+                        ? popts.tp
+                        : 1;
+  info->classGroups = G;
+  std::vector<int64_t> grouped(static_cast<size_t>(rank - 1), 0), whole(grouped);
+  grouped.push_back(G);
+  grouped.push_back(C / G);
+  whole.push_back(C);
+  std::string Lg = e.op("Reshape", {L, e.ints("class_groups", grouped)}, L + "_grouped");
   std::string valid = toFloat(
       e.op("Not", {e.op("Equal", {info->labels, e.ints("ignore_index", {topts.ignoreIndex})},
                         "labels_ignored")},
            "labels_kept"),
       "labels_valid");
   std::string count = e.reduceSum(valid, {}, false, "labels_count");
-  std::string validCol = e.unsqueeze(valid, {-1}, "labels_valid_col");
+  std::string valid2 = e.unsqueeze(valid, {-2, -1}, "labels_valid_2");
   std::vector<int64_t> classIds(C);
   for (int64_t i = 0; i < C; ++i)
     classIds[i] = i;
+  onnx::TensorProto classT = int64Tensor("classes", classIds);
+  classT.clear_dims();
+  classT.add_dims(G);
+  classT.add_dims(C / G);
+  // Pinned S(0) where the logits are sharded: each rank compares the labels
+  // with its own classes, the one-hot is never whole.
+  classGroupIds = e.constant(classT);
   std::string onehot =
       e.op("Mul",
-           {toFloat(e.op("Equal", {e.unsqueeze(info->labels, {-1}, "labels_col"),
-                                   e.ints("classes", classIds)},
+           {toFloat(e.op("Equal", {e.unsqueeze(info->labels, {-2, -1}, "labels_2"),
+                                   classGroupIds},
                          "labels_match"),
                     "labels_onehot_all"),
-            validCol},
+            valid2},
            "labels_onehot");
-  std::string picked =
-      e.reduceSum(e.op("Mul", {onehot, logp}, "target_logp_all"), {-1}, false, "target_logp");
+  // Per group: max and log-sum-exp.
+  std::string gmax = e.reduce("ReduceMax", Lg, {-1}, true, L + "_group_max");
+  std::string gsum = e.reduceSum(e.op("Exp", {e.op("Sub", {Lg, gmax}, L + "_shifted")}, L + "_exp"),
+                                 {-1}, true, L + "_group_sumexp");
+  std::string glse = e.op("Add", {e.op("Log", {gsum}, L + "_group_logsum"), gmax}, L + "_group_lse");
+  std::string stats = e.op("Concat", {gmax, glse}, L + "_group_stats", {grad::iattr("axis", -1)});
+  auto pick = [&](int64_t k, llvm::StringRef base) {
+    return e.op("Gather", {stats, e.ints("stat", {k})}, base, {grad::iattr("axis", -1)});
+  };
+  std::string allMax = pick(0, L + "_groups_max");  // [..., G, 1]
+  std::string allLse = pick(1, L + "_groups_lse");
+  std::string best = e.reduce("ReduceMax", allMax, {-2}, true, L + "_max"); // [..., 1, 1]
+  std::string lse = e.op(
+      "Add",
+      {e.op("Log",
+            {e.reduceSum(e.op("Exp", {e.op("Sub", {allLse, best}, L + "_lse_shifted")}, L + "_lse_exp"),
+                         {-2}, true, L + "_lse_sum")},
+            L + "_lse_log"),
+       best},
+      L + "_lse"); // [..., 1, 1]
+  std::string target = e.reduceSum(e.op("Mul", {onehot, Lg}, "target_logit_all"), {-2, -1}, true,
+                                    "target_logit"); // [..., 1, 1]
+  std::string picked = e.op("Mul", {e.op("Sub", {target, lse}, "target_logp_all"), valid2},
+                            "target_logp");
   info->loss = e.op("Div", {e.op("Neg", {e.reduceSum(picked, {}, false, "loss_sum")}, "loss_neg"),
                             count},
                     "loss");
   // Accuracy: samples whose target logit is the largest (ties count).
-  std::string best = e.reduce("ReduceMax", L, {-1}, false, L + "_max");
-  std::string target =
-      e.reduceSum(e.op("Mul", {onehot, L}, "target_logit_all"), {-1}, false, "target_logit");
   info->correct = e.reduceSum(
-      e.op("Mul", {toFloat(e.op("Equal", {target, best}, "target_is_max"), "target_is_max_f"), valid},
+      e.op("Mul", {toFloat(e.op("Equal", {target, best}, "target_is_max"), "target_is_max_f"), valid2},
            "correct_each"),
       {}, false, "correct");
   // d loss / d logits = (softmax * valid - onehot) / count
-  std::string probs = e.op("Softmax", {L}, L + "_probs", {grad::iattr("axis", -1)});
-  std::string dlogits = e.op(
+  std::string probs = e.op("Exp", {e.op("Sub", {Lg, lse}, L + "_logp")}, L + "_probs");
+  std::string dgrouped = e.op(
       "Div",
-      {e.op("Sub", {e.op("Mul", {probs, validCol}, "probs_kept"),
-                    onehot},
-            "probs_minus_onehot"),
+      {e.op("Sub", {e.op("Mul", {probs, valid2}, "probs_kept"), onehot}, "probs_minus_onehot"),
        count},
-      L + "_grad");
+      L + "_grouped_grad");
+  std::string dlogits = e.op("Reshape", {dgrouped, e.ints("class_axis", whole)}, L + "_grad");
 
   // 3. Autodiff.
   Autodiff ad{g, e, {}, {}};
@@ -403,6 +473,12 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     if (!gp.empty())
       grads.push_back({p, gp});
   }
+  // Each gradient has its parameter's shape: told to shape inference, which
+  // may not find it through every rule's output (a Reshape to a computed
+  // shape), so the optimizer and the clipping norm see static shapes.
+  std::vector<std::pair<std::string, const Value *>> gradShapes;
+  for (const auto &[p, gp] : grads)
+    gradShapes.push_back({gp, p});
   if (grads.empty())
     return fail("nothing to train: no float initializer reaches the logits '" + L + "'" +
                 (topts.freeze.empty() ? "" : " (all are frozen)"));
@@ -423,6 +499,8 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
       pin = need;
     }
     Placement pl = pin && agree ? *pin : Placement::R();
+    if (vocabTables.contains(p->name))
+      pl = Placement::S(0);
     if (pl.isMerged())
       pl = Placement::R();
     if (pl.isPartial())
@@ -597,6 +675,15 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   }
   *gp.add_output() = scalarInput(info->loss, logits->elemType);
   *gp.add_output() = scalarInput(info->correct, logits->elemType);
+  for (const auto &[name, p] : gradShapes) {
+    onnx::ValueInfoProto *vi = gp.add_value_info();
+    vi->set_name(name);
+    auto *tt = vi->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(p->elemType);
+    auto *shape = tt->mutable_shape();
+    for (int64_t d : p->constant->dims())
+      shape->add_dim()->set_dim_value(d);
+  }
   for (const TrainState &s : info->state) {
     onnx::ValueInfoProto vi;
     vi.set_name(s.update);
@@ -656,11 +743,23 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     topts2.constantPlacements[st.name] = pl;
     topts2.outputPlacements[st.update] = pl;
   }
+  if (G > 1)
+    topts2.constantPlacements[classGroupIds] = Placement::S(0);
   RewriteState tstate;
+  std::vector<EmbeddingInfo> tembeddings = findEmbeddings(t, popts);
+  for (EmbeddingInfo &em : tembeddings) {
+    em.vocabParallel = vocabLookups.contains(em.node->label());
+    if (em.vocabParallel) {
+      info->vocabParallel.push_back(em.node->label());
+      topts2.constantPlacements[em.node->inputs[0]->name] = Placement::S(0); // frozen too
+    }
+  }
+  if (auto err = rewriteVocabParallel(t, tembeddings, tstate))
+    return err;
   llvm::DenseMap<const Node *, NodePlacements> tplaced;
   if (auto err = propagatePlacements(t, tlinears, topts2, tstate, tplaced))
     return err;
-  auto plan = lower(t, std::move(tlinears), {}, tplaced, tstate, topts2);
+  auto plan = lower(t, std::move(tlinears), std::move(tembeddings), tplaced, tstate, topts2);
   if (!plan)
     return plan.takeError();
   info->ties = ties;

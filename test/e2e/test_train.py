@@ -13,6 +13,7 @@ writes, run by ONNX Runtime, must give the trained module's outputs within
     python3 test/e2e/test_train.py --bin build/bin [-k NAME] [--keep DIR]
 """
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -103,10 +104,21 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
         cmd += ["--clip-grad-norm", str(opt_args["clip"])]
     if opt_args.get("freeze"):
         cmd += ["--freeze", ",".join(opt_args["freeze"])]
+    cmd += opt_args.get("compile", [])
     if opt_args.get("schedule"):
         cmd += ["--lr-schedule", opt_args["schedule"], "--warmup-steps",
                 str(opt_args.get("warmup", 0))]
     run(cmd)
+    if opt_args.get("vocab_parallel") and tp > 1:
+        # The word embedding is vocab-parallel and the logits reach the loss
+        # vocab-sharded (tp class groups), never gathered.
+        with open(os.path.join(plan, "plan.json")) as f:
+            manifest = json.load(f)
+        vocab = [e for e in manifest["embeddings"] if e.get("strategy") == "vocab"]
+        if not vocab or manifest["training"]["class_groups"] != tp:
+            raise RuntimeError(f"tp {tp}: not vocab-parallel: embeddings "
+                               f"{manifest['embeddings']}, class groups "
+                               f"{manifest['training']['class_groups']}")
     xs, ys = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
     np.save(xs, x)
     np.save(ys, y)
@@ -174,6 +186,13 @@ CASES = {
     # 2-layer GPT-2, tied embedding and LM head (exported as a transposed
     # copy: qn-compile ties them again), fused Q|K|V sharded head-wise.
     "gpt2_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 20, 8, (1, 2, 4)),
+    # The same, every weight sharded: the word embedding vocab-parallel, the
+    # tied LM head column-parallel, the loss over vocab-sharded logits.
+    "gpt2_vocab_parallel_adamw": ({"optimizer": "adamw", "lr": 1e-3, "vocab_parallel": True,
+                                   "compile": ["--replicate-below", "0"]}, 20, 8, (1, 2, 4)),
+    "gpt2_vocab_parallel_sgd_clip": ({"optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+                                      "clip": 1.0, "vocab_parallel": True,
+                                      "compile": ["--replicate-below", "0"]}, 20, 8, (2,)),
     # The MNIST-shaped ViT: patch-embedding Conv, class token, positions.
     "vit_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
     "vit_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2)),

@@ -15,13 +15,24 @@
 namespace qn::grad {
 namespace {
 
-/// Zeros of the run-time shape of `like`, of the emitter's element type.
-std::string zerosLike(Emitter &e, const std::string &like, llvm::StringRef base) {
+/// Zeros of the shape of `like`, of the emitter's element type: a constant
+/// shape where it is static (a sharded table's Shape would need it whole),
+/// else read at run time.
+std::string zerosLike(Emitter &e, const Value *like, llvm::StringRef base) {
   onnx::AttributeProto value;
   value.set_name("value");
   value.set_type(onnx::AttributeProto::TENSOR);
   *value.mutable_t() = e.typed("", {1}, {0.0});
-  std::string shape = e.op("Shape", {like}, like + "_shape");
+  bool known = like->hasShape && llvm::all_of(like->shape, [](const Dim &d) { return d.known(); });
+  std::string shape;
+  if (known) {
+    std::vector<int64_t> dims;
+    for (const Dim &d : like->shape)
+      dims.push_back(d.size);
+    shape = e.ints(like->name + "_shape", dims);
+  } else {
+    shape = e.op("Shape", {like->name}, like->name + "_shape");
+  }
   return e.op("ConstantOfShape", {shape}, base, {value});
 }
 
@@ -56,14 +67,17 @@ llvm::Error gather(const GradContext &ctx, const Node &n, GradResult &r) {
     return fail("Gather '" + n.label() +
                 "': the embedding gradient needs ScatterND with reduction (opset 16 or newer)");
   // Negative ids count from the end, as Gather reads them.
-  std::string rows = e.op("Gather", {e.op("Shape", {data->name}, data->name + "_shape"),
-                                     e.ints("axis0", {0})},
-                          data->name + "_rows");
+  std::string rows =
+      data->dimSize(0) > 0
+          ? e.ints(data->name + "_rows", {data->dimSize(0)})
+          : e.op("Gather", {e.op("Shape", {data->name}, data->name + "_shape"),
+                            e.ints("axis0", {0})},
+                 data->name + "_rows");
   std::string neg = e.op("Less", {ids->name, e.ints("zero", {0})}, ids->name + "_negative");
   std::string wrapped = e.op("Add", {ids->name, rows}, ids->name + "_wrapped");
   std::string norm = e.op("Where", {neg, wrapped, ids->name}, ids->name + "_norm");
   std::string idx = e.unsqueeze(norm, {-1}, ids->name + "_nd");
-  r.set(0, e.op("ScatterND", {zerosLike(e, data->name, data->name + "_zeros"), idx, gy},
+  r.set(0, e.op("ScatterND", {zerosLike(e, data, data->name + "_zeros"), idx, gy},
                 data->name + "_grad", {sattr("reduction", "add")}));
   return llvm::Error::success();
 }
@@ -81,7 +95,7 @@ llvm::Error split(const GradContext &ctx, const Node &n, GradResult &r) {
     if (!ctx.outputGrads[i].empty())
       parts.push_back(ctx.outputGrads[i]);
     else if (n.outputs[i])
-      parts.push_back(zerosLike(e, n.outputs[i]->name, n.outputs[i]->name + "_zero_grad"));
+      parts.push_back(zerosLike(e, n.outputs[i], n.outputs[i]->name + "_zero_grad"));
     else
       return fail("Split '" + n.label() + "': an omitted output needs its gradient");
   }

@@ -59,6 +59,11 @@ struct TrainingInfo {
   /// Output: how many samples' target logit is the largest (accuracy).
   std::string correct;
   int64_t classes = 0, ignoreIndex = -100;
+  /// The loss reduces the class axis in this many groups (tp where the
+  /// logits are vocab-sharded, else 1).
+  int64_t classGroups = 1;
+  /// Embedding lookups made vocab-parallel (node names).
+  std::vector<std::string> vocabParallel;
   TrainOptions options;
   std::vector<TrainState> state;
   /// Source initializers that are the transpose of a trained parameter (a
