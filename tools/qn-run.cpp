@@ -251,8 +251,8 @@ int main(int argc, char **argv) {
       return error("--train needs exactly one of --epochs N and --steps N (positive)");
     if (batch < 1)
       return error("--batch must be at least 1");
-    if (device != RunDevice::Cpu)
-      return error("--train runs on --device cpu only for now");
+    if (device != RunDevice::Cpu && profileRuns > 0)
+      return error("--profile times steps node by node on --device cpu only");
     if (benchRuns > 0)
       return error("--bench times inference runs; with --train, --profile K times K steps");
   }

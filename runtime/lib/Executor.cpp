@@ -1,6 +1,8 @@
 //===- Executor.cpp -------------------------------------------------------===//
 #include "qn/runtime/Executor.h"
 
+#include <cstring>
+
 #include <chrono>
 
 #include "llvm/ADT/StringMap.h"
@@ -117,6 +119,29 @@ llvm::Expected<Tensor> Executor::state(llvm::StringRef name) {
   return program_.constants[name];
 }
 
+llvm::Error Executor::bindUpdate(llvm::StringRef output, llvm::StringRef name) {
+  auto buf = state(name);
+  if (!buf)
+    return buf.takeError();
+  for (size_t k = 0; k < outputNames_.size(); ++k)
+    if (outputNames_[k] == output) {
+      updates_.push_back({k, *buf});
+      return llvm::Error::success();
+    }
+  return fail("the rank program has no output '" + output + "' (the update of '" + name + "')");
+}
+
+llvm::Error Executor::writeState(llvm::StringRef name, const Tensor &value) {
+  auto buf = state(name);
+  if (!buf)
+    return buf.takeError();
+  if (value.dtype() != buf->dtype() || value.nbytes() != buf->nbytes())
+    return fail("state '" + name + "' is " + buf->describe() + ", not " + value.describe());
+  if (value.raw() != buf->raw())
+    std::memcpy(buf->raw(), value.raw(), value.nbytes());
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> &inputs,
                                                   RunStats *stats) {
   auto start = Clock::now();
@@ -159,6 +184,17 @@ llvm::Expected<std::vector<Tensor>> Executor::run(const llvm::StringMap<Tensor> 
   std::vector<Tensor> result;
   for (int v : sched_.outputIds)
     result.push_back(values[v]);
+  for (auto &[k, buf] : updates_) {
+    if (!commitUpdates_)
+      break;
+    Tensor &u = result[k];
+    if (u.dtype() != buf.dtype() || u.nbytes() != buf.nbytes())
+      return fail("the update '" + outputNames_[k] + "' is " + u.describe() +
+                  " but its state is " + buf.describe());
+    if (u.raw() != buf.raw())
+      std::memcpy(buf.raw(), u.raw(), u.nbytes());
+    u = Tensor();
+  }
   if (stats) {
     stats->totalMs = msSince(start);
     stats->collectiveMs = collectiveMs;

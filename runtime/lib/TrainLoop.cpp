@@ -12,6 +12,7 @@
 #include "qn/runtime/RankRunner.h"
 
 #include "qn/runtime/Communicator.h"
+#include "qn/runtime/Cuda.h"
 #include "qn/runtime/Dataset.h"
 #include "qn/runtime/Executor.h"
 #include "qn/runtime/TensorProto.h"
@@ -121,8 +122,36 @@ llvm::Error writeFileAtomically(const std::string &path, llvm::StringRef bytes) 
 
 /// --save: every rank takes part in gathering the sharded parameters; rank 0
 /// writes the source model with them (unsharded, unscaled), atomically.
+/// The host tensors `part` of every rank concatenated along `axis`, through
+/// the rendezvous store (a GPU run's communicator moves device memory only).
+llvm::Expected<Tensor> gatherThroughStore(Communicator &comm, const Tensor &part, int axis,
+                                          const std::string &key) {
+  auto all = comm.exchange(key, std::string(static_cast<const char *>(part.raw()), part.nbytes()));
+  if (!all)
+    return all.takeError();
+  const int world = comm.size();
+  std::vector<int64_t> shape = part.shape();
+  int64_t outer = 1;
+  for (int d = 0; d < axis; ++d)
+    outer *= shape[d];
+  size_t inner = outer ? part.nbytes() / static_cast<size_t>(outer) : 0;
+  shape[axis] *= world;
+  Tensor whole = Tensor::empty(part.dtype(), shape);
+  for (int r = 0; r < world; ++r) {
+    const std::string &b = (*all)[r];
+    if (b.size() != part.nbytes())
+      return fail("--save: rank " + llvm::Twine(r) + " sent " + llvm::Twine(b.size()) +
+                  " bytes of '" + key + "', not " + llvm::Twine(part.nbytes()));
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(static_cast<char *>(whole.raw()) + (o * world + r) * inner,
+                  b.data() + o * inner, inner);
+  }
+  return whole;
+}
+
 llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
-                        const std::vector<Tensor> &bufs, const std::string &path) {
+                        const std::vector<Tensor> &bufs, const std::string &path,
+                        bool hostCollectives) {
   const TrainingManifest &t = *plan.training;
   llvm::StringMap<Tensor> full;
   for (size_t i = 0; i < t.state.size(); ++i) {
@@ -134,8 +163,15 @@ llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
     if (axis >= 0) {
       if (!comm)
         return fail("internal: a sharded parameter without a communicator");
-      if (auto err = comm->allGather(bufs[i], whole, axis))
-        return err;
+      if (hostCollectives) {
+        if (auto err = comm->allGather(bufs[i], whole, axis))
+          return err;
+      } else {
+        auto w = gatherThroughStore(*comm, bufs[i], axis, "qn/train/save/" + s.name);
+        if (!w)
+          return w.takeError();
+        whole = std::move(*w);
+      }
       whole = unblock(whole, axis, blocks, comm->size());
     }
     whole = whole.clone();
@@ -447,8 +483,6 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
                                   const llvm::StringMap<Tensor> &datasets, Communicator *comm,
                                   RankProgram program) {
   const TrainingManifest &t = *plan.training;
-  if (opts_.device != RunDevice::Cpu)
-    return fail("training runs on --device cpu only for now");
   if ((opts_.epochs > 0) == (opts_.steps > 0))
     return fail("--train needs exactly one of --epochs and --steps");
   if (opts_.batch < 1)
@@ -456,12 +490,28 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
   for (const TrainingManifest::State &s : t.state)
     if (auto err = program.makeState(s.name))
       return fail("training state '" + s.name + "': " + llvm::toString(std::move(err)));
+  // Parameters and optimizer state stay where the step runs (host memory or
+  // the GPU); each run writes the updates into them (Runner::bindUpdate).
   KernelRegistry kernels;
-  registerCpuKernels(kernels);
-  auto ex = Executor::create(std::move(program), kernels, comm);
-  if (!ex)
-    return ex.takeError();
-  Executor &run = **ex;
+  std::unique_ptr<Runner> runner;
+  if (opts_.device == RunDevice::Cuda) {
+    CudaOptions co;
+    co.device = gpuOf(rank);
+    co.allowTf32 = opts_.allowTf32;
+    co.useGraphs = opts_.cudaGraphs;
+    co.fuseElementwise = opts_.fuseElementwise;
+    auto r = createCudaExecutor(std::move(program), co, comm);
+    if (!r)
+      return r.takeError();
+    runner = std::move(*r);
+  } else {
+    registerCpuKernels(kernels);
+    auto r = Executor::create(std::move(program), kernels, comm);
+    if (!r)
+      return r.takeError();
+    runner = std::move(*r);
+  }
+  Runner &run = *runner;
   const auto &names = run.outputNames();
   auto indexOf = [&](const std::string &n) -> int {
     for (size_t i = 0; i < names.size(); ++i)
@@ -479,12 +529,28 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     if (i < 0)
       return fail("the training plan has no output '" + s.update + "' (the update of '" + s.name +
                   "')");
-    auto buf = run.state(s.name);
+    if (auto err = run.bindUpdate(s.update, s.name))
+      return err;
+    auto buf = run.readState(s.name);
     if (!buf)
       return buf.takeError();
     updateIdx.push_back(i);
     stateBufs.push_back(*buf);
   }
+  // stateBufs: the state on the host. On the CPU device they are the live
+  // buffers; on a GPU, copies refreshed before they are read.
+  const bool hostState = opts_.device == RunDevice::Cpu;
+  auto pullState = [&]() -> llvm::Error {
+    if (hostState)
+      return llvm::Error::success();
+    for (size_t i = 0; i < stateBufs.size(); ++i) {
+      auto buf = run.readState(t.state[i].name);
+      if (!buf)
+        return buf.takeError();
+      stateBufs[i] = *buf;
+    }
+    return llvm::Error::success();
+  };
 
   llvm::StringMap<Tensor> train, eval;
   for (const auto &kv : datasets) {
@@ -523,6 +589,8 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
   auto checkReplicas = [&](int64_t step) -> llvm::Error {
     if (!comm || world < 2)
       return llvm::Error::success();
+    if (auto err = pullState())
+      return err;
     std::string mine;
     for (size_t i = 0; i < t.state.size(); ++i) {
       bool replicated = false;
@@ -560,7 +628,9 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
       inputs[t.lrInput] = scalarFloat(0.0);
       if (!t.stepInput.empty())
         inputs[t.stepInput] = scalarFloat(static_cast<double>(std::max<int64_t>(1, step)));
+      run.setCommitUpdates(false);
       auto outs = run.run(inputs);
+      run.setCommitUpdates(true);
       if (!outs)
         return fail("--eval: " + llvm::toString(outs.takeError()));
       const int64_t *l = labels.data<int64_t>() + begin * perSample;
@@ -598,6 +668,10 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     if (!resumed)
       return resumed.takeError();
     firstStep = *resumed;
+    if (!hostState)
+      for (size_t i = 0; i < stateBufs.size(); ++i)
+        if (auto err = run.writeState(t.state[i].name, stateBufs[i]))
+          return err;
     if (firstStep >= total)
       return fail("--resume: the checkpoint is at step " + llvm::Twine(firstStep) +
                   ", not before the last step " + llvm::Twine(total));
@@ -633,14 +707,8 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     if (!std::isfinite(loss))
       return fail("step " + llvm::Twine(step + 1) + " (epoch " + llvm::Twine(epoch + 1) +
                   "): the loss is " + (std::isnan(loss) ? "NaN" : "infinite") +
-                  "; the parameters were not updated (try a lower --lr, or --clip-grad-norm)");
-    for (size_t i = 0; i < stateBufs.size(); ++i) {
-      const Tensor &u = (*outs)[updateIdx[i]];
-      if (u.nbytes() != stateBufs[i].nbytes())
-        return fail("step " + llvm::Twine(step + 1) + ": the update of '" + t.state[i].name +
-                    "' is " + u.describe() + " but the state is " + stateBufs[i].describe());
-      std::memcpy(stateBufs[i].raw(), u.raw(), u.nbytes());
-    }
+                  "; stopped before any checkpoint or --save of it (try a lower --lr, or "
+                  "--clip-grad-norm)");
     epochLoss += loss;
     ++epochSteps;
     samplesDone += end - begin;
@@ -666,6 +734,8 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
         return err;
     if (checkpoint) {
       ckInfo.step = step + 1;
+      if (auto err = pullState())
+        return err;
       if (auto err = writeCheckpoint(opts_.checkpointDir, rank, world, comm, ckInfo, stateBufs))
         return err;
     }
@@ -687,14 +757,18 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
     inputs[t.lrInput] = scalarFloat(0.0);
     if (!t.stepInput.empty())
       inputs[t.stepInput] = scalarFloat(1.0);
+    run.setCommitUpdates(false);
     if (auto err = profile(run, inputs, rank, world, comm, opts_.profileRuns, opts_.profileTrace,
                            printMu_))
       return err;
+    run.setCommitUpdates(true);
   }
   say(llvm::formatv("trained {0} steps in {1:F2} s ({2:F0} samples/s)", total, secs,
                     secs > 0 ? samplesDone / secs : 0));
   if (!opts_.saveModel.empty()) {
-    if (auto err = saveTrained(plan, rank, comm, stateBufs, opts_.saveModel))
+    if (auto err = pullState())
+      return err;
+    if (auto err = saveTrained(plan, rank, comm, stateBufs, opts_.saveModel, hostState))
       return err;
     say("wrote the trained model to " + opts_.saveModel);
   }

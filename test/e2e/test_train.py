@@ -10,7 +10,13 @@ throughout; PyTorch sums in another order), and the model `qn-run --save`
 writes, run by ONNX Runtime, must give the trained module's outputs within
 1e-4 of the largest.
 
-    python3 test/e2e/test_train.py --bin build/bin [-k NAME] [--keep DIR]
+With --device cuda the cases of CUDA_CASES train on the GPU (tp 1 over NCCL,
+tp 2 and 4 on one GPU over the local engine): parameters and optimizer state
+stay on the device; without a GPU the test prints "SKIPPED:" and exits 77.
+Without -k it also checks, on the chosen device, that a resumed run continues
+the loss trace bit for bit and that --eval leaves training untouched.
+
+    python3 test/e2e/test_train.py --bin build/bin [-k NAME] [--keep DIR] [--device cuda]
 """
 import argparse
 import json
@@ -23,6 +29,8 @@ import tempfile
 
 import numpy as np
 import onnxruntime as ort
+
+import qn_tools
 
 try:
     import torch
@@ -92,7 +100,8 @@ def run(cmd):
     return p
 
 
-def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=None):
+def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=None,
+              device="cpu"):
     plan = os.path.join(work, f"plan_tp{tp}")
     cmd = [os.path.join(bin_dir, "qn-compile"), onnx_path, "--tp", str(tp), "--train", "-o", plan,
            "--quiet", "--optimizer", opt_args["optimizer"], "--lr", str(opt_args["lr"])]
@@ -126,8 +135,12 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
     args = [plan, "--train", "--input", f"input={xs}", "--input", f"labels={ys}", "--batch",
             str(batch), "--steps", str(steps), "--loss-log", log, "--quiet"]
     args += ["--save", save] if save else []
+    if device == "cuda":
+        # As test_gpu.py runs inference: one rank over NCCL, several ranks
+        # on one GPU over the local engine.
+        args += ["--device", "cuda", "--comm", "nccl" if tp == 1 else "local"]
     qn_run = os.path.join(bin_dir, "qn-run")
-    if opt_args.get("torchrun") and tp > 1:
+    if opt_args.get("torchrun") and tp > 1 and device == "cpu":
         # Launched as torchrun does: one process per rank, RANK / WORLD_SIZE /
         # MASTER_ADDR / MASTER_PORT in the environment.
         with socket.socket() as sock:
@@ -200,18 +213,76 @@ CASES = {
     "block_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2, 4)),
 }
 
+def state_checks(bin_dir, device):
+    """Where the state lives across steps (host buffers, or the GPU): a
+    resumed run continues the uninterrupted one's loss trace bit for bit,
+    and --eval (steps whose updates are dropped) leaves training untouched.
+    Returns the failures."""
+    failures = []
+    module, x, y = make_case("mlp_adamw")
+    with tempfile.TemporaryDirectory(prefix="qn_train_state_") as w:
+        onnx_path = os.path.join(w, "mlp.onnx")
+        export(module, torch.from_numpy(x[:2]), onnx_path)
+        np.save(f"{w}/x.npy", x)
+        np.save(f"{w}/y.npy", y)
+        run([os.path.join(bin_dir, "qn-compile"), onnx_path, "--tp", "2", "--train", "--optimizer",
+             "adamw", "--lr", "1e-3", "-o", f"{w}/plan", "--quiet"])
+        base = [os.path.join(bin_dir, "qn-run"), f"{w}/plan", "--train", "--nproc", "2", "--input",
+                f"input={w}/x.npy", "--input", f"labels={w}/y.npy", "--batch", "32", "--steps",
+                "12", "--quiet"]
+        if device == "cuda":
+            base += ["--device", "cuda", "--comm", "local"]
+
+        def trace(name):
+            return open(f"{w}/{name}.csv").read().splitlines()[1:]
+
+        run(base + ["--checkpoint", f"{w}/ck", "--checkpoint-every", "4", "--loss-log",
+                    f"{w}/full.csv"])
+        with open(f"{w}/ck/latest", "w") as f:
+            f.write("step-4\n")
+        run(base + ["--resume", f"{w}/ck", "--loss-log", f"{w}/resumed.csv"])
+        ok = trace("resumed") == trace("full")[4:]
+        print(f"{'PASS' if ok else 'FAIL'} {device}: resumed at step 4, the loss trace of steps "
+              "5-12 equals the uninterrupted run's bit for bit")
+        if not ok:
+            failures.append("resume")
+        run(base + ["--eval", f"input={w}/x.npy", "--eval", f"labels={w}/y.npy", "--loss-log",
+                    f"{w}/eval.csv"])
+        ok = trace("eval") == trace("full")
+        print(f"{'PASS' if ok else 'FAIL'} {device}: --eval after every epoch leaves the loss "
+              "trace bit for bit unchanged (its steps' updates are dropped)")
+        if not ok:
+            failures.append("eval")
+    return failures
+
+
+# With --device cuda (the GPU, or its CPU emulator in ctest): every optimizer
+# path, the clipped norm, vocab-parallel GPT-2, the ViT (Conv patches) and
+# the transformer block.
+CUDA_CASES = ("mlp_sgd_momentum", "mlp_adamw", "mlp_sgd_clip", "mlp_sgd_frozen",
+              "gpt2_vocab_parallel_adamw", "vit_sgd", "block_adamw")
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", required=True)
     ap.add_argument("-k", default="")
     ap.add_argument("--keep", default="")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where qn-run trains (cuda: skipped, exit 77, without a GPU; "
+                    "the cases of CUDA_CASES)")
     args = ap.parse_args()
+    if args.device == "cuda":
+        gpus, reason = qn_tools.list_gpus(os.path.join(args.bin, "qn-run"))
+        if not gpus:
+            print(f"SKIPPED: no CUDA GPU ({reason})")
+            return 77
+        print("GPUs: " + "; ".join(gpus))
     torch.set_num_threads(1)
     failures = 0
     ran = 0
     for name, (opt_args, steps, batch, tps) in CASES.items():
-        if args.k not in name:
+        if args.k not in name or (args.device == "cuda" and name not in CUDA_CASES):
             continue
         work = args.keep or tempfile.mkdtemp(prefix="qn_train_")
         os.makedirs(work, exist_ok=True)
@@ -227,13 +298,14 @@ def main():
             for tp in tps:
                 ran += 1
                 saved = os.path.join(work, f"trained_tp{tp}.onnx")
-                got = qn_losses(args.bin, onnx_path, work, tp, x, y, batch, steps, opt_args, saved)
+                got = qn_losses(args.bin, onnx_path, work, tp, x, y, batch, steps, opt_args, saved,
+                                args.device)
                 rel = np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-6))
                 sess = ort.InferenceSession(saved, providers=["CPUExecutionProvider"])
                 out = sess.run(None, {"input": x[:8]})[0]
                 wrel = float(np.max(np.abs(out - want)) / np.max(np.abs(want)))
                 ok = got.shape == ref.shape and rel <= RTOL and wrel <= RTOL
-                print(f"{'PASS' if ok else 'FAIL'} {name} tp={tp}: {steps} steps, loss "
+                print(f"{'PASS' if ok else 'FAIL'} {name} tp={tp} {args.device}: {steps} steps, loss "
                       f"{ref[0]:.4f} -> {ref[-1]:.4f}, max rel diff vs PyTorch {rel:.2e}; "
                       f"--save's model vs the trained module {wrel:.2e}")
                 if not ok:
@@ -248,6 +320,14 @@ def main():
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
+    if not args.k:
+        try:
+            failed = state_checks(args.bin, args.device)
+        except RuntimeError as e:
+            failed = [str(e)]
+            print(f"FAIL state checks: {e}")
+        ran += 2
+        failures += len(failed)
     if ran == 0:
         print(f"no case matches -k '{args.k}'")
         return 1

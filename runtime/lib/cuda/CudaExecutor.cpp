@@ -99,8 +99,13 @@ public:
                                           RunStats *stats) override;
   const std::vector<std::string> &outputNames() const override { return sched_.outputNames; }
   void setProfiling(bool on) override { profiling_ = on; }
+  llvm::Error bindUpdate(llvm::StringRef output, llvm::StringRef state) override;
+  llvm::Expected<Tensor> readState(llvm::StringRef name) override;
+  llvm::Error writeState(llvm::StringRef name, const Tensor &value) override;
 
 private:
+  /// The value id of mutable state `name`, or an error.
+  llvm::Expected<int> stateId(llvm::StringRef name) const;
   struct StepInfo {
     const KernelFn *cuda = nullptr, *cpu = nullptr;
     uint32_t hostMask = 0;
@@ -163,6 +168,10 @@ private:
   /// member's place, so its members' reads count from there.
   std::vector<std::vector<int>> releaseAt_;
   std::vector<Val> constants_; // by value id
+  /// bindUpdate's pairs: output index, the state's value id. Mutable state
+  /// has no host form (a host copy would go stale after the first update):
+  /// every node reading it runs on the GPU.
+  std::vector<std::pair<size_t, int>> updates_;
   std::vector<std::string> names_; // by value id
   std::map<std::string, std::unique_ptr<SigState>> sigs_;
   uint64_t useCounter_ = 0;
@@ -209,6 +218,8 @@ llvm::Expected<std::unique_ptr<Runner>> CudaExecutor::create(RankProgram program
     ex->groups_ = findFusionGroups(ex->sched_, [&](int v, float &x) {
       for (auto &[id, name] : ex->sched_.constantIds)
         if (id == v) {
+          if (ex->program_.state.contains(name))
+            return false; // changes between runs: not a literal of the kernel
           const Tensor &t = ex->program_.constants[name];
           if (t.numel() != 1)
             return false;
@@ -260,7 +271,7 @@ llvm::Expected<std::unique_ptr<Runner>> CudaExecutor::create(RankProgram program
     auto d = uploadPersistent(h, "weight '" + name + "'", ex->dev_->context().stream);
     if (!d)
       return d.takeError();
-    ex->constants_[id] = Val{h, std::move(*d)};
+    ex->constants_[id] = Val{ex->program_.state.contains(name) ? Tensor() : h, std::move(*d)};
   }
   for (cudaEvent_t *e : {&ex->runStart_, &ex->runEnd_})
     if (cudaError_t err = cudaEventCreate(e); err != cudaSuccess)
@@ -561,10 +572,89 @@ llvm::Error CudaExecutor::execGroupNorm(const NormFusion &f, std::vector<Val> &v
   return llvm::Error::success();
 }
 
+llvm::Expected<int> CudaExecutor::stateId(llvm::StringRef name) const {
+  if (!program_.state.contains(name))
+    return makeError("'" + name + "' is not mutable state of this rank program");
+  for (const auto &[id, n] : sched_.constantIds)
+    if (n == name)
+      return id;
+  return makeError("mutable state '" + name + "' is not read by the rank graph");
+}
+
+llvm::Error CudaExecutor::bindUpdate(llvm::StringRef output, llvm::StringRef name) {
+  auto id = stateId(name);
+  if (!id)
+    return id.takeError();
+  for (size_t k = 0; k < sched_.outputNames.size(); ++k)
+    if (sched_.outputNames[k] == output) {
+      updates_.push_back({k, *id});
+      return llvm::Error::success();
+    }
+  return makeError("the rank program has no output '" + output + "' (the update of '" + name +
+                   "')");
+}
+
+llvm::Expected<Tensor> CudaExecutor::readState(llvm::StringRef name) {
+  auto id = stateId(name);
+  if (!id)
+    return id.takeError();
+  if (auto e = dev_->makeCurrent())
+    return std::move(e);
+  auto h = download(constants_[*id].dev, dev_->context().stream, ("state '" + name + "'").str());
+  if (!h)
+    return h.takeError();
+  if (cudaError_t e = cudaStreamSynchronize(dev_->context().stream); e != cudaSuccess)
+    return cudaCallError(e, "reading state '" + name + "'");
+  return h;
+}
+
+llvm::Error CudaExecutor::writeState(llvm::StringRef name, const Tensor &value) {
+  auto id = stateId(name);
+  if (!id)
+    return id.takeError();
+  Tensor &d = constants_[*id].dev;
+  if (value.dtype() != d.dtype() || value.nbytes() != d.nbytes())
+    return makeError("state '" + name + "' is " + d.describe() + ", not " + value.describe());
+  if (auto e = dev_->makeCurrent())
+    return e;
+  if (auto e = uploadInto(value, d, dev_->context().stream, ("state '" + name + "'").str()))
+    return e;
+  if (cudaError_t e = cudaStreamSynchronize(dev_->context().stream); e != cudaSuccess)
+    return cudaCallError(e, "writing state '" + name + "'");
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::vector<Tensor>> CudaExecutor::collectOutputs(const std::vector<Val> &outs) {
   std::vector<Tensor> result;
+  std::vector<int> into(outs.size(), -1); // bound updates: the state's value id
+  for (const auto &[k, id] : updates_)
+    if (commitUpdates_)
+      into[k] = id;
   for (size_t k = 0; k < outs.size(); ++k) {
     const Val &v = outs[k];
+    if (into[k] >= 0) {
+      // An update: written into its state on the device, after every
+      // kernel of the run that reads the state (same stream).
+      Tensor &d = constants_[into[k]].dev;
+      const Tensor &u = v.dev.defined() ? v.dev : v.host;
+      if (!u.defined())
+        return makeError("graph output '" + sched_.outputNames[k] + "' was not computed");
+      if (u.dtype() != d.dtype() || u.nbytes() != d.nbytes())
+        return makeError("the update '" + sched_.outputNames[k] + "' is " + u.describe() +
+                         " but its state is " + d.describe());
+      if (v.dev.defined()) {
+        if (u.raw() != d.raw() && u.nbytes())
+          if (cudaError_t e = cudaMemcpyAsync(d.raw(), u.raw(), u.nbytes(),
+                                              cudaMemcpyDeviceToDevice, dev_->context().stream);
+              e != cudaSuccess)
+            return cudaCallError(e, "updating state from '" + sched_.outputNames[k] + "'");
+      } else if (auto e = uploadInto(u, d, dev_->context().stream,
+                                     "update '" + sched_.outputNames[k] + "'")) {
+        return std::move(e);
+      }
+      result.push_back(Tensor());
+      continue;
+    }
     if (v.host.defined()) {
       result.push_back(v.host);
       continue;

@@ -68,6 +68,23 @@ public:
   /// The schedule whose steps RunStats::nodes times, or null where the
   /// runner cannot time nodes one by one.
   virtual const Schedule *timesNodes() const { return nullptr; }
+
+  // Training: mutable state (RankProgram::makeState) lives where the runner
+  // computes (host memory, or the GPU) across runs.
+  /// After every run, graph output `output` is written into mutable state
+  /// `state` where it lives; the run returns an empty tensor in its place.
+  virtual llvm::Error bindUpdate(llvm::StringRef output, llvm::StringRef state) = 0;
+  /// While false, runs leave the state alone (evaluation, profiling: the
+  /// updates are computed and dropped).
+  void setCommitUpdates(bool on) { commitUpdates_ = on; }
+  /// The current value of mutable state `name` on the host (the CPU device:
+  /// its live buffer; a GPU: a copy).
+  virtual llvm::Expected<Tensor> readState(llvm::StringRef name) = 0;
+  /// Replaces mutable state `name` with `value` (same dtype and size).
+  virtual llvm::Error writeState(llvm::StringRef name, const Tensor &value) = 0;
+
+protected:
+  bool commitUpdates_ = true;
 };
 
 /// Runs the nodes of a rank graph in order (ONNX graphs are topologically
@@ -89,8 +106,13 @@ public:
   /// written into it is what the next run reads. An error for a name that is
   /// not mutable state (a mapped weight cannot be written).
   llvm::Expected<Tensor> state(llvm::StringRef name);
+  llvm::Error bindUpdate(llvm::StringRef output, llvm::StringRef state) override;
+  llvm::Expected<Tensor> readState(llvm::StringRef name) override { return state(name); }
+  llvm::Error writeState(llvm::StringRef name, const Tensor &value) override;
 
 private:
+  /// bindUpdate's pairs: output index, state buffer.
+  std::vector<std::pair<size_t, Tensor>> updates_;
   RankProgram program_;
   Communicator *comm_ = nullptr;
   Schedule sched_;
