@@ -3,10 +3,11 @@
 // A training plan (qn-compile --train) is one step: forward, loss, backward
 // and optimizer update; its extra outputs are the new values of the mutable
 // state (parameters, optimizer moments). The loop binds a batch, the step's
-// learning rate and step number, runs the plan and copies each update into
-// its state buffer (RankProgram::makeState), so parameters stay resident
-// and the batch is the only per-step traffic. Every rank draws the same
-// batches in the same order.
+// learning rate and step number and runs the plan; the runner writes each
+// update into its state (RankProgram::makeState; Runner::bindUpdate) where
+// the step runs (host memory, or the GPU with --device cuda), so parameters
+// stay resident and the batch is the only per-step traffic. Every rank
+// draws the same batches in the same order.
 //
 //===----------------------------------------------------------------------===//
 #include "qn/runtime/RankRunner.h"
