@@ -10,6 +10,7 @@ the bundled exports (TorchScript exporter, opset 17, dynamic batch):
     models/train/vit_mnist.onnx        ViT(hidden 64, 4 heads, 4 blocks) on 28x28 images
     test/lit/Inputs/train_block.onnx   Block(hidden 16, 2 heads, 4 classes)
     test/lit/Inputs/train_gpt2.onnx    GPT2Logits(2 layers, hidden 32, 4 heads, vocab 64)
+    test/lit/Inputs/train_llama.onnx   LlamaLogits(1 layer, hidden 32, 4 heads, 2 K/V heads, vocab 64)
 
     python3 models/train_models.py
 """
@@ -132,6 +133,25 @@ class GPT2Logits(nn.Module):
         return self.m(input_ids=ids, use_cache=False).logits
 
 
+class LlamaLogits(nn.Module):
+    """A tiny Hugging Face Llama (transformers 4.41.2, random weights):
+    RMSNorm, rotary embeddings (Slice, Neg, Concat of the halves), grouped-query
+    attention (fewer K/V heads, repeated), SiLU-gated MLP, untied LM head;
+    returns the logits [B, T, V]."""
+
+    def __init__(self, layers=2, hidden=64, heads=4, kv_heads=2, vocab=96, positions=32):
+        super().__init__()
+        from transformers import LlamaConfig, LlamaForCausalLM
+        cfg = LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                          num_key_value_heads=kv_heads, intermediate_size=2 * hidden,
+                          vocab_size=vocab, max_position_embeddings=positions, use_cache=False,
+                          tie_word_embeddings=False, attn_implementation="eager")
+        self.m = LlamaForCausalLM(cfg)
+
+    def forward(self, ids):
+        return self.m(input_ids=ids, use_cache=False).logits
+
+
 def export(module, example, path):
     module.eval()
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -152,6 +172,9 @@ def main():
     torch.manual_seed(0)
     export(GPT2Logits(layers=2, hidden=32, heads=4, vocab=64, positions=16),
            torch.zeros(2, 4, dtype=torch.int64), os.path.join(ROOT, "test/lit/Inputs/train_gpt2.onnx"))
+    torch.manual_seed(0)
+    export(LlamaLogits(layers=1, hidden=32, heads=4, kv_heads=2, vocab=64, positions=16),
+           torch.zeros(2, 4, dtype=torch.int64), os.path.join(ROOT, "test/lit/Inputs/train_llama.onnx"))
 
 
 if __name__ == "__main__":

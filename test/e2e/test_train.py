@@ -43,7 +43,7 @@ RTOL = 1e-4
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models"))
-from train_models import MLP, Block, GPT2Logits, ViT, export  # noqa: E402
+from train_models import MLP, Block, GPT2Logits, LlamaLogits, ViT, export  # noqa: E402
 
 
 def torch_losses(module, x, y, batch, steps, opt_args):
@@ -161,6 +161,12 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
 
 def make_case(name):
     rng = np.random.default_rng(1)
+    if name.startswith("llama"):
+        torch.manual_seed(5)
+        module = LlamaLogits()
+        x = rng.integers(0, 96, (64, 8)).astype(np.int64)
+        y = rng.integers(0, 96, (64, 8)).astype(np.int64)
+        return module, x, y
     if name.startswith("gpt2"):
         torch.manual_seed(3)
         module = GPT2Logits()
@@ -206,6 +212,9 @@ CASES = {
     "gpt2_vocab_parallel_sgd_clip": ({"optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
                                       "clip": 1.0, "vocab_parallel": True,
                                       "compile": ["--replicate-below", "0"]}, 20, 8, (2,)),
+    # 2-layer Llama: RMSNorm, rotary embeddings (Slice/Neg/Concat, Sin/Cos of
+    # the positions), grouped-query attention (2 K/V heads for 4), SiLU MLP.
+    "llama_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 20, 8, (1, 2, 4)),
     # The MNIST-shaped ViT: patch-embedding Conv, class token, positions.
     "vit_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
     "vit_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2)),
@@ -260,7 +269,7 @@ def state_checks(bin_dir, device):
 # path, the clipped norm, vocab-parallel GPT-2, the ViT (Conv patches) and
 # the transformer block.
 CUDA_CASES = ("mlp_sgd_momentum", "mlp_adamw", "mlp_sgd_clip", "mlp_sgd_frozen",
-              "gpt2_vocab_parallel_adamw", "vit_sgd", "block_adamw")
+              "gpt2_vocab_parallel_adamw", "llama_adamw", "vit_sgd", "block_adamw")
 
 
 def main():

@@ -147,6 +147,21 @@ llvm::Error erf(const GradContext &ctx, const Node &n, GradResult &r) {
                  e.op("Mul", {ex, e.scalar("two_over_sqrt_pi", 1.1283791670955126)}, x + "_derf"));
 }
 
+llvm::Error sin(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (!ctx.want(0))
+    return llvm::Error::success();
+  const std::string &x = n.inputs[0]->name;
+  return scaleBy(ctx, n, r, ctx.e.op("Cos", {x}, x + "_dsin"));
+}
+
+llvm::Error cos(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (!ctx.want(0))
+    return llvm::Error::success();
+  Emitter &e = ctx.e;
+  const std::string &x = n.inputs[0]->name;
+  return scaleBy(ctx, n, r, e.op("Neg", {e.op("Sin", {x}, x + "_sin")}, x + "_dcos"));
+}
+
 llvm::Error pow(const GradContext &ctx, const Node &n, GradResult &r) {
   Emitter &e = ctx.e;
   const Value *x = n.inputs[0], *p = n.inputs[1];
@@ -209,6 +224,8 @@ void registerElementwiseGradRules(GradRuleRegistry &r) {
   r.add("Sqrt", sqrt, "elementwise");
   r.add("Reciprocal", reciprocal, "elementwise");
   r.add("Erf", erf, "elementwise");
+  r.add("Sin", sin, "elementwise");
+  r.add("Cos", cos, "elementwise");
 }
 
 } // namespace qn::grad

@@ -7,10 +7,15 @@
 // one-hot vector along that axis. Split's input gradient is the Concat of
 // its outputs' gradients (zeros for an unused output); Concat's are Slices
 // of its output's gradient along the axis, at the inputs' offsets (static,
-// or summed at run time from the inputs' shapes).
+// or summed at run time from the inputs' shapes); Slice's is its output's
+// gradient padded back with zeros by Concats.
 //
 //===----------------------------------------------------------------------===//
 #include "GradRules.h"
+
+#include "../ExporterIdioms.h"
+
+#include <algorithm>
 
 namespace qn::grad {
 namespace {
@@ -140,12 +145,83 @@ llvm::Error concat(const GradContext &ctx, const Node &n, GradResult &r) {
   return llvm::Error::success();
 }
 
+/// Slice with unit steps, constant axes of static size and bounds known at
+/// compile time: the gradient is the output's, padded with zeros back to the
+/// input's extent one axis at a time by a Concat. The zero blocks are
+/// slices of the input times 0, so they have the gradient's shape on every
+/// other axis (dims known only at run time included) and its sharding: a
+/// rotary embedding's halves on head-sharded activations stay local.
+llvm::Error slice(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (!ctx.want(0))
+    return llvm::Error::success();
+  Emitter &e = ctx.e;
+  const Value *x = n.inputs[0];
+  if (!x->hasShape)
+    return fail("Slice '" + n.label() + "': the rank of '" + x->name + "' is not known");
+  const int64_t rank = x->rank();
+  // Bounds: constants, or computed from the input's own shape (torch's
+  // chunk, Llama's rotate_half) and evaluated with its static sizes.
+  std::vector<int64_t> axes, starts;
+  if (n.input(3)) {
+    if (!constantInts(n.input(3), axes))
+      return fail("Slice '" + n.label() + "': gradients need constant axes");
+  } else if (constantInts(n.input(1), starts)) {
+    for (size_t i = 0; i < starts.size(); ++i)
+      axes.push_back(static_cast<int64_t>(i));
+  } else {
+    return fail("Slice '" + n.label() + "': gradients need constant axes");
+  }
+  struct Cut {
+    int64_t axis, begin, end, size;
+  };
+  std::vector<Cut> cuts;
+  for (int64_t axis : axes) {
+    int64_t a = normAxis(axis, rank), D = x->dimSize(a), b = 0, en = 0;
+    if (D < 0)
+      return fail("Slice '" + n.label() + "': gradients need the size of axis " +
+                  llvm::Twine(a) + " of '" + x->name + "' at compile time");
+    if (!idioms::sliceRange(n, a, D, b, en))
+      return fail("Slice '" + n.label() + "': gradients need unit steps and bounds known at "
+                  "compile time (constants, or computed from the input's static shape)");
+    cuts.push_back({a, b, std::max(b, en), D});
+  }
+  std::string g = ctx.outputGrads[0];
+  for (size_t k = 0; k < cuts.size(); ++k) {
+    const Cut &c = cuts[k];
+    // x sliced like the gradient so far: [from, to) on this axis, the later
+    // axes still cut, the earlier ones already whole.
+    auto zeros = [&](int64_t from, int64_t to) {
+      std::vector<int64_t> st{from}, en{to}, ax{c.axis};
+      for (size_t j = k + 1; j < cuts.size(); ++j) {
+        st.push_back(cuts[j].begin);
+        en.push_back(cuts[j].end);
+        ax.push_back(cuts[j].axis);
+      }
+      std::string part = e.op("Slice", {x->name, e.ints("starts", st), e.ints("ends", en),
+                                        e.ints("axes", ax)},
+                              x->name + "_pad_src");
+      return e.op("Mul", {part, e.scalar("zero", 0.0)}, x->name + "_pad_zeros");
+    };
+    std::vector<std::string> parts;
+    if (c.begin > 0)
+      parts.push_back(zeros(0, c.begin));
+    parts.push_back(g);
+    if (c.end < c.size)
+      parts.push_back(zeros(c.end, c.size));
+    if (parts.size() > 1)
+      g = e.op("Concat", parts, x->name + "_grad_pad", {iattr("axis", c.axis)});
+  }
+  r.set(0, g);
+  return llvm::Error::success();
+}
+
 } // namespace
 
 void registerIndexGradRules(GradRuleRegistry &r) {
   r.add("Gather", gather, "index");
   r.add("Split", split, "index");
   r.add("Concat", concat, "index");
+  r.add("Slice", slice, "index");
 }
 
 } // namespace qn::grad

@@ -1,6 +1,7 @@
 //===- ShapeGrad.cpp - Gradients of the layout ops ------------------------===//
 //
-// A Reshape (Flatten, Squeeze, Unsqueeze) is undone by a Reshape of the
+// Squeeze and Unsqueeze with known axes are undone by each other. A Reshape
+// (Flatten; a Squeeze of every unit axis) is undone by a Reshape of the
 // gradient to the input's shape, written as a constant target where the
 // input's dims are known or copied (0) from the gradient, so the sharding
 // rules see the same kind of target as in the forward graph; a Transpose by
@@ -61,6 +62,22 @@ llvm::Error reshape(const GradContext &ctx, const Node &n, GradResult &r) {
   return llvm::Error::success();
 }
 
+/// Squeeze and Unsqueeze with known axes undo each other (a sharded axis
+/// renumbered by the same rules as forward); without them, a Reshape back.
+llvm::Error squeeze(const GradContext &ctx, const Node &n, GradResult &r) {
+  if (!ctx.want(0))
+    return llvm::Error::success();
+  std::vector<int64_t> axes;
+  if (!nodeAxes(n, 1, axes) || axes.empty()) {
+    r.set(0, reshapeBack(ctx, n.inputs[0], n.outputs[0], ctx.outputGrads[0]));
+    return llvm::Error::success();
+  }
+  const std::string base = n.inputs[0]->name + "_grad";
+  r.set(0, n.opType() == "Squeeze" ? ctx.e.unsqueeze(ctx.outputGrads[0], axes, base)
+                                   : ctx.e.squeeze(ctx.outputGrads[0], axes, base));
+  return llvm::Error::success();
+}
+
 llvm::Error transpose(const GradContext &ctx, const Node &n, GradResult &r) {
   if (!ctx.want(0))
     return llvm::Error::success();
@@ -88,8 +105,8 @@ llvm::Error expand(const GradContext &ctx, const Node &n, GradResult &r) {
 void registerShapeGradRules(GradRuleRegistry &r) {
   r.add("Reshape", reshape, "shape");
   r.add("Flatten", reshape, "shape");
-  r.add("Squeeze", reshape, "shape");
-  r.add("Unsqueeze", reshape, "shape");
+  r.add("Squeeze", squeeze, "shape");
+  r.add("Unsqueeze", squeeze, "shape");
   r.add("Transpose", transpose, "shape");
   r.add("Expand", expand, "shape");
 }
