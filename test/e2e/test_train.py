@@ -216,8 +216,8 @@ CASES = {
     # the positions), grouped-query attention (2 K/V heads for 4), SiLU MLP.
     "llama_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 20, 8, (1, 2, 4)),
     # The MNIST-shaped ViT: patch-embedding Conv, class token, positions.
-    "vit_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
-    "vit_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2)),
+    "vit_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 50, 16, (1, 2, 4)),
+    "vit_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 50, 16, (1, 2, 4)),
     "block_sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, 30, 16, (1, 2, 4)),
     "block_adamw": ({"optimizer": "adamw", "lr": 1e-3}, 30, 16, (1, 2, 4)),
 }
