@@ -384,6 +384,24 @@ int RankRunner::gpuOf(int rank) const {
   return local % n;
 }
 
+llvm::Expected<std::unique_ptr<Runner>> RankRunner::makeRunner(int rank, RankProgram program,
+                                                               Communicator *comm,
+                                                               KernelRegistry &kernels) const {
+  if (opts_.device == RunDevice::Cuda) {
+    CudaOptions co;
+    co.device = gpuOf(rank);
+    co.allowTf32 = opts_.allowTf32;
+    co.useGraphs = opts_.cudaGraphs;
+    co.fuseElementwise = opts_.fuseElementwise;
+    return createCudaExecutor(std::move(program), co, comm);
+  }
+  registerCpuKernels(kernels);
+  auto r = Executor::create(std::move(program), kernels, comm);
+  if (!r)
+    return r.takeError();
+  return std::unique_ptr<Runner>(std::move(*r));
+}
+
 /// One rank with its communicator (null for a single rank): load, run, check
 /// that replicated outputs agree across ranks, write, bench.
 llvm::Error RankRunner::runRank(int rank, int world, const PlanManifest &plan,
@@ -394,24 +412,10 @@ llvm::Error RankRunner::runRank(int rank, int world, const PlanManifest &plan,
   if (plan.training)
     return trainRank(rank, world, plan, inputs, comm, std::move(*program));
   KernelRegistry kernels;
-  std::unique_ptr<Runner> runner;
-  if (opts_.device == RunDevice::Cuda) {
-    CudaOptions co;
-    co.device = gpuOf(rank);
-    co.allowTf32 = opts_.allowTf32;
-    co.useGraphs = opts_.cudaGraphs;
-    co.fuseElementwise = opts_.fuseElementwise;
-    auto r = createCudaExecutor(std::move(*program), co, comm);
-    if (!r)
-      return r.takeError();
-    runner = std::move(*r);
-  } else {
-    registerCpuKernels(kernels);
-    auto r = Executor::create(std::move(*program), kernels, comm);
-    if (!r)
-      return r.takeError();
-    runner = std::move(*r);
-  }
+  auto made = makeRunner(rank, std::move(*program), comm, kernels);
+  if (!made)
+    return made.takeError();
+  std::unique_ptr<Runner> runner = std::move(*made);
   auto outs = runner->run(inputs);
   if (!outs)
     return outs.takeError();

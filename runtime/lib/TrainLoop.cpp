@@ -13,7 +13,6 @@
 #include "qn/runtime/RankRunner.h"
 
 #include "qn/runtime/Communicator.h"
-#include "qn/runtime/Cuda.h"
 #include "qn/runtime/Dataset.h"
 #include "qn/runtime/Executor.h"
 #include "qn/runtime/TensorProto.h"
@@ -494,24 +493,10 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
   // Parameters and optimizer state stay where the step runs (host memory or
   // the GPU); each run writes the updates into them (Runner::bindUpdate).
   KernelRegistry kernels;
-  std::unique_ptr<Runner> runner;
-  if (opts_.device == RunDevice::Cuda) {
-    CudaOptions co;
-    co.device = gpuOf(rank);
-    co.allowTf32 = opts_.allowTf32;
-    co.useGraphs = opts_.cudaGraphs;
-    co.fuseElementwise = opts_.fuseElementwise;
-    auto r = createCudaExecutor(std::move(program), co, comm);
-    if (!r)
-      return r.takeError();
-    runner = std::move(*r);
-  } else {
-    registerCpuKernels(kernels);
-    auto r = Executor::create(std::move(program), kernels, comm);
-    if (!r)
-      return r.takeError();
-    runner = std::move(*r);
-  }
+  auto made = makeRunner(rank, std::move(program), comm, kernels);
+  if (!made)
+    return made.takeError();
+  std::unique_ptr<Runner> runner = std::move(*made);
   Runner &run = *runner;
   const auto &names = run.outputNames();
   auto indexOf = [&](const std::string &n) -> int {

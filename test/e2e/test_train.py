@@ -161,18 +161,13 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
 
 def make_case(name):
     rng = np.random.default_rng(1)
-    if name.startswith("llama"):
-        torch.manual_seed(5)
-        module = LlamaLogits()
-        x = rng.integers(0, 96, (64, 8)).astype(np.int64)
-        y = rng.integers(0, 96, (64, 8)).astype(np.int64)
-        return module, x, y
-    if name.startswith("gpt2"):
-        torch.manual_seed(3)
-        module = GPT2Logits()
-        x = rng.integers(0, 96, (64, 8)).astype(np.int64)
-        y = rng.integers(0, 96, (64, 8)).astype(np.int64)
-        return module, x, y
+    for prefix, seed, make in (("gpt2", 3, GPT2Logits), ("llama", 5, LlamaLogits)):
+        if name.startswith(prefix):  # token ids and next-token labels, vocabulary 96
+            torch.manual_seed(seed)
+            module = make()
+            x = rng.integers(0, 96, (64, 8)).astype(np.int64)
+            y = rng.integers(0, 96, (64, 8)).astype(np.int64)
+            return module, x, y
     if name.startswith("vit"):
         torch.manual_seed(4)
         module = ViT(hidden=32, heads=4, blocks=2)

@@ -15,6 +15,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 namespace qn::rt {
 
 class Communicator;
+class KernelRegistry;
 class Runner;
 
 /// --profile's work (RankRunner.cpp): `runs` more runs of `runner` on
@@ -149,6 +151,11 @@ private:
   llvm::Error writeOutputs(const std::vector<std::string> &names, const std::vector<Tensor> &outs,
                            const std::vector<bool> &which, const std::vector<std::string> &suffix);
   int gpuOf(int rank) const;
+  /// Rank `rank`'s runner on the chosen device (`kernels`, which the CPU
+  /// executor refers to, must outlive it).
+  llvm::Expected<std::unique_ptr<Runner>> makeRunner(int rank, RankProgram program,
+                                                     Communicator *comm,
+                                                     KernelRegistry &kernels) const;
   bool shouldBusyPoll(int world) const;
   void setBlasThreads() const;
 
