@@ -10,6 +10,7 @@ the bundled exports (TorchScript exporter, opset 17, dynamic batch):
     models/train/vit_mnist.onnx        ViT(hidden 64, 4 heads, 4 blocks) on 28x28 images
     test/lit/Inputs/train_block.onnx   Block(hidden 16, 2 heads, 4 classes)
     test/lit/Inputs/train_gpt2.onnx    GPT2Logits(2 layers, hidden 32, 4 heads, vocab 64)
+    test/lit/Inputs/train_gpt2_odd_vocab.onnx  GPT2Logits(1 layer, hidden 32, 4 heads, vocab 63)
     test/lit/Inputs/train_llama.onnx   LlamaLogits(1 layer, hidden 32, 4 heads, 2 K/V heads, vocab 64)
 
     python3 models/train_models.py
@@ -172,6 +173,10 @@ def main():
     torch.manual_seed(0)
     export(GPT2Logits(layers=2, hidden=32, heads=4, vocab=64, positions=16),
            torch.zeros(2, 4, dtype=torch.int64), os.path.join(ROOT, "test/lit/Inputs/train_gpt2.onnx"))
+    torch.manual_seed(0)
+    export(GPT2Logits(layers=1, hidden=32, heads=4, vocab=63, positions=16),
+           torch.zeros(2, 4, dtype=torch.int64),
+           os.path.join(ROOT, "test/lit/Inputs/train_gpt2_odd_vocab.onnx"))
     torch.manual_seed(0)
     export(LlamaLogits(layers=1, hidden=32, heads=4, kv_heads=2, vocab=64, positions=16),
            torch.zeros(2, 4, dtype=torch.int64), os.path.join(ROOT, "test/lit/Inputs/train_llama.onnx"))

@@ -99,7 +99,7 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
     // A vocabulary tp does not divide: the table padded with zero rows to
     // paddedV (each rank paddedV/tp rows); ids keep the true V, so an id in
     // [V, paddedV) is still an error, and negative ids count from V.
-    if (e.paddedV != e.V) {
+    if (e.paddedV != e.V && table->constant->dims(0) != e.paddedV) { // training pads it earlier
       onnx::TensorProto padded;
       const onnx::TensorProto &t = *table->constant; // raw data: normalizeToRawData
       const size_t elem = elemTypeSize(t.data_type());

@@ -214,7 +214,8 @@ llvm::Expected<ExportSummary> writePlanDirectory(const Plan &plan, const Graph &
                                          {"param", s.param},
                                          {"kind", s.kind},
                                          {"source", s.source},
-                                         {"source_scale", s.sourceScale}});
+                                         {"source_scale", s.sourceScale},
+                                         {"source_rows", s.sourceRows}});
     llvm::json::Array tied;
     for (const auto &[copy, of] : t->ties)
       tied.push_back(llvm::json::Object{{"copy", copy}, {"transpose_of", of}});

@@ -241,9 +241,94 @@ std::vector<std::pair<std::string, std::string>> tieTransposedCopies(Graph &g) {
   return ties;
 }
 
+/// The graph `g` (ties made) with the table of every vocab-parallel lookup
+/// whose vocabulary tp does not divide padded with zero rows to a multiple
+/// of tp (Megatron pads the vocabulary), re-imported so that the shapes after
+/// it (a tied LM head's logits) have the padded size; its ids are wrapped
+/// first (a negative id counts from the true vocabulary). Null when nothing
+/// needs padding. `rows`: each padded table's true row count.
+llvm::Expected<std::unique_ptr<Graph>> padVocabularies(Graph &g, const PartitionOptions &popts,
+                                                       llvm::StringMap<int64_t> &rows) {
+  std::vector<EmbeddingInfo> pads;
+  for (const EmbeddingInfo &em : findEmbeddings(g, popts))
+    if (em.vocabParallel && em.paddedV != em.V && !rows.count(em.node->inputs[0]->name)) {
+      rows[em.node->inputs[0]->name] = em.V;
+      pads.push_back(em);
+    }
+  if (pads.empty())
+    return nullptr;
+  onnx::ModelProto m = g.model;
+  onnx::GraphProto &gp = *m.mutable_graph();
+  gp.clear_node();
+  gp.clear_value_info();
+  for (auto &out : *gp.mutable_output()) // the logits grow: their sizes inferred again
+    for (auto &d : *out.mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim())
+      d.clear_dim_value();
+  llvm::StringMap<std::string> wrappedIds; // lookup -> its wrapped ids
+  for (const EmbeddingInfo &em : pads) {
+    const Value *ids = em.node->inputs[1];
+    std::string base = g.uniqueName(ids->name + "__qn_wrapped");
+    g.getOrCreate(base);
+    onnx::TensorProto v = int64Tensor(base + "_vocab", {em.V});
+    v.clear_dims(); // a scalar
+    if (ids->elemType == onnx::TensorProto::INT32) {
+      int32_t v32 = static_cast<int32_t>(em.V), z32 = 0;
+      v.set_data_type(onnx::TensorProto::INT32);
+      v.set_raw_data(std::string(reinterpret_cast<const char *>(&v32), 4));
+      onnx::TensorProto z = v;
+      z.set_name(base + "_zero");
+      z.set_raw_data(std::string(reinterpret_cast<const char *>(&z32), 4));
+      *gp.add_initializer() = z;
+    } else {
+      onnx::TensorProto z = int64Tensor(base + "_zero", {0});
+      z.clear_dims();
+      *gp.add_initializer() = z;
+    }
+    *gp.add_initializer() = v;
+    wrappedIds[em.node->label()] = base;
+    // The table, padded in place (same name: it stays the source's parameter).
+    for (auto &init : *gp.mutable_initializer())
+      if (init.name() == em.node->inputs[0]->name) {
+        const onnx::TensorProto &t = *em.node->inputs[0]->constant; // raw data
+        std::string raw = t.raw_data();
+        raw.resize(static_cast<size_t>(em.paddedV * em.H) * elemTypeSize(t.data_type()), '\0');
+        init = t;
+        init.set_raw_data(std::move(raw));
+        init.set_dims(0, em.paddedV);
+      }
+  }
+  for (const auto &np : g.nodes) {
+    onnx::NodeProto n = np->proto;
+    if (auto it = wrappedIds.find(np->label()); it != wrappedIds.end()) {
+      const std::string &w = it->second, ids = n.input(1);
+      *gp.add_node() = makeNodeProto("Less", np->label() + "/qn_negative", {ids, w + "_zero"},
+                                     w + "_negative");
+      *gp.add_node() = makeNodeProto("Add", np->label() + "/qn_from_end", {ids, w + "_vocab"},
+                                     w + "_from_end");
+      *gp.add_node() = makeNodeProto("Where", np->label() + "/qn_wrapped",
+                                     {w + "_negative", w + "_from_end", ids}, w);
+      n.set_input(1, w);
+    }
+    *gp.add_node() = std::move(n);
+  }
+  std::string bytes;
+  if (!m.SerializeToString(&bytes))
+    return fail("internal: the padded model does not serialize (over 2 GiB?)");
+  auto padded = importModelFromBuffer(bytes, g.sourcePath + " (padded vocabulary)");
+  if (!padded)
+    return fail("internal: the model with padded vocabularies does not import: " +
+                llvm::toString(padded.takeError()));
+  Graph &p = **padded;
+  p.sourcePath = g.sourcePath;
+  p.sourceSha256 = g.sourceSha256;
+  p.sourceParamBytes = g.sourceParamBytes;
+  p.sourceInitializers = g.sourceInitializers; // not the constants import folded
+  return std::move(*padded);
+}
+
 } // namespace
 
-llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
+llvm::Expected<Plan> partitionTraining(Graph &gIn, const PartitionOptions &popts,
                                        const TrainOptions &topts,
                                        std::unique_ptr<Graph> &trainGraph) {
   if (popts.tp < 1)
@@ -252,7 +337,17 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   // token embedding used by its LM head) into an initializer of its own. A
   // source initializer equal to the transpose of another is read as that
   // Transpose again, so the shared weight gets one gradient (both uses').
-  std::vector<std::pair<std::string, std::string>> ties = tieTransposedCopies(g);
+  std::vector<std::pair<std::string, std::string>> ties = tieTransposedCopies(gIn);
+  // Vocabularies tp does not divide: padded (the parameter with them).
+  llvm::StringMap<int64_t> paddedRows;
+  std::unique_ptr<Graph> paddedGraph;
+  if (popts.tp > 1) {
+    auto pg = padVocabularies(gIn, popts, paddedRows);
+    if (!pg)
+      return pg.takeError();
+    paddedGraph = std::move(*pg);
+  }
+  Graph &g = paddedGraph ? *paddedGraph : gIn;
   // 1. The forward plan.
   if (popts.tp > 1) {
     if (auto err = defuseUnequalProjections(g))
@@ -286,7 +381,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   llvm::StringSet<> vocabTables;
   for (const EmbeddingInfo &em : findEmbeddings(g, popts)) {
     if (!em.vocabParallel || em.paddedV != em.V)
-      continue;
+      continue; // padded above where tp does not divide the vocabulary
     vocabLookups.insert(em.node->label());
     vocabTables.insert(em.node->inputs[0]->name);
     fopts.constantPlacements[em.node->inputs[0]->name] = Placement::S(0);
@@ -324,6 +419,13 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
                 elemTypeName(logits->elemType) +
                 (logits->hasShape ? " of rank " + std::to_string(logits->rank()) : ""));
   const int64_t C = logits->dimSize(-1);
+  // The true class count where a padded table widened the logits (a tied
+  // LM head): the padded classes are masked out of the loss.
+  int64_t realC = C;
+  if (&g != &gIn)
+    if (const Value *orig = gIn.lookup(logits->name);
+        orig && orig->hasShape && orig->rank() >= 1 && orig->dimSize(-1) > 0)
+      realC = orig->dimSize(-1);
   llvm::StringSet<> source;
   for (const std::string &s : g.sourceInitializers)
     source.insert(s);
@@ -353,7 +455,7 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   // 2. The loss.
   auto info = std::make_shared<TrainingInfo>();
   info->options = topts;
-  info->classes = C;
+  info->classes = realC;
   info->ignoreIndex = topts.ignoreIndex;
   info->logits = logits->name;
   grad::Emitter e(g, "");
@@ -396,6 +498,16 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
   grouped.push_back(C / G);
   whole.push_back(C);
   std::string Lg = e.op("Reshape", {L, e.ints("class_groups", grouped)}, L + "_grouped");
+  std::string classMask;
+  if (realC < C) {
+    // Padded classes: a large negative logit (not -inf: 0 * -inf is NaN in
+    // the one-hot product), so their softmax, gradient and accuracy are 0.
+    std::vector<double> mask(static_cast<size_t>(C), 0.0);
+    for (int64_t k = realC; k < C; ++k)
+      mask[k] = -1e9;
+    classMask = e.constant(e.typed("padded_classes", {G, C / G}, mask));
+    Lg = e.op("Add", {Lg, classMask}, L + "_grouped_masked");
+  }
   std::string valid = toFloat(
       e.op("Not", {e.op("Equal", {info->labels, e.ints("ignore_index", {topts.ignoreIndex})},
                         "labels_ignored")},
@@ -573,6 +685,8 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     } else {
       s.source = p->name;
     }
+    if (auto it = paddedRows.find(p->name); it != paddedRows.end())
+      s.sourceRows = it->second;
     info->state.push_back(std::move(s));
   };
   // AdamW's per-step scalars, once: bias corrections from the step input.
@@ -743,12 +857,17 @@ llvm::Expected<Plan> partitionTraining(Graph &g, const PartitionOptions &popts,
     topts2.constantPlacements[st.name] = pl;
     topts2.outputPlacements[st.update] = pl;
   }
-  if (G > 1)
+  if (G > 1) {
     topts2.constantPlacements[classGroupIds] = Placement::S(0);
+    if (!classMask.empty())
+      topts2.constantPlacements[classMask] = Placement::S(0);
+  }
   RewriteState tstate;
   std::vector<EmbeddingInfo> tembeddings = findEmbeddings(t, popts);
   for (EmbeddingInfo &em : tembeddings) {
     em.vocabParallel = vocabLookups.contains(em.node->label());
+    if (auto it = paddedRows.find(em.node->inputs[0]->name); it != paddedRows.end())
+      em.V = it->second; // the padded rows are already in the parameter
     if (em.vocabParallel) {
       info->vocabParallel.push_back(em.node->label());
       topts2.constantPlacements[em.node->inputs[0]->name] = Placement::S(0); // frozen too

@@ -174,6 +174,7 @@ llvm::Expected<PlanManifest> parseManifest(llvm::StringRef text, llvm::StringRef
       st.kind = so->getString("kind").getValueOr("").str();
       st.source = so->getString("source").getValueOr("").str();
       st.sourceScale = so->getNumber("source_scale").getValueOr(1.0);
+      st.sourceRows = so->getInteger("source_rows").getValueOr(-1);
       tm->state.push_back(std::move(st));
     }
     if (const llvm::json::Array *tied = t->getArray("tied"))

@@ -174,6 +174,16 @@ llvm::Error saveTrained(const PlanManifest &plan, int rank, Communicator *comm,
       }
       whole = unblock(whole, axis, blocks, comm->size());
     }
+    if (s.sourceRows >= 0) { // a padded vocabulary: its first rows are the source's
+      if (whole.rank() < 1 || s.sourceRows > whole.dim(0))
+        return fail("--save: '" + s.param + "' has " + whole.describe() + ", fewer than its " +
+                    llvm::Twine(s.sourceRows) + " source rows");
+      std::vector<int64_t> shape = whole.shape();
+      shape[0] = s.sourceRows;
+      Tensor cut = Tensor::empty(whole.dtype(), shape);
+      std::memcpy(cut.raw(), whole.raw(), cut.nbytes());
+      whole = std::move(cut);
+    }
     whole = whole.clone();
     if (s.sourceScale != 1.0)
       for (int64_t k = 0; k < whole.numel(); ++k)

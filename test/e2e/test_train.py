@@ -161,12 +161,14 @@ def qn_losses(bin_dir, onnx_path, work, tp, x, y, batch, steps, opt_args, save=N
 
 def make_case(name):
     rng = np.random.default_rng(1)
-    for prefix, seed, make in (("gpt2", 3, GPT2Logits), ("llama", 5, LlamaLogits)):
-        if name.startswith(prefix):  # token ids and next-token labels, vocabulary 96
+    for prefix, seed, make, vocab in (("gpt2_odd_vocab", 3, GPT2Logits, 97),
+                                      ("gpt2", 3, GPT2Logits, 96),
+                                      ("llama", 5, LlamaLogits, 96)):
+        if name.startswith(prefix):  # token ids and next-token labels
             torch.manual_seed(seed)
-            module = make()
-            x = rng.integers(0, 96, (64, 8)).astype(np.int64)
-            y = rng.integers(0, 96, (64, 8)).astype(np.int64)
+            module = make(vocab=vocab)
+            x = rng.integers(0, vocab, (64, 8)).astype(np.int64)
+            y = rng.integers(0, vocab, (64, 8)).astype(np.int64)
             return module, x, y
     if name.startswith("vit"):
         torch.manual_seed(4)
@@ -204,6 +206,11 @@ CASES = {
     # tied LM head column-parallel, the loss over vocab-sharded logits.
     "gpt2_vocab_parallel_adamw": ({"optimizer": "adamw", "lr": 1e-3, "vocab_parallel": True,
                                    "compile": ["--replicate-below", "0"]}, 20, 8, (1, 2, 4)),
+    # A vocabulary (97) no tp divides: the table padded with zero rows to a
+    # multiple of tp, the padded classes masked out of the loss, --save cuts
+    # the padding off.
+    "gpt2_odd_vocab_adamw": ({"optimizer": "adamw", "lr": 1e-3, "vocab_parallel": True,
+                              "compile": ["--replicate-below", "0"]}, 20, 8, (1, 2, 4)),
     "gpt2_vocab_parallel_sgd_clip": ({"optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
                                       "clip": 1.0, "vocab_parallel": True,
                                       "compile": ["--replicate-below", "0"]}, 20, 8, (2,)),
@@ -264,7 +271,8 @@ def state_checks(bin_dir, device):
 # path, the clipped norm, vocab-parallel GPT-2, the ViT (Conv patches) and
 # the transformer block.
 CUDA_CASES = ("mlp_sgd_momentum", "mlp_adamw", "mlp_sgd_clip", "mlp_sgd_frozen",
-              "gpt2_vocab_parallel_adamw", "llama_adamw", "vit_sgd", "block_adamw")
+              "gpt2_vocab_parallel_adamw", "gpt2_odd_vocab_adamw", "llama_adamw", "vit_sgd",
+              "block_adamw")
 
 
 def main():

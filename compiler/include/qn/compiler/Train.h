@@ -51,6 +51,9 @@ struct TrainState {
   /// scaled by (a row-parallel Gemm's bias is beta * C).
   std::string source;
   double sourceScale = 1.0;
+  /// A vocabulary padded to a multiple of tp: the source's rows (the first
+  /// ones of the parameter; the padding rows stay zero). -1 when not padded.
+  int64_t sourceRows = -1;
 };
 
 /// What the runtime needs of a training plan (plan.json "training").

@@ -35,6 +35,9 @@ struct TrainingManifest {
   struct State {
     std::string name, update, param, kind, source;
     double sourceScale = 1.0;
+    /// A padded vocabulary: the source's rows (the parameter's first rows);
+    /// -1 when not padded.
+    int64_t sourceRows = -1;
   };
   std::string loss, labels, logits, lrInput, stepInput, optimizer, schedule;
   /// Output: the batch's correctly classified samples (for --eval).
