@@ -1,8 +1,9 @@
 //===- LinearGrad.cpp - Gradients of MatMul and Gemm ----------------------===//
 //
-// Backward matrix products are MatMuls (never Gemm with a constant B, which
-// the planner would take for a new Linear layer): for y = x.W the input
-// gradient dy.W^T and the weight gradient x^T.dy. A 2-D weight read by a
+// Backward matrix products are MatMuls, and weight gradients x^T.dy Gemms of
+// two activations with transA (BLAS reads the transpose; never a Gemm with
+// a constant B, which the planner would take for a new Linear layer): for
+// y = x.W the input gradient dy.W^T and the weight gradient x^T.dy. A 2-D weight read by a
 // batched activation gets its gradient as one 2-D product over the rows of
 // the activation reshaped to [-1, K]; the sharding rules then make the input
 // gradient of a column-parallel layer P (it contracts over the sharded N)
@@ -41,7 +42,7 @@ llvm::Error matmul(const GradContext &ctx, const Node &n, GradResult &r) {
     if (ctx.want(1)) {
       std::string a2 = e.op("Reshape", {a->name, e.ints("shape", {-1, K})}, a->name + "_2d");
       std::string g2 = e.op("Reshape", {gy, e.ints("shape", {-1, N})}, gy + "_2d");
-      r.set(1, e.op("MatMul", {e.transpose(a2, {1, 0}, a2 + "_T"), g2}, b->name + "_grad"));
+      r.set(1, e.op("Gemm", {a2, g2}, b->name + "_grad", {iattr("transA", 1)}));
     }
     return llvm::Error::success();
   }
@@ -86,10 +87,11 @@ llvm::Error gemm(const GradContext &ctx, const Node &n, GradResult &r) {
     std::string g;
     if (!tb)
       g = ta ? e.op("MatMul", {a->name, gy}, b->name + "_grad0")
-             : e.op("MatMul", {T(a->name), gy}, b->name + "_grad0");
+             : e.op("Gemm", {a->name, gy}, b->name + "_grad0", {iattr("transA", 1)});
     else // dB = (op(A)^T.gy)^T = gy^T.op(A)
-      g = ta ? e.op("MatMul", {T(gy), T(a->name)}, b->name + "_grad0")
-             : e.op("MatMul", {T(gy), a->name}, b->name + "_grad0");
+      g = e.op("Gemm", {gy, a->name}, b->name + "_grad0",
+               ta ? std::vector<onnx::AttributeProto>{iattr("transA", 1), iattr("transB", 1)}
+                  : std::vector<onnx::AttributeProto>{iattr("transA", 1)});
     r.set(1, scaled(g, alpha, b->name + "_grad"));
   }
   if (c && ctx.want(2))

@@ -9,7 +9,9 @@
 // MatMul of two activations (attention's Q.K^T and P.V): shards on the same
 // batch axis (heads) stay sharded; one side sharded on a batch axis with the
 // other whole slices the other side locally (GQA); shards on the contracted
-// axis give P; an M or N shard with the other side whole passes.
+// axis give P; an M or N shard with the other side whole passes. A Gemm of
+// two activations without C follows the same 2-D cases through its
+// transposes.
 //
 //===----------------------------------------------------------------------===//
 #include "Rules.h"
@@ -163,10 +165,40 @@ llvm::Error matmul(const RuleContext &ctx, const Node &n, RuleResult &r) {
   return activations(ctx, n, r);
 }
 
+/// Gemm of two activations without C (the backward pass's weight gradients
+/// op(A)^T.dY): the 2-D MatMul cases on op(A) [M, K] and op(B) [K, N], the
+/// transposes mapping each operand's sharded axis; blocked layouts pass.
+llvm::Error gemmActivations(const RuleContext &ctx, const Node &n, RuleResult &r) {
+  allReplicated(n, r);
+  NodePlacements &np = r.placements;
+  const Value *a = n.input(0), *b = n.input(1);
+  if (!a || !b || n.input(2) || !a->hasShape || !b->hasShape || a->rank() != 2 || b->rank() != 2)
+    return llvm::Error::success();
+  Placement pa = ctx.of(a), pb = ctx.of(b);
+  if (pa.isMerged() || pb.isMerged())
+    return llvm::Error::success();
+  bool ta = attrInt(n.proto, "transA", 0), tb = attrInt(n.proto, "transB", 0);
+  // The operand's sharded axis in op(X) terms: 0 = rows, 1 = columns.
+  auto logical = [](Placement p, bool t) { return p.isShard() ? (t ? 1 - p.axis : p.axis) : -1; };
+  int la = logical(pa, ta), lb = logical(pb, tb);
+  if (la == 1 && lb == 0 && pa.blocks == pb.blocks) { // both on K
+    np.in[0] = pa;
+    np.in[1] = pb;
+    np.out[0] = Placement::P();
+  } else if (la == 0 && pb.isReplicated()) { // M
+    np.in[0] = pa;
+    np.out[0] = Placement::S(0, pa.blocks);
+  } else if (lb == 1 && pa.isReplicated()) { // N
+    np.in[1] = pb;
+    np.out[0] = Placement::S(1, pb.blocks);
+  }
+  return llvm::Error::success();
+}
+
 llvm::Error gemm(const RuleContext &ctx, const Node &n, RuleResult &r) {
   if (ctx.linear)
     return linear(ctx, n, *ctx.linear, r);
-  return replicatedRule(ctx, n, r);
+  return gemmActivations(ctx, n, r);
 }
 
 } // namespace
