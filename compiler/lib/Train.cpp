@@ -241,6 +241,22 @@ std::vector<std::pair<std::string, std::string>> tieTransposedCopies(Graph &g) {
   return ties;
 }
 
+/// `m` (a model built from `from`'s graph) imported again, for the shapes
+/// ONNX infers; it keeps `from`'s source path, hash and parameter bytes.
+llvm::Expected<std::unique_ptr<Graph>> reimport(const onnx::ModelProto &m, const Graph &from,
+                                                const std::string &what) {
+  std::string bytes;
+  if (!m.SerializeToString(&bytes))
+    return fail("internal: " + what + " does not serialize (over 2 GiB?)");
+  auto g = importModelFromBuffer(bytes, from.sourcePath + " (" + what + ")");
+  if (!g)
+    return fail("internal: " + what + " does not import: " + llvm::toString(g.takeError()));
+  (*g)->sourcePath = from.sourcePath;
+  (*g)->sourceSha256 = from.sourceSha256;
+  (*g)->sourceParamBytes = from.sourceParamBytes;
+  return std::move(*g);
+}
+
 /// The graph `g` (ties made) with the table of every vocab-parallel lookup
 /// whose vocabulary tp does not divide padded with zero rows to a multiple
 /// of tp (Megatron pads the vocabulary), re-imported so that the shapes after
@@ -311,18 +327,10 @@ llvm::Expected<std::unique_ptr<Graph>> padVocabularies(Graph &g, const Partition
     }
     *gp.add_node() = std::move(n);
   }
-  std::string bytes;
-  if (!m.SerializeToString(&bytes))
-    return fail("internal: the padded model does not serialize (over 2 GiB?)");
-  auto padded = importModelFromBuffer(bytes, g.sourcePath + " (padded vocabulary)");
+  auto padded = reimport(m, g, "the model with padded vocabularies");
   if (!padded)
-    return fail("internal: the model with padded vocabularies does not import: " +
-                llvm::toString(padded.takeError()));
-  Graph &p = **padded;
-  p.sourcePath = g.sourcePath;
-  p.sourceSha256 = g.sourceSha256;
-  p.sourceParamBytes = g.sourceParamBytes;
-  p.sourceInitializers = g.sourceInitializers; // not the constants import folded
+    return padded.takeError();
+  (*padded)->sourceInitializers = g.sourceInitializers; // not the constants import folded
   return std::move(*padded);
 }
 
@@ -819,18 +827,11 @@ llvm::Expected<Plan> partitionTraining(Graph &gIn, const PartitionOptions &popts
       if (!used.contains(inits->Get(i).name()))
         inits->DeleteSubrange(i, 1);
   }
-  std::string bytes;
-  if (!m.SerializeToString(&bytes))
-    return fail("internal: the training graph does not serialize (over 2 GiB?)");
-  auto tg = importModelFromBuffer(bytes, g.sourcePath + " (training graph)");
+  auto tg = reimport(m, g, "the training graph");
   if (!tg)
-    return fail("internal: the training graph does not import: " +
-                llvm::toString(tg.takeError()));
+    return tg.takeError();
   trainGraph = std::move(*tg);
   Graph &t = *trainGraph;
-  t.sourcePath = g.sourcePath;
-  t.sourceSha256 = g.sourceSha256;
-  t.sourceParamBytes = g.sourceParamBytes;
 
   // The forward Linears keep their strategies (by node name); products the
   // backward made with a constant operand are not Linears of the plan.
