@@ -345,8 +345,12 @@ class TestRanks(ToolsTestCase):
                     key = op if op in per_kind else "ai.quintnet." + op
                     want_counts[key] = want_counts.get(key, 0) + 1
                 self.assertEqual({k: v[1] for k, v in per_kind.items()}, want_counts, b)
-                # The nodes' medians add up to at most the median run.
-                self.assertLessEqual(sum(v[0] for v in per_kind.values()), total * 1.05, b)
+                # No node is counted twice: the nodes' medians add up to about
+                # the median run. Not at most: a sum of medians can exceed the
+                # median of sums (CI saw 0.642 ms against 0.607 ms when the
+                # collectives' waits varied across 3 runs of 0.6 ms), so the
+                # bound is what a double count (2x) would break.
+                self.assertLessEqual(sum(v[0] for v in per_kind.values()), total * 1.5, b)
                 slow = b.split("slowest nodes")[1].split("collectives:")[0].splitlines()[1:]
                 slow = [l.split() for l in slow if l.strip()]
                 self.assertEqual(len(slow), 10, b)
