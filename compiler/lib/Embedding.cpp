@@ -26,19 +26,6 @@ namespace qn {
 namespace {
 
 
-onnx::TensorProto scalar(const std::string &name, int32_t type, int64_t value) {
-  onnx::TensorProto t;
-  t.set_name(name);
-  t.set_data_type(type);
-  if (type == onnx::TensorProto::INT32) {
-    int32_t v = static_cast<int32_t>(value);
-    t.set_raw_data(std::string(reinterpret_cast<const char *>(&v), 4));
-  } else {
-    t.set_raw_data(std::string(reinterpret_cast<const char *>(&value), 8));
-  }
-  return t;
-}
-
 void setIntAttr(onnx::NodeProto &n, const char *name, int64_t v) {
   auto *a = n.add_attribute();
   a->set_name(name);
@@ -120,19 +107,19 @@ llvm::Error rewriteVocabParallel(Graph &g, std::vector<EmbeddingInfo> &embedding
 
     // Constants: this rank's first row (rank-dependent), rows per rank, -1.
     std::string startName = name("start");
-    g.addConstant(scalar(startName, idType, 0));
+    g.addConstant(intScalar(startName, idType, 0));
     state.rankDependent[startName] = [startName, idType, rows](int rank, int tp) {
-      return scalar(startName, idType, rank * (rows / tp));
+      return intScalar(startName, idType, rank * (rows / tp));
     };
     std::string rowsName = name("rows");
-    g.addConstant(scalar(rowsName, idType, 0));
+    g.addConstant(intScalar(rowsName, idType, 0));
     state.rankDependent[rowsName] = [rowsName, idType, rows](int, int tp) {
-      return scalar(rowsName, idType, rows / tp);
+      return intScalar(rowsName, idType, rows / tp);
     };
     std::string minus1 = name("minus1"), zero = name("zero"), vocab = name("vocab");
-    g.addConstant(scalar(minus1, idType, -1));
-    g.addConstant(scalar(zero, idType, 0));
-    g.addConstant(scalar(vocab, idType, vocabSize));
+    g.addConstant(intScalar(minus1, idType, -1));
+    g.addConstant(intScalar(zero, idType, 0));
+    g.addConstant(intScalar(vocab, idType, vocabSize));
     std::string axes = name("axes");
     onnx::TensorProto axesT;
     axesT.set_name(axes);

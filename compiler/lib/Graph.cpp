@@ -240,4 +240,15 @@ onnx::TensorProto int64Tensor(const std::string &name, llvm::ArrayRef<int64_t> v
   return t;
 }
 
+onnx::TensorProto intScalar(const std::string &name, int32_t type, int64_t value) {
+  if (type != onnx::TensorProto::INT32)
+    return int64Tensor(name, {value}, /*scalar=*/true);
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(type);
+  int32_t v = static_cast<int32_t>(value);
+  t.set_raw_data(std::string(reinterpret_cast<const char *>(&v), 4));
+  return t;
+}
+
 } // namespace qn

@@ -285,22 +285,8 @@ llvm::Expected<std::unique_ptr<Graph>> padVocabularies(Graph &g, const Partition
     const Value *ids = em.node->inputs[1];
     std::string base = g.uniqueName(ids->name + "__qn_wrapped");
     g.getOrCreate(base);
-    onnx::TensorProto v = int64Tensor(base + "_vocab", {em.V});
-    v.clear_dims(); // a scalar
-    if (ids->elemType == onnx::TensorProto::INT32) {
-      int32_t v32 = static_cast<int32_t>(em.V), z32 = 0;
-      v.set_data_type(onnx::TensorProto::INT32);
-      v.set_raw_data(std::string(reinterpret_cast<const char *>(&v32), 4));
-      onnx::TensorProto z = v;
-      z.set_name(base + "_zero");
-      z.set_raw_data(std::string(reinterpret_cast<const char *>(&z32), 4));
-      *gp.add_initializer() = z;
-    } else {
-      onnx::TensorProto z = int64Tensor(base + "_zero", {0});
-      z.clear_dims();
-      *gp.add_initializer() = z;
-    }
-    *gp.add_initializer() = v;
+    *gp.add_initializer() = intScalar(base + "_zero", ids->elemType, 0);
+    *gp.add_initializer() = intScalar(base + "_vocab", ids->elemType, em.V);
     wrappedIds[em.node->label()] = base;
     // The table, padded in place (same name: it stays the source's parameter).
     for (auto &init : *gp.mutable_initializer())
@@ -380,16 +366,16 @@ llvm::Expected<Plan> partitionTraining(Graph &gIn, const PartitionOptions &popts
       if (auto it = biasSource.find(owner); it != biasSource.end())
         paramSource[np->inputs[1]->name] = it->second;
     }
-  // Vocab-parallel lookups, chosen as for inference where tp divides the
-  // vocabulary (padded tables are inference-only so far): the table is
-  // pinned S(0), so a tied LM head reading it transposed is column-parallel
-  // and the logits arrive vocab-sharded.
+  // Vocab-parallel lookups, chosen as for inference (their tables padded
+  // above where tp does not divide the vocabulary): the table is pinned
+  // S(0), so a tied LM head reading it transposed is column-parallel and
+  // the logits arrive vocab-sharded.
   PartitionOptions fopts = popts;
   llvm::StringSet<> vocabLookups;
   llvm::StringSet<> vocabTables;
   for (const EmbeddingInfo &em : findEmbeddings(g, popts)) {
     if (!em.vocabParallel || em.paddedV != em.V)
-      continue; // padded above where tp does not divide the vocabulary
+      continue; // a table padVocabularies could not pad
     vocabLookups.insert(em.node->label());
     vocabTables.insert(em.node->inputs[0]->name);
     fopts.constantPlacements[em.node->inputs[0]->name] = Placement::S(0);

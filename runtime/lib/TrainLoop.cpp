@@ -518,19 +518,13 @@ llvm::Error RankRunner::trainRank(int rank, int world, const PlanManifest &plan,
   int lossIdx = indexOf(t.loss);
   if (lossIdx < 0)
     return fail("the training plan has no output '" + t.loss + "' (the loss)");
-  std::vector<int> updateIdx;
   std::vector<Tensor> stateBufs;
   for (const TrainingManifest::State &s : t.state) {
-    int i = indexOf(s.update);
-    if (i < 0)
-      return fail("the training plan has no output '" + s.update + "' (the update of '" + s.name +
-                  "')");
-    if (auto err = run.bindUpdate(s.update, s.name))
+    if (auto err = run.bindUpdate(s.update, s.name)) // names a missing update output
       return err;
     auto buf = run.readState(s.name);
     if (!buf)
       return buf.takeError();
-    updateIdx.push_back(i);
     stateBufs.push_back(*buf);
   }
   // stateBufs: the state on the host. On the CPU device they are the live

@@ -138,5 +138,7 @@ onnx::NodeProto makeNodeProto(llvm::StringRef op, llvm::StringRef name,
 /// a 0-d tensor of the one value.
 onnx::TensorProto int64Tensor(const std::string &name, llvm::ArrayRef<int64_t> values,
                               bool scalar = false);
+/// A 0-d int32 or int64 constant (`type`) named `name` holding `value`.
+onnx::TensorProto intScalar(const std::string &name, int32_t type, int64_t value);
 
 } // namespace qn
