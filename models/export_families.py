@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Exports tiny configs of 14 Hugging Face model families (plus Llama, Mistral
 and Qwen2 with an attention_mask input) with PyTorch's TorchScript ONNX
-exporter (opset 17, dynamic batch and sequence axes; random weights from a
-fixed seed; built from configs, no network) at hidden 128 or 1024, and writes
+exporter (opset 17) or, with --exporter dynamo, its default dynamo-based one
+(the opset and IR it picks: 20 and 10 with torch 2.15) (dynamic batch and
+sequence axes; random weights from a fixed seed; built from configs, no
+network) at hidden 128 or 1024, and writes
 each as a *skeleton*: the ONNX graph with its Linear and embedding weights
 (float initializers read as a MatMul's or Gemm's B, a Gather's table or a
 Conv's kernel, 1024 elements or more) taken out, their names, shapes and standard deviations kept
@@ -144,7 +146,7 @@ def strip(model, min_elems=MIN_STRIP):
     return taken, removed
 
 
-def export(name, spec, out_dir, seed, keep_full):
+def export(name, spec, out_dir, seed, keep_full, exporter="torchscript"):
     import torch
     build, inputs, outputs, info = spec
     torch.manual_seed(seed)
@@ -153,16 +155,24 @@ def export(name, spec, out_dir, seed, keep_full):
     names = list(inputs)
     dynamic = {n: ({0: "batch"} if n == "pixel_values" else {0: "batch", 1: "seq"})
                for n in names}
-    dynamic.update({n: {0: "batch", 1: "seq"} for n in outputs})
     full = os.path.join(out_dir, f"{name}.full.onnx")
     with torch.no_grad():
-        torch.onnx.export(model, tuple(inputs[n] for n in names), full, input_names=names,
-                          output_names=outputs, dynamic_axes=dynamic, opset_version=17,
-                          do_constant_folding=True, dynamo=False)
+        if exporter == "dynamo":
+            # PyTorch's default exporter since 2.9, with its default opset
+            # and IR (opset 20 and IR 10 with torch 2.15), as a user gets it.
+            torch.onnx.export(model, tuple(inputs[n] for n in names), full, input_names=names,
+                              output_names=outputs, dynamic_axes=dynamic, dynamo=True,
+                              external_data=False, verbose=False)
+        else:
+            dynamic.update({n: {0: "batch", 1: "seq"} for n in outputs})
+            torch.onnx.export(model, tuple(inputs[n] for n in names), full,
+                              input_names=names, output_names=outputs, dynamic_axes=dynamic,
+                              opset_version=17, do_constant_folding=True, dynamo=False)
     m = onnx.load(full)
-    m.ir_version = min(m.ir_version, 8)  # the C++ ONNX (1.12) reads IR 8
+    if exporter != "dynamo":
+        m.ir_version = min(m.ir_version, 8)  # as bundled since ONNX 1.12 (IR 8) was the C++ library
     taken, removed = strip(m)
-    info = dict(info, weights={k: v for k, v in sorted(taken.items())})
+    info = dict(info, weights={k: v for k, v in sorted(taken.items())}, exporter=exporter)
     m.metadata_props.add(key="quintnet.rehydrate", value=json.dumps(info, sort_keys=True))
     path = os.path.join(out_dir, f"{name}.onnx")
     onnx.save(m, path)
@@ -179,16 +189,21 @@ def main():
     ap.add_argument("--hidden", type=int, default=128, choices=sorted(SIZES))
     ap.add_argument("--family", action="append", help="export only these (repeatable)")
     ap.add_argument("--full", action="store_true", help="keep NAME.full.onnx too")
+    ap.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
+                    help="torch.onnx.export(dynamo=False) at opset 17 (default; "
+                         "models/families/h<hidden>) or PyTorch's default dynamo exporter "
+                         "at its own opset and IR (models/families/dynamo-h<hidden>)")
     args = ap.parse_args()
     specs = family_specs(args.hidden)
     for f in args.family or []:
         if f not in specs:
             sys.exit(f"unknown family '{f}' (known: {', '.join(sorted(specs))})")
-    out_dir = args.out_dir or os.path.join(HERE, "families", f"h{args.hidden}")
+    prefix = "dynamo-" if args.exporter == "dynamo" else ""
+    out_dir = args.out_dir or os.path.join(HERE, "families", f"{prefix}h{args.hidden}")
     os.makedirs(out_dir, exist_ok=True)
     for i, name in enumerate(sorted(specs)):
         if not args.family or name in args.family:
-            export(name, specs[name], out_dir, SEED + i, args.full)
+            export(name, specs[name], out_dir, SEED + i, args.full, args.exporter)
 
 
 if __name__ == "__main__":

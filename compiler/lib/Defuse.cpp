@@ -326,12 +326,23 @@ void privatizeShapeProducts(Graph &g) {
     }
     return false;
   };
+  // A Concat-built Reshape/Expand target shared by several readers (the
+  // dynamo exporter's graph optimiser merges equal ones: one
+  // [batch, seq, heads, head_dim] for every layer's query view).
+  auto sharedTarget = [](const Node *n, const Value *y) {
+    return n->opType() == "Concat" && y->rank() == 1 &&
+           llvm::any_of(y->uses, [](const std::pair<Node *, unsigned> &u) {
+             return u.second == 1 && u.first->domain().empty() &&
+                    (u.first->opType() == "Reshape" || u.first->opType() == "Expand");
+           });
+  };
   for (size_t i = g.nodes.size(); i-- > 0;) {
     Node *n = g.nodes[i].get();
     Value *y = n->outputs.empty() ? nullptr : n->outputs[0];
     if (!n->domain().empty() || !y || y->uses.size() < 2 || y->isGraphOutput ||
-        y->elemType != onnx::TensorProto::INT64 || !y->hasShape || y->numElements() != 1 ||
-        !fromProduct(n))
+        y->elemType != onnx::TensorProto::INT64 || !y->hasShape)
+      continue;
+    if (!(y->numElements() == 1 && fromProduct(n)) && !sharedTarget(n, y))
       continue;
     auto uses = y->uses; // copied: inserting rebuilds them
     for (size_t k = 1; k < uses.size(); ++k) {

@@ -175,7 +175,9 @@ llvm::Error defuseUnequalProjections(Graph &g);
 /// Gives each reader of a shape product Mul(entry, constant) with several
 /// readers (OPT's `bsz * num_heads`, shared by the q/k/v/scores reshape
 /// targets) its own copy (Defuse.cpp), so that a Reshape rule may make
-/// its own copy's constant the local head count.
+/// its own copy's constant the local head count; likewise each reader of a
+/// Concat-built Reshape/Expand target that several read (the dynamo
+/// exporter shares one [batch, seq, heads, head_dim] among the layers).
 void privatizeShapeProducts(Graph &g);
 /// Pads the output features of each LM head whose count tp does not divide
 /// (a Linear reaching a graph output through bias Adds, Casts and
