@@ -267,8 +267,8 @@ TEST(CudaElementwise, Compare) {
   };
   const Case cases[] = {
       {"Equal", std::vector<DType>(std::begin(kAllTypes), std::end(kAllTypes))},
-      {"Less", std::vector<DType>(std::begin(kArithTypes), std::end(kArithTypes))},
-      {"Greater", std::vector<DType>(std::begin(kArithTypes), std::end(kArithTypes))},
+      {"Less", std::vector<DType>(std::begin(kNumericTypes), std::end(kNumericTypes))},
+      {"Greater", std::vector<DType>(std::begin(kNumericTypes), std::end(kNumericTypes))},
       {"GreaterOrEqual", std::vector<DType>(std::begin(kNumericTypes), std::end(kNumericTypes))},
       {"LessOrEqual", std::vector<DType>(std::begin(kNumericTypes), std::end(kNumericTypes))},
   };
@@ -293,7 +293,8 @@ TEST(CudaElementwise, CompareErrors) {
   Tensor t = make<uint8_t>(DType::Bool, {2}, {1, 0});
   Tensor i8 = make<int8_t>(DType::Int8, {2}, {1, 0});
   bothFail(Node("Less"), {t, t}, "bool");
-  bothFail(Node("Greater"), {i8, i8}, "int8");
+  bothFail(Node("Greater"), {t, t}, "bool");
+  bothFail(Node("Add"), {i8, i8}, "int8");
   bothFail(Node("GreaterOrEqual"), {t, t}, "bool");
   bothFail(Node("LessOrEqual"), {F({2}, {1, 2}), I64({2}, {1, 2})}, "differ in dtype");
   bothFail(Node("Equal"), {F({2}, {1, 2}), I64({2}, {1, 2})}, "input dtypes differ");

@@ -314,7 +314,7 @@ bool isCompare(BinaryOp k) {
 
 template <class T, class R>
 void dispatchBinary(BinaryOp k, const BinaryPlan &p, const T *a, const T *b, R *o) {
-  if constexpr (std::is_same_v<R, uint8_t> && !std::is_same_v<T, uint8_t>) {
+  if constexpr (std::is_same_v<R, uint8_t>) { // comparisons (of bools only Equal: planBinaryOp)
     switch (k) {
     case BinaryOp::Equal:
       return runBinary<EqualOp>(p, a, b, o);
@@ -325,9 +325,6 @@ void dispatchBinary(BinaryOp k, const BinaryPlan &p, const T *a, const T *b, R *
     default:
       llvm_unreachable("arithmetic op with bool output");
     }
-  } else if constexpr (std::is_same_v<T, uint8_t>) { // bool / uint8 inputs: Equal only
-    (void)k;
-    return runBinary<EqualOp>(p, a, b, o);
   } else {
     switch (k) {
     case BinaryOp::Add:
@@ -470,9 +467,11 @@ llvm::Error planBinaryOp(const KernelContext &ctx, BinaryOp kind, BinaryShape &s
     ok = kind != BinaryOp::Pow;
     break;
   case DType::Bool:
-  case DType::UInt8:
-  case DType::Int8:
     ok = kind == BinaryOp::Equal;
+    break;
+  case DType::UInt8:
+  case DType::Int8: // the comparisons (as GreaterOrEqual/LessOrEqual), no arithmetic
+    ok = cmp;
     break;
   default:
     ok = false;
@@ -480,8 +479,8 @@ llvm::Error planBinaryOp(const KernelContext &ctx, BinaryOp kind, BinaryShape &s
   if (!ok)
     return unsupportedDType(ctx, *a,
                             kind == BinaryOp::Pow ? "float32, float64, float16, bfloat16"
-                            : cmp ? "float32, float64, float16, bfloat16, int32, int64"
-                                    " (Equal also bool, int8, uint8)"
+                            : cmp ? "float32, float64, float16, bfloat16, int32, int64, int8, "
+                                    "uint8 (Equal also bool)"
                                   : "float32, float64, float16, bfloat16, int32, int64");
 
   if (!broadcastShapes(a->shape(), b->shape(), s.outShape))

@@ -221,9 +221,10 @@ llvm::Error planReduce(const KernelContext &ctx, ReduceKind kind, ReducePlan &p)
   for (int64_t k = 0; k < r; ++k)
     if (red[k])
       perm.push_back(k);
-  if (len == 0 && rows > 0 && (kind == RedKind::Max || dt == DType::Int32 || dt == DType::Int64) &&
-      kind != RedKind::Sum)
-    return kernelError(ctx, "cannot reduce an empty set of elements of " + x.describe());
+  // An empty set: Sum 0, Max -inf (the lowest integer), Mean NaN; an integer
+  // Mean has no value.
+  if (len == 0 && rows > 0 && kind == RedKind::Mean && (dt == DType::Int32 || dt == DType::Int64))
+    return kernelError(ctx, "cannot average an empty set of elements of " + x.describe());
   p.reduced = std::move(red);
   p.outShape = std::move(outShape);
   p.perm = std::move(perm);
@@ -296,10 +297,13 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
   }
   Tensor y = Tensor::empty(xw.dtype(), outShape);
   if (rows > 0) {
-    if (len == 0) { // Sum: 0, Mean: NaN (float only)
+    if (len == 0) { // Sum: 0, Mean: NaN (float only), Max: -inf or the lowest integer
       visitNumeric(xw.dtype(), [&](auto tag) {
         using T = decltype(tag);
         T v = T(0);
+        if (kind == RedKind::Max)
+          v = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                                   : std::numeric_limits<T>::lowest();
         if constexpr (std::is_floating_point_v<T>)
           if (kind == RedKind::Mean)
             v = std::numeric_limits<T>::quiet_NaN();

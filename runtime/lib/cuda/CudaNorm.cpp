@@ -181,6 +181,26 @@ uint64_t nanBits(DType t) {
   }
 }
 
+/// The bits of an empty ReduceMax: -inf, or the lowest integer.
+uint64_t lowestBits(DType t) {
+  switch (t) {
+  case DType::Float:
+    return 0xff800000u;
+  case DType::Double:
+    return 0xfff0000000000000ull;
+  case DType::Float16:
+    return 0xfc00u;
+  case DType::BFloat16:
+    return 0xff80u;
+  case DType::Int32:
+    return 0x80000000u;
+  case DType::Int64:
+    return 0x8000000000000000ull;
+  default:
+    return 0;
+  }
+}
+
 llvm::Error reduceCuda(KernelContext &ctx, cpu::ReduceKind kind) {
   cpu::ReducePlan p;
   if (auto e = cpu::planReduce(ctx, kind, p))
@@ -197,8 +217,10 @@ llvm::Error reduceCuda(KernelContext &ctx, cpu::ReduceKind kind) {
     ctx.outputs[0] = std::move(y);
     return llvm::Error::success();
   }
-  if (p.len == 0) { // Sum: 0, Mean: NaN (planReduce rejects the other cases)
-    uint64_t bits = kind == cpu::ReduceKind::Mean ? nanBits(dt) : 0;
+  if (p.len == 0) { // Sum: 0, Mean: NaN, Max: -inf (planReduce rejects an integer Mean)
+    uint64_t bits = kind == cpu::ReduceKind::Mean  ? nanBits(dt)
+                    : kind == cpu::ReduceKind::Max ? lowestBits(dt)
+                                                   : 0;
     cudaError_t e = launchNormFill(dtypeSize(dt), y.raw(), p.rows, bits, dev.stream);
     if (auto err = afterLaunch(ctx, e, "fill"))
       return err;

@@ -504,6 +504,14 @@ TEST(CpuBinary, Compare) {
   expectClose(mustRun(Node("Equal"), {bb, make<uint8_t>(DType::Bool, {1}, {1})}), {3}, {1, 0, 1}, 0,
               0);
   runError(Node("Less"), {bb, bb});
+  // int8 and uint8 order (as GreaterOrEqual/LessOrEqual do); no arithmetic.
+  Tensor i8 = make<int8_t>(DType::Int8, {3}, {-3, 0, 5});
+  expectClose(mustRun(Node("Less"), {i8, make<int8_t>(DType::Int8, {1}, {0})}), {3}, {1, 0, 0}, 0,
+              0);
+  Tensor u8 = make<uint8_t>(DType::UInt8, {3}, {200, 0, 5});
+  expectClose(mustRun(Node("Greater"), {u8, make<uint8_t>(DType::UInt8, {1}, {5})}), {3},
+              {1, 0, 0}, 0, 0);
+  runError(Node("Add"), {i8, i8});
 }
 
 TEST(CpuBinary, Errors) {

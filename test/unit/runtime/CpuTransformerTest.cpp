@@ -304,6 +304,12 @@ TEST(CpuTransformer, ReduceMax) {
   expectValues(y18, refReduce(x, {1}, Red::Max));
   Tensor xi = I32({2, 2}, {-5, -7, 3, 2});
   expectValues(mustRun(Node("ReduceMax").ints("axes", {1}), {xi}), {-5, 3});
+  // Over an empty set: -inf, or the lowest integer (opset 18's rule).
+  Tensor ef = mustRun(Node("ReduceMax"), {Tensor::zeros(DType::Float, {2, 0}), I64v({1})}, 18);
+  expectShape(ef, {2, 1});
+  EXPECT_EQ(ef.data<float>()[0], -std::numeric_limits<float>::infinity());
+  Tensor ei = mustRun(Node("ReduceMax"), {Tensor::zeros(DType::Int32, {2, 0}), I64v({1})}, 18);
+  EXPECT_EQ(ei.data<int32_t>()[1], std::numeric_limits<int32_t>::min());
 }
 
 TEST(CpuTransformer, ReduceErrors) {
@@ -311,7 +317,7 @@ TEST(CpuTransformer, ReduceErrors) {
   runError(Node("ReduceMean").ints("axes", {2}), {x});
   runError(Node("ReduceMean").ints("axes", {1, -1}), {x});
   runError(Node("ReduceSum"), {x, F({1}, {1})}, 1, 13);
-  runError(Node("ReduceMax"), {Tensor::zeros(DType::Float, {2, 0}), I64v({1})}, 1, 18);
+  runError(Node("ReduceMean"), {Tensor::zeros(DType::Int32, {2, 0}), I64v({1})}, 1, 18);
   runError(Node("ReduceMean"), {B({2}, {1, 0})});
 }
 
