@@ -353,12 +353,39 @@ llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
     return err;
   RewriteState state;
   std::vector<EmbeddingInfo> embeddings = findEmbeddings(g, opts);
+  // A tied LM head that reads a vocab-parallel table through a Transpose
+  // node (the dynamo exporter's form; TorchScript writes a transposed copy,
+  // a Linear of its own): the table is pinned S(0), so the Transpose gives
+  // S(1), the head is column-parallel from the same shard, and the table is
+  // held once per rank (as training does with every tie).
+  PartitionOptions popts = opts;
+  for (const EmbeddingInfo &em : embeddings) {
+    const Value *table = em.node->inputs[0];
+    if (!em.vocabParallel || em.paddedV != em.V || !table)
+      continue;
+    bool tiedHead = llvm::any_of(table->uses, [](const std::pair<Node *, unsigned> &u) {
+      const Node *t = u.first;
+      if (t->opType() != "Transpose" || !t->domain().empty() || !t->outputs[0])
+        return false;
+      std::vector<int64_t> perm;
+      for (const auto &a : t->proto.attribute())
+        if (a.name() == "perm")
+          perm.assign(a.ints().begin(), a.ints().end());
+      return (perm.empty() || perm == std::vector<int64_t>{1, 0}) &&
+             llvm::any_of(t->outputs[0]->uses, [](const std::pair<Node *, unsigned> &v) {
+               return v.second == 1 && (v.first->opType() == "MatMul" ||
+                                        v.first->opType() == "Gemm");
+             });
+    });
+    if (tiedHead)
+      popts.constantPlacements[table->name] = Placement::S(0);
+  }
   if (auto err = rewriteVocabParallel(g, embeddings, state))
     return err;
   llvm::DenseMap<const Node *, NodePlacements> placements;
-  if (auto err = propagatePlacements(g, linears, opts, state, placements))
+  if (auto err = propagatePlacements(g, linears, popts, state, placements))
     return err;
-  auto plan = lower(g, std::move(linears), std::move(embeddings), placements, state, opts);
+  auto plan = lower(g, std::move(linears), std::move(embeddings), placements, state, popts);
   if (plan)
     plan->padded = std::move(padded);
   return plan;

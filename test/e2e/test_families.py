@@ -58,10 +58,6 @@ KNOWN_SHORT = {
                      "the defuse pass does not read",
     "dynamo/gpt_neox": "the rotary Concat of rotated and pass-through halves ('cat_2') reaches "
                        "the view 'node_view_1' sharded on the wrong axis",
-    "dynamo/gpt2": "c_attn's Split -> Reshape -> Transpose -> Reshape ('node_Reshape_242') "
-                   "is not localised",
-    "dynamo/gemma": "the tied LM head reads the embedding table through a Transpose node "
-                    "(no constant weight): not a Linear, stays replicated",
 }
 
 REL_TOL = 1e-5
@@ -154,6 +150,17 @@ def expected_collectives(skeleton, meta, plan):
             heads.add(n.name)
     ag = 1 if any(l["node"] in heads and l["strategy"] == "column"
                   for l in plan.get("linears", [])) else 0
+    # A tied head that reads the vocab-parallel table through a Transpose
+    # node (the dynamo exporter's form) is column-parallel from the table's
+    # shard: its logits are gathered once.
+    by_name = {n.name: n for n in skeleton.graph.node}
+    vocab_tables = {by_name[e["node"]].input[0] for e in embeddings
+                    if e.get("strategy") == "vocab" and e["node"] in by_name}
+    for n in skeleton.graph.node:
+        if n.name in heads and len(n.input) > 1 and n.input[1] in producer:
+            t = producer[n.input[1]]
+            if t.op_type == "Transpose" and t.input[0] in vocab_tables:
+                ag = 1
     return {"AllReduce": ar, "AllGather": ag, "ReduceScatter": 0}
 
 

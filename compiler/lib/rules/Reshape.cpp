@@ -292,6 +292,9 @@ bool mergedReshape(const RuleContext &ctx, const Node &n, Placement p, RuleResul
   return false;
 }
 
+int groupFromLeft(llvm::ArrayRef<Dim> xs, llvm::ArrayRef<Dim> ys, int d);
+int groupFromRight(llvm::ArrayRef<Dim> xs, llvm::ArrayRef<Dim> ys, int d);
+
 void reshapeRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
   allReplicated(n, r);
   NodePlacements &np = r.placements;
@@ -321,8 +324,22 @@ void reshapeRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
     return;
   if (p.blocks != 1)
     return;
-  // Group the axes of x and y into blocks of equal known products;
-  // symbolic dims must match one to one.
+  int outAxis = groupFromLeft(xs, ys, p.axis);
+  if (outAxis < 0)
+    outAxis = groupFromRight(xs, ys, p.axis);
+  if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % ctx.tp)
+    return;
+  if (!localizeShapeEntry(ctx, n, shape, outAxis, outAxis != p.axis, 1, r))
+    return;
+  np.in[0] = p;
+  np.out[0] = Placement::S(outAxis);
+}
+
+/// Groups the axes of x and y, from the left, into blocks of equal known
+/// products; symbolic dims must match one to one. Returns the output axis
+/// that the sharded axis d becomes (d must lead its group: a merge keeps
+/// the shard outermost, a split shards the leading factor), or -1.
+int groupFromLeft(llvm::ArrayRef<Dim> xs, llvm::ArrayRef<Dim> ys, int d) {
   size_t i = 0, j = 0;
   int outAxis = -1;
   while (i < xs.size() && j < ys.size()) {
@@ -331,41 +348,60 @@ void reshapeRule(const RuleContext &ctx, const Node &n, RuleResult &r) {
       // Symbolic dims match one to one; a dim with no name (a -1 or 0 in
       // the target, or one of ONNX's "unk__" placeholders) is taken to be
       // the symbolic dim across from it once all else matches.
-      auto nameless = [](const Dim &d) {
-        return !d.known() && (d.symbol.empty() || llvm::StringRef(d.symbol).startswith("unk__"));
+      auto nameless = [](const Dim &e) {
+        return !e.known() && (e.symbol.empty() || llvm::StringRef(e.symbol).startswith("unk__"));
       };
       if (xs[i].known() || ys[j].known() ||
           (xs[i].symbol != ys[j].symbol && !nameless(xs[i]) && !nameless(ys[j])))
-        return;
+        return -1;
       ++i, ++j;
     } else {
       int64_t px = xs[i++].size, py = ys[j++].size;
       while (px != py) {
         if (px < py) {
           if (i == xs.size() || !xs[i].known())
-            return;
+            return -1;
           px *= xs[i++].size;
         } else {
           if (j == ys.size() || !ys[j].known())
-            return;
+            return -1;
           py *= ys[j++].size;
         }
       }
     }
-    if (static_cast<size_t>(p.axis) >= i0 && static_cast<size_t>(p.axis) < i) {
-      // The sharded axis must lead its group (a merge keeps the shard
-      // outermost; a split shards the leading factor).
-      if (static_cast<size_t>(p.axis) != i0)
-        return;
+    if (static_cast<size_t>(d) >= i0 && static_cast<size_t>(d) < i) {
+      if (static_cast<size_t>(d) != i0)
+        return -1;
       outAxis = static_cast<int>(j0);
     }
   }
-  if (outAxis < 0 || ys[outAxis].size <= 0 || ys[outAxis].size % ctx.tp)
-    return;
-  if (!localizeShapeEntry(ctx, n, shape, outAxis, outAxis != p.axis, 1, r))
-    return;
-  np.in[0] = p;
-  np.out[0] = Placement::S(outAxis);
+  return outAxis;
+}
+
+/// The same from the right, over the trailing known dims only: a target
+/// whose -1 takes all the leading run-time dims at once ([B, T, heads, hd]
+/// -> [-1, hidden], the flatten before a 2-D Gemm) has no one-to-one match
+/// of symbols, but the sharded axis lies in the known tail.
+int groupFromRight(llvm::ArrayRef<Dim> xs, llvm::ArrayRef<Dim> ys, int d) {
+  int64_t i = static_cast<int64_t>(xs.size()), j = static_cast<int64_t>(ys.size());
+  while (i > 0 && j > 0 && xs[i - 1].known() && ys[j - 1].known()) {
+    int64_t i1 = i; // the group is [i, i1) of x
+    int64_t px = xs[--i].size, py = ys[--j].size;
+    while (px != py) {
+      if (px < py) {
+        if (i == 0 || !xs[i - 1].known())
+          return -1;
+        px *= xs[--i].size;
+      } else {
+        if (j == 0 || !ys[j - 1].known())
+          return -1;
+        py *= ys[--j].size;
+      }
+    }
+    if (d >= i && d < i1)
+      return d == i ? static_cast<int>(j) : -1;
+  }
+  return -1;
 }
 
 llvm::Error reshape(const RuleContext &ctx, const Node &n, RuleResult &r) {
