@@ -11,7 +11,9 @@
 namespace qn::idioms {
 
 bool isShapeStep(llvm::StringRef op) {
-  return op == "Unsqueeze" || op == "Squeeze" || op == "Cast";
+  // Reshape: of a one-element entry it changes only the rank (the dynamo
+  // exporter's Reshape(bsz * heads, [-1]) before a Concat).
+  return op == "Unsqueeze" || op == "Squeeze" || op == "Cast" || op == "Reshape";
 }
 
 ShapeEntry traceShapeEntry(const Value *v) {
@@ -26,6 +28,20 @@ ShapeEntry traceShapeEntry(const Value *v) {
       int64_t c = 0;
       e.factor = constantScalar(p->inputs[1], c) && e.factor ? e.factor * c : 0;
       v = p->inputs[0];
+    } else if (op == "Shape" && p->inputs[0] && p->inputs[0]->hasShape &&
+               p->proto.attribute_size() > 0) {
+      // Shape <start = i, end = i + 1> (opset 15+; the dynamo exporter's
+      // read of one dim).
+      const Value *t = p->inputs[0];
+      int64_t rank = t->rank();
+      int64_t start = attrInt(p->proto, "start", 0), end = attrInt(p->proto, "end", rank);
+      start = std::clamp(start < 0 ? start + rank : start, int64_t(0), rank);
+      end = std::clamp(end < 0 ? end + rank : end, int64_t(0), rank);
+      if (end != start + 1)
+        return {};
+      e.tensor = t;
+      e.index = start;
+      return e;
     } else if ((op == "Gather" || op == "Slice") && constantScalar(p->input(1), index) &&
                p->inputs[0] && p->inputs[0]->producer &&
                p->inputs[0]->producer->opType() == "Shape") {

@@ -29,7 +29,7 @@ struct ShapeEntry {
 };
 ShapeEntry traceShapeEntry(const Value *v);
 /// The ops a one-element shape entry passes through unchanged on its way
-/// to a target: Unsqueeze, Squeeze, Cast.
+/// to a target: Unsqueeze, Squeeze, Cast, Reshape.
 bool isShapeStep(llvm::StringRef op);
 /// A product of two run-time entries, Mul(a, b) (through Unsqueeze/Squeeze/
 /// Cast): GPT-NeoX's `batch * heads` read from the query's shape. False

@@ -52,12 +52,10 @@ KNOWN_SHORT = {
                    "('node_Shape_85') needs K replicated",
     "dynamo/vit": "as dynamo/bert: the Shape of the head-sharded K ('node_Shape_44') for the "
                   "exported transpose of K",
-    "dynamo/opt": "the [B, heads, T, d] -> [B*heads, T, d] view after a Transpose "
-                  "('node_view_5') is not localised",
     "dynamo/falcon": "the fused query_key_value view is cut by Slice ('node_slice_6'), which "
                      "the defuse pass does not read",
-    "dynamo/gpt_neox": "the rotary Concat of rotated and pass-through halves ('cat_2') reaches "
-                       "the view 'node_view_1' sharded on the wrong axis",
+    "dynamo/gpt_neox": "the attention scores' baddbmm ('node_baddbmm': an Add of the "
+                       "[batch*heads, T, T] product S(0)/4 and a replicated term) needs them whole",
 }
 
 REL_TOL = 1e-5
