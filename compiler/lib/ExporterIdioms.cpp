@@ -133,6 +133,44 @@ static bool feedsOnlyTargets(const Value *v, int depth, bool extracted) {
 
 bool feedsOnlyShapeTargets(const Value *v) { return feedsOnlyTargets(v, 0, false); }
 
+bool feedsOnlyShapeTargetPieces(const Value *v) { return feedsOnlyTargets(v, 0, true); }
+
+bool traceShapeRange(const Value *v, const Value *&tensor, int64_t &first, int64_t &len) {
+  if (!v || !v->producer || !v->producer->domain().empty())
+    return false;
+  const Node *p = v->producer;
+  int64_t sliceStart = 0, sliceEnd = INT64_MAX;
+  if (p->opType() == "Slice") {
+    int64_t axis = 0, step = 1;
+    if (p->inputs.size() < 3 || !constantScalar(p->input(1), sliceStart) ||
+        !constantScalar(p->input(2), sliceEnd) ||
+        (p->input(3) && (!constantScalar(p->input(3), axis) || (axis != 0 && axis != -1))) ||
+        (p->input(4) && (!constantScalar(p->input(4), step) || step != 1)))
+      return false;
+    if (!p->inputs[0] || !p->inputs[0]->producer)
+      return false;
+    p = p->inputs[0]->producer;
+  }
+  if (p->opType() != "Shape" || !p->domain().empty() || !p->inputs[0] ||
+      !p->inputs[0]->hasShape)
+    return false;
+  const Value *t = p->inputs[0];
+  const int64_t rank = t->rank();
+  auto clampTo = [](int64_t x, int64_t n) {
+    return std::clamp(x < 0 ? x + n : x, int64_t(0), n);
+  };
+  int64_t start = clampTo(attrInt(p->proto, "start", 0), rank);
+  int64_t end = clampTo(attrInt(p->proto, "end", rank), rank);
+  const int64_t n = std::max(end - start, int64_t(0));
+  int64_t s = clampTo(sliceStart, n), e = clampTo(sliceEnd, n);
+  if (e <= s)
+    return false;
+  tensor = t;
+  first = start + s;
+  len = e - s;
+  return true;
+}
+
 } // namespace qn::idioms
 
 namespace qn::idioms {

@@ -50,6 +50,14 @@ const Node *targetConcat(const Value *v);
 /// single entries taken out by a Gather or Slice. A whole shape used as a
 /// target, or anything on the way that is a graph output, returns false.
 bool feedsOnlyShapeTargets(const Value *v);
+/// Whether `v`, a run of several entries of a shape vector, reaches only
+/// Reshape/Expand targets (as a Concat piece), whose rules check where each
+/// entry lands.
+bool feedsOnlyShapeTargetPieces(const Value *v);
+/// A run of entries of a tensor's shape: `Shape(t) <start, end>`, or a Slice
+/// of it with constant bounds (step 1), read as dims [first, first + len)
+/// of t. False for anything else.
+bool traceShapeRange(const Value *v, const Value *&tensor, int64_t &first, int64_t &len);
 
 /// The int64/int32 value `v` (at most a vector), computed from constants and
 /// Shape reads of `x` only (through Gather, Slice, Squeeze, Unsqueeze,

@@ -47,11 +47,6 @@ import rehydrate as rh  # noqa: E402
 # Keyed "exporter/family" (the skeleton's metadata says which exporter wrote
 # it: torchscript or dynamo).
 KNOWN_SHORT = {
-    "dynamo/bert": "Q.K^T's transpose of K is exported as Reshape(-1, T, d) -> Transpose -> "
-                   "Reshape(Concat(Shape(K)[:-2], ...)): the Shape of the head-sharded K "
-                   "('node_Shape_85') needs K replicated",
-    "dynamo/vit": "as dynamo/bert: the Shape of the head-sharded K ('node_Shape_44') for the "
-                  "exported transpose of K",
     "dynamo/falcon": "the fused query_key_value view is cut by Slice ('node_slice_6'), which "
                      "the defuse pass does not read",
     "dynamo/gpt_neox": "the attention scores' baddbmm ('node_baddbmm': an Add of the "

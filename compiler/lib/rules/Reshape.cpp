@@ -27,14 +27,36 @@ namespace {
 bool entryReadsShard(const RuleContext &ctx, const idioms::ShapeEntry &e) {
   return e.tensor && ctx.of(e.tensor).isShard() && ctx.of(e.tensor).axis == e.index;
 }
+
+/// Where in a run of shape entries (a Slice of Shape(t), several entries)
+/// the read of t's sharded axis lies, or -1.
+int64_t shardOffsetInRange(const RuleContext &ctx, const Value *piece) {
+  const Value *t = nullptr;
+  int64_t first = 0, len = 0;
+  if (!idioms::traceShapeRange(piece, t, first, len) || len < 2)
+    return -1;
+  Placement p = ctx.of(t);
+  return p.isShard() && p.axis >= first && p.axis < first + len ? p.axis - first : -1;
+}
 } // namespace
 
 bool readsShardedAxis(const RuleContext &ctx, const Value *piece) {
   idioms::ShapeEntry a, b;
   if (idioms::traceShapeProduct(piece, a, b))
     return entryReadsShard(ctx, a) || entryReadsShard(ctx, b);
-  return entryReadsShard(ctx, idioms::traceShapeEntry(piece));
+  return entryReadsShard(ctx, idioms::traceShapeEntry(piece)) ||
+         shardOffsetInRange(ctx, piece) >= 0;
 }
+
+namespace {
+/// The offset within `piece` (of `len` entries) of a run-time read of a
+/// sharded axis, or -1.
+int64_t localReadOffset(const RuleContext &ctx, const Value *piece, int64_t len) {
+  if (len == 1)
+    return readsShardedAxis(ctx, piece) ? 0 : -1;
+  return shardOffsetInRange(ctx, piece);
+}
+} // namespace
 
 bool readsMergedSize(const RuleContext &ctx, const Value *piece, int64_t n) {
   idioms::ShapeEntry a, b;
@@ -70,8 +92,8 @@ bool localizeShapeEntry(const RuleContext &ctx, const Node &n, const Value *shap
       int64_t len = piece && piece->rank() == 1 ? piece->dimSize(0) : -1;
       if (len < 0)
         return false;
-      if (len == 1 && readsShardedAxis(ctx, piece)) {
-        if (at != axis)
+      if (int64_t k = localReadOffset(ctx, piece, len); k >= 0) {
+        if (at + k != axis)
           return false;
         localAtAxis = true; // already the local size
       }
@@ -209,7 +231,7 @@ bool localizeMergedEntry(const RuleContext &ctx, const Node &n, const Value *sha
       return false;
     if (at == axis && len == 1)
       entry = piece;
-    else if (len == 1 && readsShardedAxis(ctx, piece))
+    else if (localReadOffset(ctx, piece, len) >= 0)
       return false; // a local size anywhere else
     at += len;
   }

@@ -14,9 +14,12 @@
 // yields local dims: it keeps its input sharded only when it only builds
 // Reshape/Expand targets from single entries (whose rules check where a
 // read of the sharded dim lands), or when every reader takes other dims (a
-// Gather of a constant index, a Slice with constant bounds), or, for a
-// blocked value, when it only computes the bounds of such one-block Slices;
-// otherwise it sees the value whole.
+// Gather of a constant index, a Slice with constant bounds), or takes a run
+// of entries with the sharded one only into Reshape/Expand targets (the
+// dynamo exporter's Shape(K)[:-2]), or, for a blocked value, when it only
+// computes the bounds of such one-block Slices; otherwise it sees the value
+// whole. Shape <start, end> reads dims [start, end); one that leaves out the
+// sharded dim keeps the input sharded.
 //
 //===----------------------------------------------------------------------===//
 #include "Rules.h"
@@ -252,9 +255,21 @@ llvm::Error shape(const RuleContext &ctx, const Node &n, RuleResult &r) {
   NodePlacements &np = r.placements;
   const Value *x = n.inputs[0], *y = n.outputs[0];
   Placement p = ctx.of(x);
-  if (!p.isShard() || !x->hasShape || !y || !n.proto.attribute().empty() || y->isGraphOutput)
+  if (!p.isShard() || !x->hasShape || !y || y->isGraphOutput)
     return llvm::Error::success();
-  if (p.blocks > 1 && localShapeReads(ctx, x, p)) {
+  // Shape <start, end> (opset 15+): entry i is dim start + i.
+  int64_t rank = x->rank();
+  auto clampTo = [rank](int64_t v) {
+    return std::clamp(v < 0 ? v + rank : v, int64_t(0), rank);
+  };
+  const int64_t start = clampTo(attrInt(n.proto, "start", 0));
+  const int64_t end = clampTo(attrInt(n.proto, "end", rank));
+  if (p.axis < start || p.axis >= end) { // the sharded dim is not read
+    np.in[0] = p;
+    return llvm::Error::success();
+  }
+  const bool whole = start == 0 && end == rank;
+  if (whole && p.blocks > 1 && localShapeReads(ctx, x, p)) {
     np.in[0] = p;
     return llvm::Error::success();
   }
@@ -270,22 +285,27 @@ llvm::Error shape(const RuleContext &ctx, const Node &n, RuleResult &r) {
     np.in[0] = p;
     return llvm::Error::success();
   }
-  int64_t rank = x->rank();
+  const int64_t len = end - start, d = p.axis - start; // d: the sharded dim's entry
   for (const auto &[user, idx] : y->uses) {
     if (idx != 0)
       return llvm::Error::success();
     int64_t a = 0, b = 0;
     if (user->opType() == "Gather" && constantScalar(user->input(1), a)) {
       if (a < 0)
-        a += rank;
-      if (a == p.axis)
+        a += len;
+      if (a == d)
         return llvm::Error::success();
     } else if (user->opType() == "Slice" && constantScalar(user->input(1), a) &&
                constantScalar(user->input(2), b) &&
                (user->inputs.size() < 5 || !user->inputs[4])) {
-      a = a < 0 ? a + rank : std::min(a, rank);
-      b = b < 0 ? b + rank : std::min(b, rank);
-      if (p.axis >= a && p.axis < b)
+      a = a < 0 ? a + len : std::min(a, len);
+      b = b < 0 ? b + len : std::min(b, len);
+      // A run of entries holding the local size (the dynamo exporter's
+      // Shape(K)[:-2] = [batch, local heads]) may only reach Reshape/Expand
+      // targets, whose rules check where the local read lands.
+      if (d >= a && d < b &&
+          (b - a < 2 || !user->outputs[0] ||
+           !idioms::feedsOnlyShapeTargetPieces(user->outputs[0])))
         return llvm::Error::success();
     } else {
       return llvm::Error::success();
@@ -315,7 +335,10 @@ llvm::Error constantOfShape(const RuleContext &ctx, const Node &n, RuleResult &r
       placeable = false;
       break;
     }
-    if (len == 1 && readsShardedAxis(ctx, piece)) {
+    if (len > 1 && readsShardedAxis(ctx, piece)) { // a run of entries: not placed here
+      reads = true;
+      placeable = false;
+    } else if (len == 1 && readsShardedAxis(ctx, piece)) {
       if (reads)
         placeable = false;
       reads = true;
