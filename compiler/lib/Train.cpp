@@ -442,6 +442,11 @@ llvm::Expected<Plan> partitionTraining(Graph &gIn, const PartitionOptions &popts
       std::string src = paramSource.count(v->name) ? paramSource[v->name].first : v->name;
       if (!isSource || frozen.contains(src))
         continue;
+      // A 0-d initializer is an exporter's scalar constant (the dynamo
+      // exporter writes GELU's 0.5, 3.0, 0.044715 as initializers), not a
+      // module parameter: PyTorch does not train it.
+      if (v->hasShape && v->shape.empty())
+        continue;
       params.insert(v);
       paramOrder.push_back(v);
     }
