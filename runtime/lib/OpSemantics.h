@@ -95,7 +95,10 @@ llvm::Error planLayerNorm(const KernelContext &ctx, LayerNormPlan &p);
 
 /// ReduceMean / ReduceSum / ReduceMax (CpuNorm.cpp): axes from the attribute (opset < 18,
 /// ReduceSum < 13) or the input, keepdims, noop_with_empty_axes.
-enum class ReduceKind { Mean, Sum, Max };
+/// Mean, Sum and Max run on the CPU and CUDA devices; the others (ONNX's
+/// ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum,
+/// ReduceLogSumExp) on the CPU.
+enum class ReduceKind { Mean, Sum, Max, Min, Prod, L1, L2, SumSquare, LogSum, LogSumExp };
 struct ReducePlan {
   bool identity = false;          // noop_with_empty_axes and no axes: Y = X
   std::vector<bool> reduced;      // per axis of X

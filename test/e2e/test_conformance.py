@@ -163,9 +163,9 @@ _XFAIL_GROUPS = [
      "bfloat16 bases only", """
         test_pow_types_int32_float32 test_pow_types_int32_int32 test_pow_types_int64_float32
         test_pow_types_int64_int64"""),
-    ("ReduceMax over bool (opset 20): no bool kernel (planReduce: float32/64, float16, "
-     "bfloat16, int32, int64)", """
-        test_reduce_max_bool_inputs"""),
+    ("ReduceMax and ReduceMin over bool (opset 20): no bool kernel (planReduce: float32/64, "
+     "float16, bfloat16, int32, int64)", """
+        test_reduce_max_bool_inputs test_reduce_min_bool_inputs"""),
 ]
 XFAIL = {name: reason for reason, names in _XFAIL_GROUPS for name in names.split()}
 

@@ -13,8 +13,12 @@ void RuleRegistry::add(llvm::StringRef op, ShardingRule rule, llvm::StringRef fa
 }
 
 void RuleRegistry::addKind(ops::OpKind kind, ShardingRule rule, llvm::StringRef family) {
+  // An op that only some devices run (the CPU-only reductions) gets no
+  // rule: it reads its inputs whole, so a plan with it stays valid on any
+  // device that has it, and never shards it where a device lacks it.
   for (const ops::OpInfo &op : ops::kOps)
-    if (op.domain == ops::OD_Onnx && op.kind == kind)
+    if (op.domain == ops::OD_Onnx && op.kind == kind && op.runsOn(ops::OV_Cpu) &&
+        op.runsOn(ops::OV_Cuda))
       add(op.name, rule, family);
 }
 

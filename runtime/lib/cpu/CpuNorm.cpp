@@ -1,6 +1,6 @@
 //===- CpuNorm.cpp - Normalisation and reduction CPU kernels --------------===//
 //
-// LayerNormalization, Softmax/LogSoftmax, ReduceMean/ReduceSum/ReduceMax, CumSum
+// LayerNormalization, Softmax/LogSoftmax, the Reduce* ops, CumSum
 // (the ops of cuda/CudaNorm.cpp). float16/bfloat16 are computed in float32 and
 // rounded back.
 //
@@ -138,10 +138,99 @@ llvm::Error layerNormKernel(KernelContext &ctx) {
 
 using RedKind = ReduceKind;
 
+/// The value of a reduction over no elements (ONNX's identities): Sum, L1,
+/// L2, SumSquare 0; Mean NaN; Max -inf (the lowest integer); Min +inf (the
+/// highest); Prod 1; LogSum and LogSumExp log(0) = -inf.
+template <class T> T emptyReduction(RedKind k) {
+  using L = std::numeric_limits<T>;
+  switch (k) {
+  case RedKind::Max:
+  case RedKind::LogSum:
+  case RedKind::LogSumExp:
+    return L::has_infinity ? -L::infinity() : L::lowest();
+  case RedKind::Min:
+    return L::has_infinity ? L::infinity() : L::max();
+  case RedKind::Prod:
+    return T(1);
+  case RedKind::Mean:
+    return L::has_quiet_NaN ? L::quiet_NaN() : T(0);
+  default:
+    return T(0);
+  }
+}
+
+/// The reductions other than Sum/Mean/Max, one row: in double for floating
+/// types (and for L2, LogSum, LogSumExp of integers, rounded back), in
+/// wrapping 64-bit integers for Min, Prod, L1, SumSquare of integers.
+template <class T> T reduceOther(RedKind k, const T *p, int64_t len) {
+  if (k == RedKind::Min) {
+    T m = p[0];
+    for (int64_t j = 1; j < len; ++j) {
+      if constexpr (std::is_floating_point_v<T>)
+        if (std::isnan(p[j]))
+          return p[j];
+      if (p[j] < m)
+        m = p[j];
+    }
+    return m;
+  }
+  if constexpr (!std::is_floating_point_v<T>) {
+    if (k == RedKind::Prod || k == RedKind::L1 || k == RedKind::SumSquare) {
+      uint64_t acc = k == RedKind::Prod ? 1 : 0;
+      for (int64_t j = 0; j < len; ++j) {
+        int64_t v = static_cast<int64_t>(p[j]);
+        if (k == RedKind::Prod)
+          acc *= static_cast<uint64_t>(v);
+        else if (k == RedKind::L1)
+          acc += static_cast<uint64_t>(v < 0 ? -v : v);
+        else
+          acc += static_cast<uint64_t>(v) * static_cast<uint64_t>(v);
+      }
+      return static_cast<T>(static_cast<int64_t>(acc));
+    }
+  }
+  if (k == RedKind::LogSumExp) { // max-shifted: exp never overflows
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < len; ++j)
+      m = std::max(m, static_cast<double>(p[j]));
+    if (std::isinf(m))
+      return static_cast<T>(m);
+    double s = 0;
+    for (int64_t j = 0; j < len; ++j)
+      s += std::exp(static_cast<double>(p[j]) - m);
+    return static_cast<T>(m + std::log(s));
+  }
+  double acc = k == RedKind::Prod ? 1.0 : 0.0;
+  for (int64_t j = 0; j < len; ++j) {
+    double v = static_cast<double>(p[j]);
+    switch (k) {
+    case RedKind::Prod:
+      acc *= v;
+      break;
+    case RedKind::L1:
+      acc += std::abs(v);
+      break;
+    case RedKind::L2:
+    case RedKind::SumSquare:
+      acc += v * v;
+      break;
+    default: // LogSum
+      acc += v;
+    }
+  }
+  if (k == RedKind::L2)
+    acc = std::sqrt(acc);
+  else if (k == RedKind::LogSum)
+    acc = std::log(acc);
+  return static_cast<T>(acc);
+}
+
 template <class T> void reduceRows(RedKind k, const T *x, T *y, int64_t rows, int64_t len) {
   for (int64_t r = 0; r < rows; ++r) {
     const T *p = x + r * len;
-    if (k == RedKind::Max) {
+    if (k != RedKind::Max && k != RedKind::Sum && k != RedKind::Mean) {
+      y[r] = reduceOther(k, p, len);
+    } else if (k == RedKind::Max) {
       T m = p[0];
       for (int64_t j = 1; j < len; ++j) {
         if constexpr (std::is_floating_point_v<T>)
@@ -259,7 +348,8 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
   bool leadingOnly = lead > 0 && lead < r &&
                      std::none_of(plan.reduced.begin() + lead, plan.reduced.end(),
                                   [](bool b) { return b; });
-  if (!inOrder && leadingOnly && kind != RedKind::Max && rows > 0 && len > 0 &&
+  if (!inOrder && leadingOnly && (kind == RedKind::Sum || kind == RedKind::Mean) && rows > 0 &&
+      len > 0 &&
       (xw.dtype() == DType::Float || xw.dtype() == DType::Double)) {
     Tensor y = Tensor::empty(xw.dtype(), outShape);
     std::vector<double> acc(static_cast<size_t>(rows), 0.0);
@@ -297,17 +387,10 @@ llvm::Error reduceKernel(KernelContext &ctx, RedKind kind) {
   }
   Tensor y = Tensor::empty(xw.dtype(), outShape);
   if (rows > 0) {
-    if (len == 0) { // Sum: 0, Mean: NaN (float only), Max: -inf or the lowest integer
+    if (len == 0) { // the reduction's identity (emptyReduction)
       visitNumeric(xw.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        T v = T(0);
-        if (kind == RedKind::Max)
-          v = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
-                                                   : std::numeric_limits<T>::lowest();
-        if constexpr (std::is_floating_point_v<T>)
-          if (kind == RedKind::Mean)
-            v = std::numeric_limits<T>::quiet_NaN();
-        std::fill_n(y.data<T>(), rows, v);
+        std::fill_n(y.data<T>(), rows, emptyReduction<T>(kind));
       });
     } else {
       visitNumeric(xw.dtype(), [&](auto tag) {
@@ -521,6 +604,15 @@ void registerNormKernels(KernelRegistry &reg) {
   reg.add("", "ReduceMean", [](KernelContext &c) { return reduceKernel(c, RedKind::Mean); });
   reg.add("", "ReduceSum", [](KernelContext &c) { return reduceKernel(c, RedKind::Sum); });
   reg.add("", "ReduceMax", [](KernelContext &c) { return reduceKernel(c, RedKind::Max); });
+  reg.add("", "ReduceMin", [](KernelContext &c) { return reduceKernel(c, RedKind::Min); });
+  reg.add("", "ReduceProd", [](KernelContext &c) { return reduceKernel(c, RedKind::Prod); });
+  reg.add("", "ReduceL1", [](KernelContext &c) { return reduceKernel(c, RedKind::L1); });
+  reg.add("", "ReduceL2", [](KernelContext &c) { return reduceKernel(c, RedKind::L2); });
+  reg.add("", "ReduceSumSquare",
+          [](KernelContext &c) { return reduceKernel(c, RedKind::SumSquare); });
+  reg.add("", "ReduceLogSum", [](KernelContext &c) { return reduceKernel(c, RedKind::LogSum); });
+  reg.add("", "ReduceLogSumExp",
+          [](KernelContext &c) { return reduceKernel(c, RedKind::LogSumExp); });
   reg.add("", "Softmax", softmaxKernel<false>);
   reg.add("", "LogSoftmax", softmaxKernel<true>);
   reg.add("", "CumSum", cumSumKernel);

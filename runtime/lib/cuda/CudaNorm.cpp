@@ -161,8 +161,9 @@ int kindNum(cpu::ReduceKind k) {
     return 1;
   case cpu::ReduceKind::Max:
     return 2;
+  default: // the CPU-only reductions (the op table's Devices column)
+    return -1;
   }
-  return -1;
 }
 
 /// Bits of a quiet NaN of a floating dtype.
