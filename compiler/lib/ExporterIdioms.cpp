@@ -33,10 +33,7 @@ ShapeEntry traceShapeEntry(const Value *v) {
       // Shape <start = i, end = i + 1> (opset 15+; the dynamo exporter's
       // read of one dim).
       const Value *t = p->inputs[0];
-      int64_t rank = t->rank();
-      int64_t start = attrInt(p->proto, "start", 0), end = attrInt(p->proto, "end", rank);
-      start = std::clamp(start < 0 ? start + rank : start, int64_t(0), rank);
-      end = std::clamp(end < 0 ? end + rank : end, int64_t(0), rank);
+      auto [start, end] = shapeRange(*p, t->rank());
       if (end != start + 1)
         return {};
       e.tensor = t;
@@ -45,13 +42,18 @@ ShapeEntry traceShapeEntry(const Value *v) {
     } else if ((op == "Gather" || op == "Slice") && constantScalar(p->input(1), index) &&
                p->inputs[0] && p->inputs[0]->producer &&
                p->inputs[0]->producer->opType() == "Shape") {
-      const Value *t = p->inputs[0]->producer->inputs[0];
+      const Node *shape = p->inputs[0]->producer;
+      const Value *t = shape->inputs[0];
       if (!t || !t->hasShape)
         return {};
+      // The index counts in the Shape's output: dims [start, end) of t.
+      auto [start, end] = shapeRange(*shape, t->rank());
       if (index < 0)
-        index += t->rank();
+        index += end - start;
+      if (index < 0 || index >= end - start)
+        return {};
       e.tensor = t;
-      e.index = index;
+      e.index = start + index;
       return e;
     } else {
       return {};
@@ -155,12 +157,10 @@ bool traceShapeRange(const Value *v, const Value *&tensor, int64_t &first, int64
       !p->inputs[0]->hasShape)
     return false;
   const Value *t = p->inputs[0];
-  const int64_t rank = t->rank();
   auto clampTo = [](int64_t x, int64_t n) {
     return std::clamp(x < 0 ? x + n : x, int64_t(0), n);
   };
-  int64_t start = clampTo(attrInt(p->proto, "start", 0), rank);
-  int64_t end = clampTo(attrInt(p->proto, "end", rank), rank);
+  auto [start, end] = shapeRange(*p, t->rank());
   const int64_t n = std::max(end - start, int64_t(0));
   int64_t s = clampTo(sliceStart, n), e = clampTo(sliceEnd, n);
   if (e <= s)
@@ -228,10 +228,7 @@ bool evalInts(const Value *v, const Value *x, int64_t axis, int64_t size,
   if (op == "Shape") {
     if (p->inputs[0] != x || !x->hasShape)
       return false;
-    int64_t rank = x->rank();
-    int64_t start = attrInt(p->proto, "start", 0), end = attrInt(p->proto, "end", rank);
-    start = std::clamp(start < 0 ? start + rank : start, int64_t(0), rank);
-    end = std::clamp(end < 0 ? end + rank : end, int64_t(0), rank);
+    auto [start, end] = shapeRange(*p, x->rank());
     out.clear();
     for (int64_t i = start; i < end; ++i)
       out.push_back(i == axis ? size : x->shape[i].known() ? x->shape[i].size : kUnknown);

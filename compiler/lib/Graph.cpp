@@ -1,6 +1,7 @@
 //===- Graph.cpp ----------------------------------------------------------===//
 #include "qn/compiler/Graph.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cstring>
 
@@ -156,6 +157,11 @@ std::vector<int64_t> transposePerm(const Node &n, int64_t rank) {
     for (int64_t i = rank - 1; i >= 0; --i)
       perm.push_back(i);
   return perm;
+}
+
+std::pair<int64_t, int64_t> shapeRange(const Node &n, int64_t rank) {
+  auto clampTo = [rank](int64_t v) { return std::clamp(v < 0 ? v + rank : v, int64_t(0), rank); };
+  return {clampTo(attrInt(n.proto, "start", 0)), clampTo(attrInt(n.proto, "end", rank))};
 }
 
 bool constantInts(const Value *v, std::vector<int64_t> &out) {

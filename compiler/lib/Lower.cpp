@@ -367,11 +367,7 @@ llvm::Expected<Plan> partition(Graph &g, const PartitionOptions &opts) {
       const Node *t = u.first;
       if (t->opType() != "Transpose" || !t->domain().empty() || !t->outputs[0])
         return false;
-      std::vector<int64_t> perm;
-      for (const auto &a : t->proto.attribute())
-        if (a.name() == "perm")
-          perm.assign(a.ints().begin(), a.ints().end());
-      return (perm.empty() || perm == std::vector<int64_t>{1, 0}) &&
+      return transposePerm(*t, 2) == std::vector<int64_t>{1, 0} &&
              llvm::any_of(t->outputs[0]->uses, [](const std::pair<Node *, unsigned> &v) {
                return v.second == 1 && (v.first->opType() == "MatMul" ||
                                         v.first->opType() == "Gemm");

@@ -258,12 +258,8 @@ llvm::Error shape(const RuleContext &ctx, const Node &n, RuleResult &r) {
   if (!p.isShard() || !x->hasShape || !y || y->isGraphOutput)
     return llvm::Error::success();
   // Shape <start, end> (opset 15+): entry i is dim start + i.
-  int64_t rank = x->rank();
-  auto clampTo = [rank](int64_t v) {
-    return std::clamp(v < 0 ? v + rank : v, int64_t(0), rank);
-  };
-  const int64_t start = clampTo(attrInt(n.proto, "start", 0));
-  const int64_t end = clampTo(attrInt(n.proto, "end", rank));
+  const int64_t rank = x->rank();
+  const auto [start, end] = shapeRange(n, rank);
   if (p.axis < start || p.axis >= end) { // the sharded dim is not read
     np.in[0] = p;
     return llvm::Error::success();

@@ -114,6 +114,10 @@ std::vector<int64_t> attrInts(const onnx::NodeProto &n, llvm::StringRef name);
 /// A Transpose's permutation of a rank-`rank` input: its `perm`, or the
 /// reversal ONNX defaults to.
 std::vector<int64_t> transposePerm(const Node &n, int64_t rank);
+/// The dims [start, end) of its rank-`rank` input that a Shape node reads:
+/// its `start`/`end` (opset 15+; negative ones count from the back,
+/// clamped to [0, rank] as ONNX does), or all of them.
+std::pair<int64_t, int64_t> shapeRange(const Node &n, int64_t rank);
 
 /// The values of an int64 constant; false if `v` is not one.
 bool constantInts(const Value *v, std::vector<int64_t> &out);
